@@ -1,0 +1,71 @@
+//! The dependency boundary: the crates users pick one by one stay free of the server's
+//! stack.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+/// Crates that users pick on their own, without the server.
+pub(crate) const STANDALONE: &[&str] = &["cairn-wait", "cairn-idgen", "cairn-auth", "cairn-proposal"];
+
+/// What none of [`STANDALONE`] may depend on, directly or through another crate.
+pub(crate) const FORBIDDEN: &[&str] = &["cairn-server", "cairn-api", "tonic", "raft"];
+
+/// Checks every standalone crate's normal and build dependencies, the ones a user of
+/// the crate pulls in. Dev-dependencies are not checked: users never build them.
+pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
+    let mut failures = Vec::new();
+    for krate in STANDALONE {
+        let output = crate::cargo()
+            .current_dir(root)
+            .args(["tree", "--quiet", "--package", krate, "--edges", "normal,build"])
+            .args(["--prefix", "none", "--format", "{p}"])
+            .output()
+            .with_context(|| format!("cannot run cargo tree for {krate}"))?;
+        if !output.status.success() {
+            bail!("cargo tree -p {krate} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let tree = String::from_utf8(output.stdout).context("cargo tree printed non-UTF-8")?;
+        let found = forbidden_in(&tree);
+        if !found.is_empty() {
+            failures.push(format!("{krate} depends on {}", found.into_iter().collect::<Vec<_>>().join(", ")));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("dependency boundary broken:\n  {}", failures.join("\n  "));
+    }
+    eprintln!("{} stay free of {}", STANDALONE.join(", "), FORBIDDEN.join(", "));
+    Ok(())
+}
+
+/// The forbidden package names in a `cargo tree --prefix none --format {p}` listing.
+fn forbidden_in(tree: &str) -> BTreeSet<&str> {
+    tree.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| FORBIDDEN.contains(name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_forbidden_packages_by_exact_name() {
+        let tree = "cairn-wait v0.1.0 (/src/crates/wait)\nhashbrown v0.17.2\ntonic v0.14.2\n\
+                    raft-proto v0.7.0\nraft v0.7.0\ntonic-prost v0.14.2\n";
+        assert_eq!(forbidden_in(tree), BTreeSet::from(["raft", "tonic"]));
+    }
+
+    #[test]
+    fn a_clean_tree_passes() {
+        let tree = "cairn-idgen v0.1.0 (/src/crates/idgen)\n";
+        assert!(forbidden_in(tree).is_empty());
+    }
+
+    #[test]
+    fn the_workspace_keeps_its_boundary() {
+        check(&crate::project_root()).unwrap();
+    }
+}

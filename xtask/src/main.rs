@@ -1,0 +1,126 @@
+//! Cairn's developer tasks. `cargo xtask` lists them; `cargo xtask ci` is all of CI.
+//!
+//! **Invariant:** CI is exactly `cargo xtask ci`; `.ci/run` only installs what a fresh
+//! machine lacks and then calls it, so what passes here passes in CI.
+
+mod deps;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+/// A task: its name, a one-line description, and what it runs.
+struct Task {
+    name: &'static str,
+    about: &'static str,
+    run: fn() -> anyhow::Result<()>,
+}
+
+const TASKS: &[Task] = &[
+    Task { name: "ci", about: "every check below, in order; what CI runs", run: ci },
+    Task { name: "fmt", about: "check formatting (cargo fmt --check)", run: fmt },
+    Task { name: "lint", about: "clippy on every target, warnings denied", run: lint },
+    Task { name: "test", about: "every test of the workspace, doctests included", run: test },
+    Task { name: "doc", about: "build the docs, warnings denied", run: doc },
+    Task { name: "bench-check", about: "compile every benchmark and run each once", run: bench_check },
+    Task { name: "deps", about: "check the dependency boundaries of the library crates", run: deps_check },
+    Task {
+        name: "tidy",
+        about: "check //! headers and forbidden stubs in every source file",
+        run: tidy_check,
+    },
+];
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let Some(name) = args.next() else {
+        print_tasks();
+        return Ok(());
+    };
+    if let Some(extra) = args.next() {
+        bail!("`cargo xtask {name}` takes no arguments, got `{extra}`");
+    }
+    match TASKS.iter().find(|task| task.name == name) {
+        Some(task) => (task.run)(),
+        None if matches!(name.as_str(), "help" | "-h" | "--help") => {
+            print_tasks();
+            Ok(())
+        }
+        None => {
+            print_tasks();
+            bail!("unknown task `{name}`")
+        }
+    }
+}
+
+fn print_tasks() {
+    println!("Usage: cargo xtask <task>\n\nTasks:");
+    for task in TASKS {
+        println!("  {:<12} {}", task.name, task.about);
+    }
+}
+
+fn ci() -> anyhow::Result<()> {
+    let started = Instant::now();
+    for task in TASKS.iter().filter(|task| task.name != "ci") {
+        let step = Instant::now();
+        eprintln!("==> xtask {}: {}", task.name, task.about);
+        (task.run)().with_context(|| format!("xtask {} failed", task.name))?;
+        eprintln!("==> xtask {} passed in {:.0?}", task.name, step.elapsed());
+    }
+    eprintln!("==> ci passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn fmt() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))
+}
+
+fn lint() -> anyhow::Result<()> {
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+}
+
+fn test() -> anyhow::Result<()> {
+    run(cargo().args(["test", "--workspace"]))
+}
+
+fn doc() -> anyhow::Result<()> {
+    run(cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"))
+}
+
+fn bench_check() -> anyhow::Result<()> {
+    // Under `cargo test`, criterion runs every benchmark once instead of measuring it.
+    run(cargo().args(["test", "--workspace", "--benches"]))
+}
+
+fn deps_check() -> anyhow::Result<()> {
+    deps::check(&project_root())
+}
+
+fn tidy_check() -> anyhow::Result<()> {
+    tidy::check(&project_root())
+}
+
+/// The workspace root, from xtask's own manifest directory.
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// `cargo`, as the one that runs xtask, in the workspace root.
+pub(crate) fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(project_root());
+    command
+}
+
+/// Runs `command` with inherited output and fails if it fails.
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} exited with {status}");
+    }
+    Ok(())
+}
