@@ -17,7 +17,7 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub(crate) name: String,
 
-    /// Path to the data directory [default: <name>.cairn].
+    /// Path to the data directory (default: `<name>.cairn` in the working directory).
     #[arg(long, env = "ETCD_DATA_DIR")]
     data_dir: Option<PathBuf>,
 

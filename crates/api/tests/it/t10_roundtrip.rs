@@ -26,10 +26,10 @@ fn filled(descriptor: &MessageDescriptor, depth: usize) -> DynamicMessage {
     let mut message = DynamicMessage::new(descriptor.clone());
     let mut oneofs_done = BTreeSet::new();
     for field in descriptor.fields() {
-        if let Some(oneof) = field.containing_oneof() {
-            if !oneofs_done.insert(oneof.full_name().to_owned()) {
-                continue;
-            }
+        if let Some(oneof) = field.containing_oneof()
+            && !oneofs_done.insert(oneof.full_name().to_owned())
+        {
+            continue;
         }
         let number = field.number();
         let value = match field.kind() {
