@@ -157,7 +157,7 @@ where
     ) -> Result<R> {
         let started = Instant::now();
         let kind = request.kind();
-        let result = self.process(request, metadata, deadline, cancel).await;
+        let result = self.process(started, request, metadata, deadline, cancel).await;
         let outcome = match &result {
             Ok(_) => "success",
             Err(error) => error.outcome(),
@@ -168,11 +168,15 @@ where
 
     async fn process<Q: Request>(
         &self,
+        start: Instant,
         mut request: Q,
         metadata: &[(&str, &str)],
         deadline: Option<Instant>,
         cancel: impl Future<Output = ()>,
     ) -> Result<R> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::Stopped);
+        }
         // 1. Refuse work while apply lags commit by more than the gap.
         let applied = self.parts.indexes.applied_index();
         let committed = self.parts.indexes.committed_index();
@@ -206,8 +210,9 @@ where
         };
         let waiter = self.parts.wait.register(wait_id).map_err(|_| Error::DuplicateRequestId(wait_id))?;
 
-        // 5. Propose under the timeout, or the caller's deadline if sooner.
-        let start = Instant::now();
+        // 5. Propose under the timeout, or the caller's deadline if sooner. The clock
+        //    was read on entry: the few microseconds since make no difference to the
+        //    classification of a timeout.
         let timeout = start + self.config.request_timeout;
         let deadline = deadline.map_or(timeout, |caller| caller.min(timeout));
         let mut cancel = std::pin::pin!(cancel);
@@ -231,7 +236,8 @@ where
     }
 
     /// Runs `work` until it completes, the deadline passes, the caller cancels or the
-    /// gate stops. Work that is ready at once wins without touching the timer.
+    /// gate stops. Work that is ready at once wins without registering with the timer,
+    /// the shutdown signal or the caller's cancellation.
     async fn until_done<T>(
         &self,
         work: impl Future<Output = T>,
@@ -240,8 +246,8 @@ where
     ) -> Ended<T> {
         tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Ended::Stopped,
             done = work => Ended::Done(done),
+            () = self.shutdown.cancelled() => Ended::Stopped,
             () = cancel => Ended::Canceled,
             () = tokio::time::sleep_until(deadline) => Ended::Deadline,
         }
