@@ -2,12 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use tokio::net::TcpListener;
 
-/// Cairn's configuration, spelled as etcd's flags.
+/// Cairn's configuration, spelled as etcd's flags, with etcd's defaults.
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, about = "An etcd-compatible, raft-replicated key-value server")]
 // etcd lets a later flag override an earlier one of the same name.
@@ -28,12 +29,220 @@ pub(crate) struct Config {
     /// Comma-separated client URLs of this member to advertise to the cluster.
     #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
     advertise_client_urls: String,
+
+    /// Comma-separated URLs to listen on for peer traffic (unused by a single member).
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    listen_peer_urls: String,
+
+    /// Comma-separated peer URLs of this member to advertise to the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping: `name=peer-url,...`.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+
+    /// Initial cluster state: `new` or `existing`.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    initial_cluster_state: String,
+
+    /// Initial cluster token, which member and cluster IDs derive from.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub(crate) initial_cluster_token: String,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub(crate) max_request_bytes: usize,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub(crate) max_txn_ops: usize,
+
+    /// Raise alarms when the backend size exceeds the given quota (0 defaults to
+    /// etcd's low space quota). Accepted; quotas are not enforced yet.
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    quota_backend_bytes: u64,
+
+    /// Number of committed transactions after which the raft log is compacted.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub(crate) snapshot_count: u64,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    election_timeout: u64,
+
+    /// Specify auth token type and options: `simple` or `jwt,...`.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub(crate) auth_token: String,
+
+    /// Specify the cost / strength of the bcrypt algorithm for hashing auth passwords.
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub(crate) bcrypt_cost: u32,
+
+    /// Comma-separated URLs to serve /metrics and /health on (not available yet).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    listen_metrics_urls: String,
+
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    strict_reconfig_check: bool,
+
+    /// Check data corruption before serving (accepted; a single member has nothing to compare with).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    experimental_initial_corrupt_check: bool,
+
+    #[command(flatten)]
+    client_tls: ClientTls,
+
+    #[command(flatten)]
+    peer_tls: PeerTls,
+}
+
+/// Client TLS flags: accepted now so that etcd's command lines parse, refused when
+/// set until TLS lands.
+#[derive(Debug, clap::Args)]
+struct ClientTls {
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE", default_value = "")]
+    cert_file: String,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE", default_value = "")]
+    key_file: String,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", default_value = "")]
+    trusted_ca_file: String,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    client_cert_auth: bool,
+    /// Path to the client certificate revocation list file.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE", default_value = "")]
+    client_crl_file: String,
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    auto_tls: bool,
+}
+
+/// Peer TLS flags: a single member has no peers, so they change nothing for it.
+#[derive(Debug, clap::Args)]
+struct PeerTls {
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE", default_value = "")]
+    peer_cert_file: String,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE", default_value = "")]
+    peer_key_file: String,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", default_value = "")]
+    peer_trusted_ca_file: String,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    peer_client_cert_auth: bool,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE", default_value = "")]
+    peer_crl_file: String,
+    /// Peer TLS using self-generated certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    peer_auto_tls: bool,
 }
 
 impl Config {
     /// The data directory: `--data-dir`, or `<name>.cairn` in the working directory.
     pub(crate) fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name)))
+    }
+
+    /// The heartbeat interval.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval)
+    }
+
+    /// The election timeout.
+    pub(crate) fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.election_timeout)
+    }
+
+    /// The election timeout in heartbeats, as raft counts it.
+    pub(crate) fn election_ticks(&self) -> usize {
+        (self.election_timeout / self.heartbeat_interval.max(1)) as usize
+    }
+
+    /// This member's advertised peer URLs, sorted as etcd sorts them for its ID.
+    pub(crate) fn peer_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> =
+            split_urls(&self.initial_advertise_peer_urls).map(str::to_owned).collect();
+        urls.sort();
+        urls
+    }
+
+    /// This member's advertised client URLs.
+    pub(crate) fn client_urls(&self) -> Vec<String> {
+        split_urls(&self.advertise_client_urls).map(str::to_owned).collect()
+    }
+
+    /// Checks what etcd checks at start, and what Cairn cannot do yet.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.heartbeat_interval == 0 {
+            bail!("--heartbeat-interval must be positive");
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            bail!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        if self.max_txn_ops == 0 {
+            bail!("--max-txn-ops must be positive");
+        }
+        if !(cairn_auth::MIN_BCRYPT_COST..=cairn_auth::MAX_BCRYPT_COST).contains(&self.bcrypt_cost) {
+            bail!("invalid --bcrypt-cost {}: must be between 4 and 31", self.bcrypt_cost);
+        }
+        cairn_auth::provider_from_spec(
+            &self.auth_token,
+            Duration::from_secs(300),
+            std::sync::Arc::new(cairn_auth::SystemClock),
+        )
+        .with_context(|| format!("invalid --auth-token {:?}", self.auth_token))?;
+        match self.initial_cluster_state.as_str() {
+            "new" | "existing" => {}
+            other => bail!("invalid --initial-cluster-state {other:?}: expected new or existing"),
+        }
+        if let Some(cluster) = &self.initial_cluster {
+            let members: Vec<&str> = split_urls(cluster).collect();
+            let mine: Vec<&str> =
+                members.iter().filter_map(|m| m.strip_prefix(&format!("{}=", self.name))).collect();
+            if mine.is_empty() {
+                bail!("couldn't find local name {:?} in the initial cluster configuration", self.name);
+            }
+            if mine.len() != members.len() {
+                bail!(
+                    "--initial-cluster names other members: multi-member clusters are not available yet in cairn"
+                );
+            }
+        }
+        let tls = &self.client_tls;
+        if !tls.cert_file.is_empty()
+            || !tls.key_file.is_empty()
+            || !tls.trusted_ca_file.is_empty()
+            || !tls.client_crl_file.is_empty()
+            || tls.client_cert_auth
+            || tls.auto_tls
+        {
+            bail!("client TLS flags are set, but TLS is not available yet in cairn");
+        }
+        // Peer TLS flags change nothing for a single member, which has no peers.
+        let _ = &self.peer_tls;
+        if !self.listen_metrics_urls.is_empty() {
+            bail!("--listen-metrics-urls is not available yet in cairn");
+        }
+        let _ =
+            (self.quota_backend_bytes, self.strict_reconfig_check, self.experimental_initial_corrupt_check);
+        let _ = &self.listen_peer_urls;
+        Ok(())
     }
 
     /// Binds every `--listen-client-urls` address.
@@ -85,26 +294,61 @@ async fn resolve(url: &str) -> anyhow::Result<Vec<SocketAddr>> {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("cairn").chain(args.iter().copied())).unwrap()
+    }
+
     #[test]
     fn defaults_are_etcds() {
-        let config = Config::try_parse_from(["cairn"]).unwrap();
+        let config = parse(&[]);
         assert_eq!(config.name, "default");
         assert_eq!(config.data_dir(), PathBuf::from("default.cairn"));
         assert_eq!(config.listen_client_urls, "http://localhost:2379");
+        assert_eq!(config.max_request_bytes, 1_572_864);
+        assert_eq!(config.max_txn_ops, 128);
+        assert_eq!(config.snapshot_count, 100_000);
+        assert_eq!(config.heartbeat(), Duration::from_millis(100));
+        assert_eq!(config.election_ticks(), 10);
+        assert_eq!(config.peer_urls(), ["http://localhost:2380"]);
+        assert!(config.strict_reconfig_check);
+        config.validate().unwrap();
     }
 
     #[test]
     fn both_flag_forms_and_repeats_are_accepted() {
-        let config =
-            Config::try_parse_from(["cairn", "--name", "a", "--name=b", "--data-dir=/tmp/x"]).unwrap();
+        let config = parse(&["--name", "a", "--name=b", "--data-dir=/tmp/x", "--client-cert-auth=false"]);
         assert_eq!(config.name, "b");
         assert_eq!(config.data_dir(), PathBuf::from("/tmp/x"));
+        assert!(!config.client_tls.client_cert_auth);
+        let config = parse(&["--strict-reconfig-check=false", "--peer-auto-tls"]);
+        assert!(!config.strict_reconfig_check);
+        assert!(config.peer_tls.peer_auto_tls);
+        config.validate().unwrap();
     }
 
     #[test]
     fn an_unknown_flag_is_an_error() {
         let error = Config::try_parse_from(["cairn", "--no-such-flag"]).unwrap_err();
         assert!(error.to_string().contains("--no-such-flag"), "{error}");
+    }
+
+    #[test]
+    fn what_cannot_work_yet_or_is_wrong_is_refused_clearly() {
+        let refused = |args: &[&str]| parse(args).validate().unwrap_err().to_string();
+        assert_eq!(
+            refused(&["--auto-tls"]),
+            "client TLS flags are set, but TLS is not available yet in cairn"
+        );
+        assert!(
+            refused(&["--initial-cluster=default=http://a:2380,other=http://b:2380"])
+                .contains("multi-member")
+        );
+        assert!(refused(&["--initial-cluster=other=http://b:2380"]).contains("couldn't find local name"));
+        assert!(refused(&["--bcrypt-cost=3"]).contains("bcrypt-cost"));
+        assert!(refused(&["--auth-token=magic"]).starts_with("invalid --auth-token"));
+        assert!(refused(&["--election-timeout=200"]).contains("5 times"));
+        assert!(refused(&["--initial-cluster-state=old"]).contains("new or existing"));
+        parse(&["--initial-cluster=default=http://localhost:2380"]).validate().unwrap();
     }
 
     #[tokio::test]

@@ -1,13 +1,25 @@
-//! The `cairn` binary: etcd's command line, serving etcd's v3 gRPC API.
+//! The `cairn` binary: etcd's command line, serving etcd's v3 gRPC API from a
+//! single raft member.
 //!
-//! **Invariant:** `cairn` accepts etcd's flag names and forms (`--flag value`,
-//! `--flag=value`, `ETCD_*` environment variables), so scripts written for `etcd`
-//! start it unchanged; an unknown flag is an error, never ignored.
+//! **Invariant:** a write is acknowledged only after its raft entry is fsync'd and
+//! applied; `cairn` accepts etcd's flag names and forms (`--flag value`,
+//! `--flag=value`, `ETCD_*` environment variables), and an unknown flag is an error.
 
+mod apply;
 mod config;
+mod error;
 mod grpc;
+mod identity;
+mod node;
+mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use cairn_idgen::Generator;
+use cairn_proposal::{Gate, Parts};
+use cairn_wait::Wait;
 use clap::Parser;
 use tracing::info;
 
@@ -21,7 +33,9 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    config.validate()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,8 +48,70 @@ async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     info!(name = %config.name, data_dir = %data_dir.display(), "starting cairn");
+    let db = Arc::new(storage::open(&data_dir).context("cannot open the database")?);
+
+    let member = identity::member_id(&config.peer_urls(), &config.initial_cluster_token);
+    let (member_id, cluster_id) = identity::load_or_store(&db, (member, identity::cluster_id(&[member])))?;
+    info!(
+        member_id = format_args!("{member_id:x}"),
+        cluster_id = format_args!("{cluster_id:x}"),
+        "member identity"
+    );
+
+    let wait = Wait::new();
+    let node_config = node::NodeConfig {
+        member_id,
+        cluster_id,
+        heartbeat: config.heartbeat(),
+        election_ticks: config.election_ticks(),
+        snapshot_count: config.snapshot_count,
+    };
+    let node = node::start(Arc::clone(&db), node_config, wait.clone()).context("cannot start raft")?;
+
+    let mut gate_config = cairn_proposal::Config::with_election_timeout(config.election_timeout());
+    gate_config.max_request_bytes = config.max_request_bytes;
+    let request_timeout = gate_config.request_timeout;
+    let gate = Gate::new(
+        Parts {
+            proposer: node.proposer.clone(),
+            indexes: Arc::clone(&node.shared),
+            leadership: Arc::clone(&node.shared),
+            auth: cairn_proposal::memory::NoAuth,
+            ids: Arc::new(Generator::with_system_clock(member_id)),
+            wait,
+        },
+        gate_config,
+    );
+    let service = grpc::Service::new(
+        gate,
+        node.proposer.clone(),
+        Arc::clone(&node.shared),
+        Arc::clone(&db),
+        grpc::ServiceConfig {
+            name: config.name.clone(),
+            peer_urls: config.peer_urls(),
+            client_urls: config.client_urls(),
+            max_txn_ops: config.max_txn_ops,
+            max_request_bytes: config.max_request_bytes,
+            request_timeout,
+            data_file: data_dir.join("member").join("cairn.redb"),
+        },
+    );
     let listeners = config.client_listeners().await?;
-    grpc::serve(listeners, shutdown_signal()).await
+    wait_for_leader(&node.shared, request_timeout).await;
+    info!("published local member to cluster");
+    info!("enabled capabilities for version 3.5");
+    let served = grpc::serve(service, listeners, shutdown_signal()).await;
+    node.stop();
+    served
+}
+
+/// Waits until the member sees a leader (itself, at once, when it is alone).
+async fn wait_for_leader(shared: &node::Shared, patience: Duration) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while shared.leader_id() == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,3 +1,9 @@
-//! Integration tests that run the real `cairn` binary on loopback.
+//! Integration tests that run the real `cairn` binary on loopback and drive it with
+//! real etcd clients: the `etcd-client` crate and Debian's `etcdctl`.
 
+mod support;
 mod t10_binary;
+mod t20_kv;
+mod t30_limits;
+mod t40_etcdctl;
+mod t50_crash;

@@ -1,0 +1,359 @@
+//! The key-value semantics of etcd's requests: ranges with every option, puts,
+//! deletes, txns with compares and nested ops, compaction. Writes run inside the apply
+//! loop's redb transaction; ranges run on any transaction.
+
+use std::cmp::Ordering;
+
+use cairn_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use cairn_api::etcdserverpb::range_request::{SortOrder, SortTarget};
+use cairn_api::etcdserverpb::request_op::Request as Op;
+use cairn_api::etcdserverpb::response_op::Response as OpResponse;
+use cairn_api::etcdserverpb::{
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use cairn_api::mvccpb::KeyValue;
+use redb::ReadableTable;
+
+use crate::error::Error;
+use crate::storage::mvcc::{self, HistoryTable, KeySpan, LatestTable, Revisions, Writer};
+
+/// What applying a write gives back to its caller.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+}
+
+/// The result the apply loop hands to the waiting caller.
+pub(crate) type ApplyResult = Result<Applied, Error>;
+
+fn header(revision: u64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() })
+}
+
+/// A range at the store's `revisions`, through any transaction's tables.
+pub(crate) fn range(
+    latest: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    revisions: Revisions,
+    request: &RangeRequest,
+) -> Result<RangeResponse, Error> {
+    let revision = check_range_revision(request, revisions)?;
+    let span = KeySpan::new(&request.key, &request.range_end);
+    let mut kvs = if revision == revisions.current {
+        mvcc::range_latest(latest, span)?
+    } else {
+        mvcc::range_at(history, span, revision)?
+    };
+    let count = kvs.len() as i64;
+    let within = |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
+    kvs.retain(|kv| {
+        within(kv.mod_revision, request.min_mod_revision, request.max_mod_revision)
+            && within(kv.create_revision, request.min_create_revision, request.max_create_revision)
+    });
+    sort(&mut kvs, request);
+    let mut more = false;
+    if request.limit > 0 && kvs.len() > request.limit as usize {
+        kvs.truncate(request.limit as usize);
+        more = true;
+    }
+    if request.count_only {
+        kvs.clear();
+        more = false;
+    }
+    if request.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(RangeResponse { header: header(revisions.current), kvs, more, count })
+}
+
+/// The revision a range reads at: the current one for 0 or less.
+fn check_range_revision(request: &RangeRequest, revisions: Revisions) -> Result<u64, Error> {
+    if request.revision <= 0 {
+        return Ok(revisions.current);
+    }
+    let revision = request.revision as u64;
+    if revision > revisions.current {
+        return Err(Error::FutureRevision);
+    }
+    if revision < revisions.compacted {
+        return Err(Error::Compacted);
+    }
+    Ok(revision)
+}
+
+/// etcd's sort: by key ascending unless asked otherwise; a target other than the key
+/// with no order sorts ascending.
+fn sort(kvs: &mut [KeyValue], request: &RangeRequest) {
+    let target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
+    let mut order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
+    if target != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    }
+    let by = |a: &KeyValue, b: &KeyValue| -> Ordering {
+        match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        }
+    };
+    match order {
+        SortOrder::None => {}
+        SortOrder::Ascend => kvs.sort_by(by),
+        SortOrder::Descend => kvs.sort_by(|a, b| by(b, a)),
+    }
+}
+
+/// Applies write requests in log order, keeping the store's revisions.
+#[derive(Debug)]
+pub(crate) struct Applier {
+    pub(crate) revisions: Revisions,
+}
+
+impl Applier {
+    pub(crate) fn put<'txn>(
+        &mut self,
+        history: &mut HistoryTable<'txn>,
+        latest: &mut LatestTable<'txn>,
+        request: &PutRequest,
+    ) -> ApplyResult {
+        check_put(latest, request)?;
+        let mut writer = self.writer(history, latest);
+        let response = put(&mut writer, request)?;
+        self.commit(&writer);
+        Ok(Applied::Put(PutResponse { header: header(self.revisions.current), ..response }))
+    }
+
+    pub(crate) fn delete_range<'txn>(
+        &mut self,
+        history: &mut HistoryTable<'txn>,
+        latest: &mut LatestTable<'txn>,
+        request: &DeleteRangeRequest,
+    ) -> ApplyResult {
+        let mut writer = self.writer(history, latest);
+        let response = delete_range(&mut writer, request)?;
+        self.commit(&writer);
+        Ok(Applied::DeleteRange(DeleteRangeResponse { header: header(self.revisions.current), ..response }))
+    }
+
+    pub(crate) fn txn<'txn>(
+        &mut self,
+        history: &mut HistoryTable<'txn>,
+        latest: &mut LatestTable<'txn>,
+        request: &TxnRequest,
+    ) -> ApplyResult {
+        // As etcd: every compare of every nested txn is decided on the state before the
+        // txn, and every op on that path is checked before anything is written.
+        let path = txn_path(latest, request)?;
+        check_txn(latest, self.revisions, request, &path)?;
+        let before = self.revisions;
+        let mut writer = self.writer(history, latest);
+        let response = txn(&mut writer, before, request, &mut path.iter().copied())?;
+        self.commit(&writer);
+        Ok(Applied::Txn(TxnResponse { header: header(self.revisions.current), ..response }))
+    }
+
+    pub(crate) fn compact(
+        &mut self,
+        history: &mut HistoryTable<'_>,
+        request: &CompactionRequest,
+    ) -> ApplyResult {
+        let revision = u64::try_from(request.revision).unwrap_or(0);
+        if revision <= self.revisions.compacted {
+            return Err(Error::Compacted);
+        }
+        if revision > self.revisions.current {
+            return Err(Error::FutureRevision);
+        }
+        mvcc::compact(history, revision)?;
+        self.revisions.compacted = revision;
+        Ok(Applied::Compaction(CompactionResponse { header: header(self.revisions.current) }))
+    }
+
+    fn writer<'a, 'txn>(
+        &self,
+        history: &'a mut HistoryTable<'txn>,
+        latest: &'a mut LatestTable<'txn>,
+    ) -> Writer<'a, 'txn> {
+        Writer { history, latest, revision: self.revisions.current + 1, wrote: false }
+    }
+
+    fn commit(&mut self, writer: &Writer<'_, '_>) {
+        if writer.wrote {
+            self.revisions.current = writer.revision;
+        }
+    }
+}
+
+fn check_put(latest: &LatestTable<'_>, request: &PutRequest) -> Result<(), Error> {
+    if (request.ignore_value || request.ignore_lease) && latest.get(request.key.as_slice())?.is_none() {
+        return Err(Error::KeyNotFound);
+    }
+    // Leases do not exist yet: every lease ID is unknown.
+    if request.lease != 0 {
+        return Err(Error::LeaseNotFound);
+    }
+    Ok(())
+}
+
+fn put(writer: &mut Writer<'_, '_>, request: &PutRequest) -> Result<PutResponse, Error> {
+    let mut value = request.value.clone();
+    let mut lease = request.lease;
+    if request.ignore_value || request.ignore_lease {
+        let previous = writer.get(&request.key)?.ok_or(Error::KeyNotFound)?;
+        if request.ignore_value {
+            value = previous.value;
+        }
+        if request.ignore_lease {
+            lease = previous.lease;
+        }
+    }
+    let previous = writer.put(&request.key, value, lease)?;
+    Ok(PutResponse { header: None, prev_kv: previous.filter(|_| request.prev_kv) })
+}
+
+fn delete_range(
+    writer: &mut Writer<'_, '_>,
+    request: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, Error> {
+    let deleted = writer.delete(KeySpan::new(&request.key, &request.range_end))?;
+    Ok(DeleteRangeResponse {
+        header: None,
+        deleted: deleted.len() as i64,
+        prev_kvs: if request.prev_kv { deleted } else { Vec::new() },
+    })
+}
+
+/// Which branch each txn takes, depth first in op order, decided on `latest`.
+fn txn_path(latest: &LatestTable<'_>, request: &TxnRequest) -> Result<Vec<bool>, Error> {
+    let mut path = Vec::new();
+    fn walk(latest: &LatestTable<'_>, request: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
+        let mut succeeded = true;
+        for compare in &request.compare {
+            if !compare_holds(latest, compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        path.push(succeeded);
+        let ops = if succeeded { &request.success } else { &request.failure };
+        for op in ops {
+            if let Some(Op::RequestTxn(nested)) = &op.request {
+                walk(latest, nested, path)?;
+            }
+        }
+        Ok(())
+    }
+    walk(latest, request, &mut path)?;
+    Ok(path)
+}
+
+fn check_txn(
+    latest: &LatestTable<'_>,
+    revisions: Revisions,
+    request: &TxnRequest,
+    path: &[bool],
+) -> Result<(), Error> {
+    let mut path = path.iter().copied();
+    fn walk(
+        latest: &LatestTable<'_>,
+        revisions: Revisions,
+        request: &TxnRequest,
+        path: &mut impl Iterator<Item = bool>,
+    ) -> Result<(), Error> {
+        let ops = if path.next().unwrap_or(false) { &request.success } else { &request.failure };
+        for op in ops {
+            match &op.request {
+                Some(Op::RequestRange(range)) => {
+                    check_range_revision(range, revisions)?;
+                }
+                Some(Op::RequestPut(put)) => check_put(latest, put)?,
+                Some(Op::RequestTxn(nested)) => walk(latest, revisions, nested, path)?,
+                Some(Op::RequestDeleteRange(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+    walk(latest, revisions, request, &mut path)
+}
+
+fn txn(
+    writer: &mut Writer<'_, '_>,
+    before: Revisions,
+    request: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<TxnResponse, Error> {
+    let succeeded = path.next().unwrap_or(false);
+    let ops = if succeeded { &request.success } else { &request.failure };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(Op::RequestRange(range)) => {
+                // Reads see the txn's own earlier writes, at the revision they will get.
+                let revisions = Revisions {
+                    current: if writer.wrote { writer.revision } else { before.current },
+                    ..before
+                };
+                OpResponse::ResponseRange(self::range(&*writer.latest, &*writer.history, revisions, range)?)
+            }
+            Some(Op::RequestPut(put)) => OpResponse::ResponsePut(self::put(writer, put)?),
+            Some(Op::RequestDeleteRange(delete)) => {
+                OpResponse::ResponseDeleteRange(delete_range(writer, delete)?)
+            }
+            Some(Op::RequestTxn(nested)) => OpResponse::ResponseTxn(txn(writer, before, nested, path)?),
+            None => continue,
+        };
+        responses.push(ResponseOp { response: Some(response) });
+    }
+    Ok(TxnResponse { header: None, succeeded, responses })
+}
+
+/// Whether `compare` holds for every key it names. A value compare on no key fails;
+/// other compares on no key compare against an absent key's zeros, as in etcd.
+fn compare_holds(latest: &LatestTable<'_>, compare: &Compare) -> Result<bool, Error> {
+    let kvs = mvcc::range_latest(latest, KeySpan::new(&compare.key, &compare.range_end))?;
+    let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
+    if kvs.is_empty() {
+        return Ok(target != CompareTarget::Value && compare_kv(compare, target, &KeyValue::default()));
+    }
+    Ok(kvs.iter().all(|kv| compare_kv(compare, target, kv)))
+}
+
+fn compare_kv(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    let union = compare.target_union.as_ref();
+    let ordering = match target {
+        CompareTarget::Version => kv.version.cmp(&match union {
+            Some(TargetUnion::Version(v)) => *v,
+            _ => 0,
+        }),
+        CompareTarget::Create => kv.create_revision.cmp(&match union {
+            Some(TargetUnion::CreateRevision(v)) => *v,
+            _ => 0,
+        }),
+        CompareTarget::Mod => kv.mod_revision.cmp(&match union {
+            Some(TargetUnion::ModRevision(v)) => *v,
+            _ => 0,
+        }),
+        CompareTarget::Value => kv.value.as_slice().cmp(match union {
+            Some(TargetUnion::Value(v)) => v.as_slice(),
+            _ => &[],
+        }),
+        CompareTarget::Lease => kv.lease.cmp(&match union {
+            Some(TargetUnion::Lease(v)) => *v,
+            _ => 0,
+        }),
+    };
+    match CompareResult::try_from(compare.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ordering == Ordering::Equal,
+        CompareResult::Greater => ordering == Ordering::Greater,
+        CompareResult::Less => ordering == Ordering::Less,
+        CompareResult::NotEqual => ordering != Ordering::Equal,
+    }
+}

@@ -1,0 +1,65 @@
+//! The server's errors, with etcd's texts and gRPC codes.
+
+use tonic::{Code, Status};
+
+use crate::storage::StorageError;
+
+/// Why a request failed on this server (apart from the gate's and auth's errors).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: {0}")]
+    Storage(String),
+    #[error(transparent)]
+    Proposal(#[from] cairn_proposal::Error),
+    #[error(transparent)]
+    Auth(#[from] cairn_auth::Error),
+}
+
+impl From<StorageError> for Error {
+    fn from(error: StorageError) -> Self {
+        Self::Storage(error.to_string())
+    }
+}
+
+impl From<redb::StorageError> for Error {
+    fn from(error: redb::StorageError) -> Self {
+        StorageError::from(error).into()
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::EmptyKey
+            | Error::KeyNotFound
+            | Error::ValueProvided
+            | Error::LeaseProvided
+            | Error::TooManyOps
+            | Error::DuplicateKey => Code::InvalidArgument,
+            Error::Compacted | Error::FutureRevision => Code::OutOfRange,
+            Error::LeaseNotFound => Code::NotFound,
+            Error::Storage(_) => Code::Internal,
+            Error::Proposal(inner) => Code::from(inner.grpc_code()),
+            Error::Auth(inner) => Code::from(inner.grpc_code()),
+        };
+        Status::new(code, error.to_string())
+    }
+}

@@ -1,0 +1,239 @@
+//! The etcd v3 gRPC services on the client listeners.
+//!
+//! `KV`, `Maintenance.Status`, `Maintenance.Alarm` (listing) and `Cluster.MemberList`
+//! are served; the other RPCs answer `Unimplemented` through the generated default
+//! methods until their issues land (watch and lease, auth, membership changes).
+
+mod cluster;
+mod kv;
+mod maintenance;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_api::etcdserverpb::auth_server::{Auth, AuthServer};
+use cairn_api::etcdserverpb::cluster_server::ClusterServer;
+use cairn_api::etcdserverpb::kv_server::KvServer;
+use cairn_api::etcdserverpb::lease_server::{Lease, LeaseServer};
+use cairn_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_api::etcdserverpb::watch_server::{Watch, WatchServer};
+use cairn_api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
+use cairn_proposal::Gate;
+use cairn_proposal::memory::NoAuth;
+use futures::FutureExt;
+use prost::Message as _;
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use tokio::net::TcpListener;
+use tonic::Status;
+use tonic::transport::Server;
+use tracing::info;
+
+use crate::apply::{Applied, ApplyResult};
+use crate::error::Error;
+use crate::node::{RaftProposer, Shared};
+use crate::storage::mvcc::Revisions;
+use crate::storage::{KV_HISTORY, KV_LATEST, META, StorageError};
+
+/// How long open client connections may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// etcd's extra room for gRPC framing above `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The proposal gate as the server composes it. Auth arrives with the auth issue;
+/// until then every caller is anonymous, as with auth disabled.
+pub(crate) type ServerGate = Gate<RaftProposer, Arc<Shared>, Arc<Shared>, NoAuth, ApplyResult>;
+
+/// What the services need to know about the member.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceConfig {
+    pub(crate) name: String,
+    pub(crate) peer_urls: Vec<String>,
+    pub(crate) client_urls: Vec<String>,
+    pub(crate) max_txn_ops: usize,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) request_timeout: Duration,
+    /// The database file, whose size `Status` reports.
+    pub(crate) data_file: std::path::PathBuf,
+}
+
+/// The state every service shares.
+#[derive(Clone)]
+pub(crate) struct Service {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    gate: ServerGate,
+    proposer: RaftProposer,
+    shared: Arc<Shared>,
+    db: Arc<Database>,
+    config: ServiceConfig,
+}
+
+impl std::ops::Deref for Service {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// An `InternalRaftRequest` as the gate sees it.
+struct Proposal(InternalRaftRequest);
+
+impl cairn_proposal::Request for Proposal {
+    fn legacy_id(&self) -> u64 {
+        self.0.id
+    }
+
+    fn kind(&self) -> &'static str {
+        let request = &self.0;
+        if request.put.is_some() {
+            "put"
+        } else if request.delete_range.is_some() {
+            "delete_range"
+        } else if request.txn.is_some() {
+            "txn"
+        } else if request.compaction.is_some() {
+            "compaction"
+        } else {
+            "other"
+        }
+    }
+
+    fn set_header(&mut self, header: cairn_proposal::Header) {
+        self.0.header = Some(RequestHeader {
+            id: header.id,
+            username: header.username,
+            auth_revision: header.auth_revision,
+        });
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.0.encode_to_vec()
+    }
+}
+
+impl Service {
+    pub(crate) fn new(
+        gate: ServerGate,
+        proposer: RaftProposer,
+        shared: Arc<Shared>,
+        db: Arc<Database>,
+        config: ServiceConfig,
+    ) -> Self {
+        Self { inner: Arc::new(Inner { gate, proposer, shared, db, config }) }
+    }
+
+    /// Stops the gate: requests in flight fail with `etcdserver: server stopped`.
+    pub(crate) fn stop(&self) {
+        self.gate.stop();
+    }
+
+    /// Proposes a write and waits for its result.
+    async fn write(&self, request: InternalRaftRequest) -> Result<Applied, Status> {
+        match self.gate.propose(Proposal(request), &[]).await {
+            Ok(result) => result.map_err(Status::from),
+            Err(error) => Err(Error::Proposal(error).into()),
+        }
+    }
+
+    /// Runs `read` on a consistent view of the store: for a linearizable read, once
+    /// this member has applied everything committed when the read arrived.
+    async fn read<T>(
+        &self,
+        linearizable: bool,
+        read: impl FnOnce(
+            &ReadOnlyTable<&'static [u8], &'static [u8]>,
+            &ReadOnlyTable<(&'static [u8], u64), &'static [u8]>,
+            Revisions,
+        ) -> Result<T, Error>,
+    ) -> Result<T, Status> {
+        if linearizable {
+            let index = tokio::time::timeout(self.config.request_timeout, self.proposer.read_index())
+                .await
+                .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?
+                .map_err(Error::Proposal)?;
+            tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait.wait(index))
+                .await
+                .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?;
+        }
+        let view = || -> Result<Result<T, Error>, StorageError> {
+            let txn = self.db.begin_read()?;
+            let revisions = Revisions::load(&txn.open_table(META)?)?;
+            let latest = txn.open_table(KV_LATEST)?;
+            let history = txn.open_table(KV_HISTORY)?;
+            Ok(read(&latest, &history, revisions))
+        };
+        view().map_err(Error::from)?.map_err(Status::from)
+    }
+
+    /// etcd's `header.fill`: cluster and member IDs and the raft term; the revision
+    /// is the one the request was served at.
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let header = header.get_or_insert_with(ResponseHeader::default);
+        header.cluster_id = self.shared.cluster_id;
+        header.member_id = self.shared.member_id;
+        header.raft_term = self.shared.term();
+    }
+}
+
+/// The services that are not served yet: their RPCs answer `Unimplemented`.
+#[derive(Debug, Clone, Copy)]
+struct NotYetServed;
+
+impl Watch for NotYetServed {}
+impl Lease for NotYetServed {}
+impl Auth for NotYetServed {}
+
+/// Serves every service on every listener until `shutdown` completes.
+pub(crate) async fn serve(
+    service: Service,
+    listeners: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown.boxed().shared();
+    let max_receive = service.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let addr = listener.local_addr().context("listener has no address")?;
+        let router = Server::builder()
+            .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_receive))
+            .add_service(MaintenanceServer::new(service.clone()).max_decoding_message_size(max_receive))
+            .add_service(ClusterServer::new(service.clone()).max_decoding_message_size(max_receive))
+            .add_service(WatchServer::new(NotYetServed))
+            .add_service(LeaseServer::new(NotYetServed))
+            .add_service(AuthServer::new(NotYetServed));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let server_shutdown = shutdown.clone();
+        servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, server_shutdown)
+                .await
+                .with_context(|| format!("gRPC server on {addr} failed"))
+        });
+        info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
+    }
+    info!("ready to serve client requests");
+    let all_done = async {
+        while let Some(result) = servers.join_next().await {
+            result.context("gRPC server task panicked")??;
+        }
+        anyhow::Ok(())
+    };
+    // Graceful shutdown waits for open connections to close; clients such as watchers
+    // keep theirs open, so after the signal they get a grace period, then are cut.
+    let cut_off = async {
+        shutdown.await;
+        service.stop();
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = all_done => result?,
+        () = cut_off => info!(grace = ?SHUTDOWN_GRACE, "closing connections still open after shutdown"),
+    }
+    info!("stopped serving client traffic");
+    Ok(())
+}

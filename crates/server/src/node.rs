@@ -1,0 +1,516 @@
+//! The raft node: one thread that ticks raft-rs, takes proposals and read-index
+//! requests, persists each `Ready` with one fsync, applies committed entries and
+//! wakes their waiters.
+//!
+//! It runs on its own OS thread because every step blocks on the disk; the async
+//! world talks to it through a channel and oneshot replies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_api::etcdserverpb::InternalRaftRequest;
+use cairn_proposal::{IndexSource, Leadership, Proposer};
+use cairn_wait::{IndexWait, Wait};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::storage::MemStorage;
+use raft::{RawNode, Storage as _};
+use redb::{Database, Durability, ReadableDatabase};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::apply::{Applier, ApplyResult};
+use crate::error::Error;
+use crate::storage::mvcc::{self, Revisions};
+use crate::storage::{META, StorageError, raft_log};
+
+/// Entries kept after a log compaction, for followers that lag a little (etcd's
+/// `snapshotCatchUpEntries`).
+const CATCH_UP_ENTRIES: u64 = 5000;
+/// Most commands taken from the channel before handling a `Ready`, so that a burst
+/// of proposals shares one fsync without starving ticks.
+const MAX_BATCH: usize = 4096;
+
+/// What the rest of the server reads about the node, updated by the raft thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
+    applied: AtomicU64,
+    committed: AtomicU64,
+    term: AtomicU64,
+    /// The leader's ID, 0 for none.
+    leader: AtomicU64,
+    elected_at: Mutex<Option<Instant>>,
+    pub(crate) leader_changes: AtomicU64,
+    /// Woken with the applied index after every applied batch.
+    pub(crate) applied_wait: IndexWait,
+}
+
+impl Shared {
+    pub(crate) fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn leader_id(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+}
+
+impl IndexSource for Shared {
+    fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+}
+
+impl Leadership for Shared {
+    fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    fn leader(&self) -> Option<u64> {
+        Some(self.leader_id()).filter(|&leader| leader != 0)
+    }
+
+    fn leader_elected_at(&self) -> Option<Instant> {
+        *self.elected_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn members(&self) -> Vec<u64> {
+        vec![self.member_id]
+    }
+
+    fn connected_since(&self, _peer: u64) -> Option<Instant> {
+        None
+    }
+}
+
+/// Requests to the raft thread.
+pub(crate) enum Command {
+    /// Propose `data`; the reply says whether raft took it.
+    Propose(Vec<u8>, oneshot::Sender<cairn_proposal::Result<()>>),
+    /// Confirm leadership and reply with the commit index to read at.
+    ReadIndex(oneshot::Sender<u64>),
+    /// Finish the current step and stop.
+    Stop,
+}
+
+/// The gate's proposer: hands data to the raft thread.
+#[derive(Debug, Clone)]
+pub(crate) struct RaftProposer {
+    commands: Sender<Command>,
+}
+
+impl Proposer for RaftProposer {
+    async fn propose(&self, data: Vec<u8>) -> cairn_proposal::Result<()> {
+        let (reply, accepted) = oneshot::channel();
+        self.commands.send(Command::Propose(data, reply)).map_err(|_| cairn_proposal::Error::Stopped)?;
+        accepted.await.map_err(|_| cairn_proposal::Error::Stopped)?
+    }
+}
+
+impl RaftProposer {
+    /// The commit index to serve a linearizable read at, once applied.
+    pub(crate) async fn read_index(&self) -> Result<u64, cairn_proposal::Error> {
+        let (reply, index) = oneshot::channel();
+        self.commands.send(Command::ReadIndex(reply)).map_err(|_| cairn_proposal::Error::Stopped)?;
+        index.await.map_err(|_| cairn_proposal::Error::Stopped)
+    }
+}
+
+/// How the node is set up.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
+    pub(crate) heartbeat: Duration,
+    pub(crate) election_ticks: usize,
+    pub(crate) snapshot_count: u64,
+}
+
+/// A started node: the shared view, the proposer, and the thread.
+pub(crate) struct Node {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) proposer: RaftProposer,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Node {
+    /// Stops the raft thread after the step it is in, and waits for it.
+    pub(crate) fn stop(self) {
+        let _ = self.proposer.commands.send(Command::Stop);
+        if self.thread.join().is_err() {
+            error!("the raft thread panicked");
+        }
+    }
+}
+
+/// Recovers or bootstraps the node from `db` and starts its thread.
+pub(crate) fn start(
+    db: Arc<Database>,
+    config: NodeConfig,
+    wait: Wait<ApplyResult>,
+) -> Result<Node, StorageError> {
+    let (storage, fresh) = match raft_log::recover(&db)? {
+        Some(storage) => (storage, false),
+        None => {
+            let storage = MemStorage::new_with_conf_state((vec![config.member_id], vec![]));
+            let txn = db.begin_write()?;
+            raft_log::save_conf_state(&txn, &storage.initial_state().map_err(raft_error)?.conf_state)?;
+            txn.commit()?;
+            (storage, true)
+        }
+    };
+    let (applied, revisions) = {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        (meta.get("applied_index")?.map_or(0, |v| v.value()), Revisions::load(&meta)?)
+    };
+    // Entries are applied only once committed and durable in the log, so an applied
+    // index beyond the saved commit index only means the commit index was saved late.
+    if applied > storage.rl().hard_state().commit {
+        storage.wl().mut_hard_state().commit = applied;
+    }
+    let initial = storage.initial_state().map_err(raft_error)?;
+    let hard_state = initial.hard_state;
+    let single_voter =
+        initial.conf_state.voters == [config.member_id] && initial.conf_state.learners.is_empty();
+    let raft_config = raft::Config {
+        id: config.member_id,
+        election_tick: config.election_ticks,
+        heartbeat_tick: 1,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        pre_vote: true,
+        ..raft::Config::default()
+    };
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut node = RawNode::new(&raft_config, storage.clone(), &logger).map_err(raft_error)?;
+    if single_voter {
+        // A single voter need not wait an election timeout to lead.
+        node.campaign().map_err(raft_error)?;
+    }
+    info!(fresh, applied, term = hard_state.term, commit = hard_state.commit, "raft node started");
+
+    let shared = Arc::new(Shared {
+        member_id: config.member_id,
+        cluster_id: config.cluster_id,
+        applied: AtomicU64::new(applied),
+        committed: AtomicU64::new(hard_state.commit.max(applied)),
+        term: AtomicU64::new(hard_state.term),
+        leader: AtomicU64::new(0),
+        elected_at: Mutex::new(None),
+        leader_changes: AtomicU64::new(0),
+        applied_wait: IndexWait::starting_at(applied),
+    });
+    let (commands, receiver) = std::sync::mpsc::channel();
+    let mut runner = Runner {
+        node,
+        storage,
+        db,
+        shared: Arc::clone(&shared),
+        wait,
+        applier: Applier { revisions },
+        applied,
+        config,
+        pending_proposals: Vec::new(),
+        pending_reads: Vec::new(),
+        read_in_flight: None,
+        next_read_context: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            if let Err(error) = runner.run(&receiver) {
+                error!(%error, "raft loop failed; stopping");
+            }
+        })
+        .map_err(|error| StorageError::Redb(error.to_string()))?;
+    Ok(Node { shared, proposer: RaftProposer { commands }, thread })
+}
+
+fn raft_error(error: raft::Error) -> StorageError {
+    StorageError::Redb(format!("raft: {error}"))
+}
+
+struct Runner {
+    node: RawNode<MemStorage>,
+    storage: MemStorage,
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    wait: Wait<ApplyResult>,
+    applier: Applier,
+    applied: u64,
+    config: NodeConfig,
+    /// Proposals waiting for a leader.
+    pending_proposals: Vec<(Vec<u8>, oneshot::Sender<cairn_proposal::Result<()>>)>,
+    /// Reads waiting for the next read-index round.
+    pending_reads: Vec<oneshot::Sender<u64>>,
+    /// The read-index round under way: its context and the reads it answers.
+    read_in_flight: Option<(Vec<u8>, Vec<oneshot::Sender<u64>>)>,
+    next_read_context: u64,
+}
+
+impl Runner {
+    fn run(&mut self, commands: &Receiver<Command>) -> Result<(), StorageError> {
+        let mut next_tick = std::time::Instant::now() + self.config.heartbeat;
+        loop {
+            let wait = next_tick.saturating_duration_since(std::time::Instant::now());
+            match commands.recv_timeout(wait) {
+                Ok(command) => {
+                    let mut stop = self.take(command);
+                    for command in commands.try_iter().take(MAX_BATCH) {
+                        stop |= self.take(command);
+                    }
+                    if stop {
+                        info!("raft node stopped");
+                        return Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if std::time::Instant::now() >= next_tick {
+                self.node.tick();
+                next_tick += self.config.heartbeat;
+            }
+            self.flush_proposals();
+            self.start_read_round();
+            self.handle_ready()?;
+        }
+    }
+
+    /// Queues a command; true for [`Command::Stop`].
+    fn take(&mut self, command: Command) -> bool {
+        match command {
+            Command::Propose(data, reply) => self.pending_proposals.push((data, reply)),
+            Command::ReadIndex(reply) => self.pending_reads.push(reply),
+            Command::Stop => return true,
+        }
+        false
+    }
+
+    /// Hands waiting proposals to raft once there is a leader; proposals whose caller
+    /// gave up are dropped.
+    fn flush_proposals(&mut self) {
+        self.pending_proposals.retain(|(_, reply)| !reply.is_closed());
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        for (data, reply) in self.pending_proposals.drain(..) {
+            let result = self.node.propose(Vec::new(), data).map_err(|error| match error {
+                raft::Error::ProposalDropped => cairn_proposal::Error::ProposalDropped,
+                other => {
+                    warn!(error = %other, "proposal refused");
+                    cairn_proposal::Error::ProposalDropped
+                }
+            });
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Starts one read-index round for every read waiting, as etcd's
+    /// `linearizableReadLoop` batches them.
+    fn start_read_round(&mut self) {
+        self.pending_reads.retain(|reply| !reply.is_closed());
+        if self.read_in_flight.is_some()
+            || self.pending_reads.is_empty()
+            || self.node.raft.leader_id == raft::INVALID_ID
+        {
+            return;
+        }
+        self.next_read_context += 1;
+        let context = self.next_read_context.to_be_bytes().to_vec();
+        self.node.read_index(context.clone());
+        self.read_in_flight = Some((context, std::mem::take(&mut self.pending_reads)));
+    }
+
+    fn handle_ready(&mut self) -> Result<(), StorageError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        if let Some(soft) = ready.ss() {
+            self.observe_leader(soft.leader_id);
+        }
+        if !ready.messages().is_empty() {
+            // A single member has nobody to send to.
+            warn!(count = ready.messages().len(), "dropping raft messages: no peers");
+        }
+        for state in ready.take_read_states() {
+            if let Some((context, replies)) = self.read_in_flight.take() {
+                if context == state.request_ctx {
+                    for reply in replies {
+                        let _ = reply.send(state.index);
+                    }
+                } else {
+                    self.read_in_flight = Some((context, replies));
+                }
+            }
+        }
+
+        let committed = ready.take_committed_entries();
+        let entries = ready.take_entries();
+        let hard_state = ready.hs().cloned();
+        let must_sync = ready.must_sync();
+
+        // One transaction, one fsync: new entries and hard state, plus everything
+        // committed before them.
+        let mut txn = self.db.begin_write()?;
+        raft_log::append(&txn, &entries)?;
+        if let Some(hard_state) = &hard_state {
+            raft_log::save_hard_state(&txn, hard_state)?;
+        }
+        let results = self.apply(&txn, &committed)?;
+        txn.set_durability(if must_sync { Durability::Immediate } else { Durability::None })?;
+        txn.commit()?;
+        {
+            let mut core = self.storage.wl();
+            core.append(&entries).map_err(raft_error)?;
+            if let Some(hard_state) = hard_state {
+                self.shared.term.store(hard_state.term, Ordering::Release);
+                self.publish_committed(hard_state.commit);
+                core.set_hardstate(hard_state);
+            }
+        }
+        self.publish(results);
+
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.storage.wl().mut_hard_state().set_commit(commit);
+            self.publish_committed(commit);
+        }
+        let committed = light.take_committed_entries();
+        if !committed.is_empty() {
+            // The entries are durable in the log: their effects need no fsync of
+            // their own, and are replayed from the log after a crash.
+            let mut txn = self.db.begin_write()?;
+            let results = self.apply(&txn, &committed)?;
+            txn.set_durability(Durability::None)?;
+            txn.commit()?;
+            self.publish(results);
+        }
+        self.node.advance_apply();
+        self.maybe_compact_log()
+    }
+
+    fn observe_leader(&mut self, leader: u64) {
+        let previous = self.shared.leader.swap(leader, Ordering::AcqRel);
+        if leader != previous && leader != raft::INVALID_ID {
+            self.shared.leader_changes.fetch_add(1, Ordering::Relaxed);
+            *self.shared.elected_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Instant::now());
+            info!(leader = format_args!("{leader:x}"), term = self.node.raft.term, "leader elected");
+        }
+    }
+
+    fn publish_committed(&self, commit: u64) {
+        self.shared.committed.fetch_max(commit, Ordering::AcqRel);
+    }
+
+    /// Applies `entries` in `txn`, saving the applied index and revisions with them.
+    fn apply(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        entries: &[Entry],
+    ) -> Result<Vec<(u64, ApplyResult)>, StorageError> {
+        let mut results = Vec::new();
+        if entries.iter().all(|entry| entry.index <= self.applied) {
+            return Ok(results);
+        }
+        let (mut history, mut latest, mut meta) = mvcc::open_tables(txn)?;
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue;
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {}
+                EntryType::EntryNormal => match InternalRaftRequest::decode(entry.data.as_ref()) {
+                    Ok(request) => {
+                        let id = match request.id {
+                            0 => request.header.as_ref().map_or(0, |header| header.id),
+                            id => id,
+                        };
+                        let result = self.apply_request(&mut history, &mut latest, &request);
+                        results.push((id, result));
+                    }
+                    Err(error) => error!(index = entry.index, %error, "skipping an undecodable entry"),
+                },
+                EntryType::EntryConfChange => {
+                    let change = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(|_| StorageError::Corrupt("conf change"))?;
+                    let conf_state = self.node.apply_conf_change(&change).map_err(raft_error)?;
+                    raft_log::save_conf_state(txn, &conf_state)?;
+                    self.storage.wl().set_conf_state(conf_state);
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .map_err(|_| StorageError::Corrupt("conf change"))?;
+                    let conf_state = self.node.apply_conf_change(&change).map_err(raft_error)?;
+                    raft_log::save_conf_state(txn, &conf_state)?;
+                    self.storage.wl().set_conf_state(conf_state);
+                }
+            }
+            self.applied = entry.index;
+        }
+        meta.insert("applied_index", self.applied)?;
+        self.applier.revisions.save(&mut meta)?;
+        Ok(results)
+    }
+
+    fn apply_request<'txn>(
+        &mut self,
+        history: &mut mvcc::HistoryTable<'txn>,
+        latest: &mut mvcc::LatestTable<'txn>,
+        request: &InternalRaftRequest,
+    ) -> ApplyResult {
+        if let Some(put) = &request.put {
+            self.applier.put(history, latest, put)
+        } else if let Some(delete) = &request.delete_range {
+            self.applier.delete_range(history, latest, delete)
+        } else if let Some(txn) = &request.txn {
+            self.applier.txn(history, latest, txn)
+        } else if let Some(compaction) = &request.compaction {
+            self.applier.compact(history, compaction)
+        } else {
+            Err(Error::Storage("unsupported request in the raft log".into()))
+        }
+    }
+
+    /// Hands results to their waiters, then announces the applied index.
+    fn publish(&self, results: Vec<(u64, ApplyResult)>) {
+        self.shared.applied.store(self.applied, Ordering::Release);
+        for (id, result) in results {
+            self.wait.trigger(id, result);
+        }
+        self.shared.applied_wait.trigger(self.applied);
+    }
+
+    /// Drops log entries once more than `--snapshot-count` have been applied since
+    /// the first one kept, keeping the last few thousand.
+    fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
+        let first = self.storage.first_index().map_err(raft_error)?;
+        if self.applied < first + self.config.snapshot_count {
+            return Ok(());
+        }
+        let keep_from =
+            self.applied.saturating_sub(CATCH_UP_ENTRIES.min(self.config.snapshot_count)).max(first + 1);
+        let term = self.storage.term(keep_from - 1).map_err(raft_error)?;
+        let mut txn = self.db.begin_write()?;
+        raft_log::compact(&txn, keep_from, term)?;
+        txn.set_durability(Durability::None)?;
+        txn.commit()?;
+        self.storage.wl().compact(keep_from).map_err(raft_error)?;
+        info!(first_kept = keep_from, applied = self.applied, "compacted the raft log");
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! Everything on disk: one redb database in the data dir holding the raft log and
+//! hard state, the MVCC key-value state, and the applied index.
+//!
+//! The raft log is written and fsync'd before anything is applied; the state machine
+//! and its applied index change in one transaction, so a restart never applies an
+//! entry twice nor skips one.
+
+pub(crate) mod mvcc;
+pub(crate) mod raft_log;
+
+use std::path::Path;
+
+use redb::{Database, TableDefinition};
+
+/// Raft entries by index, protobuf-encoded (`eraftpb.Entry`).
+pub(crate) const RAFT_LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
+/// Raft state by name: `hard_state`, `conf_state`, `snapshot_meta`.
+pub(crate) const RAFT_STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_state");
+/// Every revision of every key: `(key, revision)` to an encoded `mvccpb.KeyValue`;
+/// a deletion is a tombstone with version 0.
+pub(crate) const KV_HISTORY: TableDefinition<'_, (&[u8], u64), &[u8]> = TableDefinition::new("kv_history");
+/// The live keys at the current revision, for fast current reads.
+pub(crate) const KV_LATEST: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv_latest");
+/// Counters: `revision`, `compact_revision`, `applied_index`, and member identity.
+pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// Storage failures: redb's, or undecodable data. The server cannot go on after one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StorageError {
+    #[error("storage: {0}")]
+    Redb(String),
+    #[error("storage: corrupt {0}")]
+    Corrupt(&'static str),
+}
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StorageError {
+            fn from(error: $error) -> Self {
+                Self::Redb(error.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// Opens (or creates) the database in `data_dir`, with every table present.
+pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
+    let member = data_dir.join("member");
+    std::fs::create_dir_all(&member).map_err(|error| StorageError::Redb(error.to_string()))?;
+    let db = Database::create(member.join("cairn.redb"))?;
+    let txn = db.begin_write()?;
+    txn.open_table(RAFT_LOG)?;
+    txn.open_table(RAFT_STATE)?;
+    txn.open_table(KV_HISTORY)?;
+    txn.open_table(KV_LATEST)?;
+    txn.open_table(META)?;
+    txn.commit()?;
+    Ok(db)
+}

@@ -1,0 +1,160 @@
+//! A `cairn` process on a free loopback port, and clients for it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a process to start or stop before failing.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A running `cairn`, killed when dropped.
+pub(crate) struct Cairn {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Cairn {
+    /// Starts `cairn` on a free port with its data in `data_dir`, plus `args`, and
+    /// waits until it answers.
+    pub(crate) fn start(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_on(free_port(), data_dir, args.iter().map(|arg| arg.to_string()).collect())
+    }
+
+    fn start_on(addr: SocketAddr, data_dir: &Path, args: Vec<String>) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg(format!("--listen-client-urls=http://{addr}"))
+            .arg(format!("--advertise-client-urls=http://{addr}"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cairn starts");
+        let cairn = Self { child, addr, data_dir: data_dir.to_path_buf(), args };
+        cairn.wait_until_serving();
+        cairn
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(Instant::now() < deadline, "cairn did not listen on {} in time", self.addr);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://host:port`, for clients.
+    pub(crate) fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A connected `etcd-client` client.
+    pub(crate) async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint()], None).await.expect("etcd-client connects")
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let sent = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill {signal}");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "cairn did not exit on {signal}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, as a service manager stops it.
+    pub(crate) fn terminate(mut self) -> ExitStatus {
+        self.signal_and_wait("-TERM")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub(crate) fn kill(mut self) -> (PathBuf, SocketAddr, Vec<String>) {
+        self.signal_and_wait("-KILL");
+        (self.data_dir.clone(), self.addr, std::mem::take(&mut self.args))
+    }
+
+    /// Kills the process and starts it again on the same port and data dir.
+    pub(crate) fn kill_and_restart(self) -> Self {
+        let (data_dir, addr, args) = self.kill();
+        Self::start_on(addr, &data_dir, args)
+    }
+}
+
+impl Drop for Cairn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address no one listens on now.
+pub(crate) fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Runs Debian's `etcdctl` (API v3) against `cairn`.
+pub(crate) fn etcdctl(cairn: &Cairn, args: &[&str]) -> Output {
+    etcdctl_with_input(cairn, args, None)
+}
+
+/// Runs `etcdctl` with `input` on its standard input.
+pub(crate) fn etcdctl_with_input(cairn: &Cairn, args: &[&str], input: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", cairn.addr))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl is installed (Debian package etcd-client; .ci/run installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The standard output of a successful command, as text.
+pub(crate) fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// The last line of standard error of a failed command.
+pub(crate) fn error_line(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "command should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr.lines().last().unwrap_or_default().to_owned()
+}
+
+/// The gRPC status of an `etcd-client` error.
+pub(crate) fn status(error: etcd_client::Error) -> (tonic::Code, String) {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => (status.code(), status.message().to_owned()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
