@@ -16,7 +16,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(meter: &Meter) -> Self {
-        Self {
+        let metrics = Self {
             pending: meter
                 .i64_up_down_counter("etcd_server_proposals_pending")
                 .with_description("The current number of pending proposals to commit.")
@@ -34,7 +34,11 @@ impl Metrics {
                     5.0, 10.0,
                 ])
                 .build(),
-        }
+        };
+        // Export the series from the start, at zero, as etcd's do.
+        metrics.pending.add(0, &[]);
+        metrics.failed.add(0, &[]);
+        metrics
     }
 
     pub(crate) fn observe(&self, kind: &'static str, outcome: &'static str, seconds: f64) {

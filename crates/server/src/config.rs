@@ -83,7 +83,7 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub(crate) bcrypt_cost: u32,
 
-    /// Comma-separated URLs to serve /metrics and /health on (not available yet).
+    /// Comma-separated URLs to serve /metrics and /health on.
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
     listen_metrics_urls: String,
 
@@ -236,9 +236,6 @@ impl Config {
         }
         // Peer TLS flags change nothing for a single member, which has no peers.
         let _ = &self.peer_tls;
-        if !self.listen_metrics_urls.is_empty() {
-            bail!("--listen-metrics-urls is not available yet in cairn");
-        }
         let _ =
             (self.quota_backend_bytes, self.strict_reconfig_check, self.experimental_initial_corrupt_check);
         let _ = &self.listen_peer_urls;
@@ -247,17 +244,30 @@ impl Config {
 
     /// Binds every `--listen-client-urls` address.
     pub(crate) async fn client_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
+        let listeners = bind(&self.listen_client_urls).await?;
+        if listeners.is_empty() {
+            bail!("--listen-client-urls is empty");
+        }
+        Ok(listeners)
+    }
+
+    /// Binds every `--listen-metrics-urls` address (none by default).
+    pub(crate) async fn metrics_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
+        bind(&self.listen_metrics_urls).await
+    }
+}
+
+/// Binds every address of the comma-separated `urls`.
+async fn bind(urls: &str) -> anyhow::Result<Vec<TcpListener>> {
+    {
         let mut listeners = Vec::new();
-        for url in split_urls(&self.listen_client_urls) {
+        for url in split_urls(urls) {
             for addr in resolve(url).await? {
                 let listener = TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {url} ({addr})"))?;
                 listeners.push(listener);
             }
-        }
-        if listeners.is_empty() {
-            bail!("--listen-client-urls is empty");
         }
         Ok(listeners)
     }

@@ -10,6 +10,7 @@ mod config;
 mod error;
 mod grpc;
 mod identity;
+mod metrics;
 mod node;
 mod storage;
 
@@ -48,6 +49,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     info!(name = %config.name, data_dir = %data_dir.display(), "starting cairn");
+    // First, so that every instrument created below is live.
+    let registry = metrics::install()?;
     let db = Arc::new(storage::open(&data_dir).context("cannot open the database")?);
 
     let member = identity::member_id(&config.peer_urls(), &config.initial_cluster_token);
@@ -65,8 +68,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         heartbeat: config.heartbeat(),
         election_ticks: config.election_ticks(),
         snapshot_count: config.snapshot_count,
+        disk: metrics::DiskMetrics::new(&metrics::meter()),
     };
     let node = node::start(Arc::clone(&db), node_config, wait.clone()).context("cannot start raft")?;
+    let data_file = data_dir.join("member").join("cairn.redb");
+    metrics::observe_node(&metrics::meter(), &node.shared, data_file.clone());
 
     let mut gate_config = cairn_proposal::Config::with_election_timeout(config.election_timeout());
     gate_config.max_request_bytes = config.max_request_bytes;
@@ -94,10 +100,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_txn_ops: config.max_txn_ops,
             max_request_bytes: config.max_request_bytes,
             request_timeout,
-            data_file: data_dir.join("member").join("cairn.redb"),
+            data_file,
         },
     );
     let listeners = config.client_listeners().await?;
+    metrics::serve(
+        registry,
+        Arc::clone(&node.shared),
+        node.proposer.clone(),
+        config.metrics_listeners().await?,
+    );
     wait_for_leader(&node.shared, request_timeout).await;
     info!("published local member to cluster");
     info!("enabled capabilities for version 3.5");

@@ -134,6 +134,7 @@ pub(crate) struct NodeConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) election_ticks: usize,
     pub(crate) snapshot_count: u64,
+    pub(crate) disk: crate::metrics::DiskMetrics,
 }
 
 /// A started node: the shared view, the proposer, and the thread.
@@ -372,7 +373,14 @@ impl Runner {
         }
         let results = self.apply(&txn, &committed)?;
         txn.set_durability(if must_sync { Durability::Immediate } else { Durability::None })?;
+        let started = std::time::Instant::now();
         txn.commit()?;
+        let took = started.elapsed().as_secs_f64();
+        if must_sync {
+            self.config.disk.wal_fsync.record(took, &[]);
+        } else {
+            self.config.disk.backend_commit.record(took, &[]);
+        }
         {
             let mut core = self.storage.wl();
             core.append(&entries).map_err(raft_error)?;
@@ -396,7 +404,9 @@ impl Runner {
             let mut txn = self.db.begin_write()?;
             let results = self.apply(&txn, &committed)?;
             txn.set_durability(Durability::None)?;
+            let started = std::time::Instant::now();
             txn.commit()?;
+            self.config.disk.backend_commit.record(started.elapsed().as_secs_f64(), &[]);
             self.publish(results);
         }
         self.node.advance_apply();

@@ -7,3 +7,4 @@ mod t20_kv;
 mod t30_limits;
 mod t40_etcdctl;
 mod t50_crash;
+mod t60_observability;

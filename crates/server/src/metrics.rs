@@ -1,0 +1,175 @@
+//! `/metrics` in Prometheus text with etcd's metric names, and `/health` as etcd
+//! answers it, served on `--listen-metrics-urls`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use cairn_proposal::IndexSource;
+use opentelemetry::metrics::{Histogram, Meter};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::node::{RaftProposer, Shared};
+
+/// The Prometheus registry every metric lands in, once installed.
+#[derive(Clone)]
+pub(crate) struct Registry {
+    registry: prometheus::Registry,
+    /// Kept alive: dropping the provider stops collection.
+    _provider: SdkMeterProvider,
+}
+
+/// Installs the global meter provider. Must run before any instrument is created:
+/// instruments made before it are silently dead.
+pub(crate) fn install() -> anyhow::Result<Registry> {
+    let registry = prometheus::Registry::new();
+    let exporter = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .without_units()
+        .without_target_info()
+        .scope_info_enabled(false)
+        .build()
+        .context("cannot build the Prometheus exporter")?;
+    let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+    opentelemetry::global::set_meter_provider(provider.clone());
+    Ok(Registry { registry, _provider: provider })
+}
+
+/// The server's meter.
+pub(crate) fn meter() -> Meter {
+    opentelemetry::global::meter("cairn-server")
+}
+
+/// Disk latency histograms the raft thread records.
+#[derive(Debug, Clone)]
+pub(crate) struct DiskMetrics {
+    /// etcd_disk_wal_fsync_duration_seconds: commits that fsync the raft log.
+    pub(crate) wal_fsync: Histogram<f64>,
+    /// etcd_disk_backend_commit_duration_seconds: commits of applied state.
+    pub(crate) backend_commit: Histogram<f64>,
+}
+
+impl DiskMetrics {
+    pub(crate) fn new(meter: &Meter) -> Self {
+        // etcd's buckets: 1 ms doubling to about 8 s.
+        let buckets: Vec<f64> = (0..14).map(|i| 0.001 * f64::from(1u32 << i)).collect();
+        Self {
+            wal_fsync: meter
+                .f64_histogram("etcd_disk_wal_fsync_duration_seconds")
+                .with_description("The latency distributions of fsync called by WAL.")
+                .with_boundaries(buckets.clone())
+                .build(),
+            backend_commit: meter
+                .f64_histogram("etcd_disk_backend_commit_duration_seconds")
+                .with_description("The latency distributions of commit called by backend.")
+                .with_boundaries(buckets)
+                .build(),
+        }
+    }
+}
+
+/// Registers the gauges and counters read from the node's shared state.
+pub(crate) fn observe_node(meter: &Meter, shared: &Arc<Shared>, data_file: std::path::PathBuf) {
+    let s = Arc::clone(shared);
+    meter
+        .i64_observable_gauge("etcd_server_has_leader")
+        .with_description("Whether or not a leader exists. 1 is existence, 0 is not.")
+        .with_callback(move |gauge| gauge.observe(i64::from(s.leader_id() != 0), &[]))
+        .build();
+    let s = Arc::clone(shared);
+    meter
+        .i64_observable_gauge("etcd_server_is_leader")
+        .with_description("Whether or not this member is a leader. 1 if is, 0 otherwise.")
+        .with_callback(move |gauge| gauge.observe(i64::from(s.leader_id() == s.member_id), &[]))
+        .build();
+    let s = Arc::clone(shared);
+    meter
+        .u64_observable_counter("etcd_server_leader_changes_seen")
+        .with_description("The number of leader changes seen.")
+        .with_callback(move |counter| {
+            counter.observe(s.leader_changes.load(std::sync::atomic::Ordering::Relaxed), &[])
+        })
+        .build();
+    let s = Arc::clone(shared);
+    meter
+        .u64_observable_gauge("etcd_server_proposals_committed_total")
+        .with_description("The total number of consensus proposals committed.")
+        .with_callback(move |gauge| gauge.observe(s.committed_index(), &[]))
+        .build();
+    let s = Arc::clone(shared);
+    meter
+        .u64_observable_gauge("etcd_server_proposals_applied_total")
+        .with_description("The total number of consensus proposals applied.")
+        .with_callback(move |gauge| gauge.observe(s.applied_index(), &[]))
+        .build();
+    meter
+        .i64_observable_gauge("etcd_mvcc_db_total_size_in_bytes")
+        .with_description("Total size of the underlying database physically allocated in bytes.")
+        .with_callback(move |gauge| {
+            let size = data_file.metadata().map(|metadata| metadata.len() as i64).unwrap_or_default();
+            gauge.observe(size, &[]);
+        })
+        .build();
+}
+
+#[derive(Clone)]
+struct HttpState {
+    registry: Registry,
+    shared: Arc<Shared>,
+    proposer: RaftProposer,
+}
+
+/// Serves `/metrics` and `/health` on `listeners` until the process ends.
+pub(crate) fn serve(
+    registry: Registry,
+    shared: Arc<Shared>,
+    proposer: RaftProposer,
+    listeners: Vec<TcpListener>,
+) {
+    let state = HttpState { registry, shared, proposer };
+    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(state);
+    for listener in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!(address = %addr, "serving metrics and health");
+        }
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "metrics server failed");
+            }
+        });
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let mut text = String::new();
+    let families = state.registry.registry.gather();
+    match prometheus::TextEncoder::new().encode_utf8(&families, &mut text) {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text),
+        Err(error) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], error.to_string())
+        }
+    }
+}
+
+/// etcd's `/health`: healthy when there is a leader and a linearizable read index
+/// round completes in time.
+async fn health(State(state): State<HttpState>) -> impl IntoResponse {
+    let unhealthy = |reason: &str| {
+        (StatusCode::SERVICE_UNAVAILABLE, format!(r#"{{"health":"false","reason":"{reason}"}}"#))
+    };
+    if state.shared.leader_id() == 0 {
+        return unhealthy("RAFT NO LEADER");
+    }
+    match tokio::time::timeout(Duration::from_secs(1), state.proposer.read_index()).await {
+        Ok(Ok(_)) => (StatusCode::OK, r#"{"health":"true","reason":""}"#.to_owned()),
+        _ => unhealthy("QGET ERROR"),
+    }
+}

@@ -1,0 +1,85 @@
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Cairn, etcdctl, free_port, stdout};
+
+/// A plain HTTP/1.1 GET: status line and body.
+fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+#[test]
+fn metrics_carry_etcds_names_and_health_answers_as_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = free_port();
+    let cairn = Cairn::start(dir.path(), &[&format!("--listen-metrics-urls=http://{metrics_addr}")]);
+    stdout(&etcdctl(&cairn, &["put", "a", "1"]));
+    stdout(&etcdctl(&cairn, &["put", "a", "2"]));
+
+    let (status, body) = http_get(metrics_addr, "/health");
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", r#"{"health":"true","reason":""}"#));
+
+    let (status, metrics) = http_get(metrics_addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let value = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|line| line.split([' ', '{']).next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("etcd_server_has_leader"), 1.0);
+    assert_eq!(value("etcd_server_is_leader"), 1.0);
+    assert_eq!(value("etcd_server_leader_changes_seen_total"), 1.0);
+    assert_eq!(value("etcd_server_proposals_pending"), 0.0);
+    assert_eq!(value("etcd_server_proposals_failed_total"), 0.0);
+    // The leader's empty entry and two puts.
+    assert!(value("etcd_server_proposals_committed_total") >= 3.0);
+    assert!(value("etcd_server_proposals_applied_total") >= 3.0);
+    assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 2.0);
+    assert!(value("etcd_disk_backend_commit_duration_seconds_count") >= 1.0);
+    assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    assert!(
+        metrics.contains(r#"etcd_server_request_duration_seconds_count{outcome="success",type="put"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("_seconds_seconds")
+            && !metrics.contains("target_info")
+            && !metrics.contains("otel_scope")
+    );
+}
+
+#[test]
+fn the_readme_run_command_serves_etcdctls_default_endpoint() {
+    // `cairn` with no flags, in a fresh working directory, as the README runs it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect("127.0.0.1:2379").is_err() {
+        assert!(Instant::now() < deadline, "cairn did not listen on etcd's default port 2379");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let etcdctl =
+        |args: &[&str]| Command::new("etcdctl").env("ETCDCTL_API", "3").args(args).output().unwrap();
+    let put = etcdctl(&["put", "a", "1"]);
+    let get = etcdctl(&["get", "a"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "OK\n", "{}", String::from_utf8_lossy(&put.stderr));
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "a\n1\n");
+    assert!(dir.path().join("default.cairn").join("member").is_dir(), "the default data dir");
+}
