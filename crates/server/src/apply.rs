@@ -297,22 +297,35 @@ fn txn(
         let response = match &op.request {
             Some(Op::RequestRange(range)) => {
                 // Reads see the txn's own earlier writes, at the revision they will get.
-                let revisions = Revisions {
-                    current: if writer.wrote { writer.revision } else { before.current },
-                    ..before
-                };
+                let revisions = Revisions { current: view(writer, before), ..before };
                 OpResponse::ResponseRange(self::range(&*writer.latest, &*writer.history, revisions, range)?)
             }
-            Some(Op::RequestPut(put)) => OpResponse::ResponsePut(self::put(writer, put)?),
-            Some(Op::RequestDeleteRange(delete)) => {
-                OpResponse::ResponseDeleteRange(delete_range(writer, delete)?)
+            // Like etcd, each op's response carries the revision the txn is at after it.
+            Some(Op::RequestPut(put)) => {
+                let response = self::put(writer, put)?;
+                OpResponse::ResponsePut(PutResponse { header: header(view(writer, before)), ..response })
             }
-            Some(Op::RequestTxn(nested)) => OpResponse::ResponseTxn(txn(writer, before, nested, path)?),
+            Some(Op::RequestDeleteRange(delete)) => {
+                let response = delete_range(writer, delete)?;
+                OpResponse::ResponseDeleteRange(DeleteRangeResponse {
+                    header: header(view(writer, before)),
+                    ..response
+                })
+            }
+            Some(Op::RequestTxn(nested)) => {
+                let response = txn(writer, before, nested, path)?;
+                OpResponse::ResponseTxn(TxnResponse { header: header(view(writer, before)), ..response })
+            }
             None => continue,
         };
         responses.push(ResponseOp { response: Some(response) });
     }
     Ok(TxnResponse { header: None, succeeded, responses })
+}
+
+/// The revision a txn is at: the one its writes get once it has written.
+fn view(writer: &Writer<'_, '_>, before: Revisions) -> u64 {
+    if writer.wrote { writer.revision } else { before.current }
 }
 
 /// Whether `compare` holds for every key it names. A value compare on no key fails;

@@ -44,6 +44,12 @@ fn etcdctl_txn_success_and_failure() {
     assert_eq!(stdout(&etcdctl_with_input(&cairn, &["txn"], Some(script))), "SUCCESS\n\n1\n");
     assert_eq!(stdout(&etcdctl_with_input(&cairn, &["txn"], Some(script))), "FAILURE\n\nOK\n");
     assert_eq!(stdout(&etcdctl(&cairn, &["get", "user1", "--print-value-only"])), "good\n");
+    // As etcd 3.4 answers: each op's response carries the txn's revision.
+    let json = stdout(&etcdctl_with_input(&cairn, &["txn", "-w", "json"], Some("\nput user2 x\n\n\n")));
+    assert!(
+        json.contains(r#""responses":[{"Response":{"ResponsePut":{"header":{"revision":5}}}}]"#),
+        "{json}"
+    );
 }
 
 #[test]
