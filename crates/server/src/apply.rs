@@ -25,6 +25,7 @@ pub(crate) enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    Auth(crate::auth::AuthApplied),
 }
 
 /// The result the apply loop hands to the waiting caller.

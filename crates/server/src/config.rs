@@ -79,6 +79,10 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub(crate) auth_token: String,
 
+    /// The lifetime in seconds of a simple auth token after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub(crate) auth_token_ttl: u64,
+
     /// Specify the cost / strength of the bcrypt algorithm for hashing auth passwords.
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub(crate) bcrypt_cost: u32,
@@ -181,6 +185,14 @@ impl Config {
     /// This member's advertised client URLs.
     pub(crate) fn client_urls(&self) -> Vec<String> {
         split_urls(&self.advertise_client_urls).map(str::to_owned).collect()
+    }
+
+    /// The token provider `--auth-token` names, simple tokens living
+    /// `--auth-token-ttl` seconds after their last use.
+    pub(crate) fn token_provider(&self) -> anyhow::Result<std::sync::Arc<dyn cairn_auth::TokenProvider>> {
+        let ttl = Duration::from_secs(self.auth_token_ttl);
+        cairn_auth::provider_from_spec(&self.auth_token, ttl, std::sync::Arc::new(cairn_auth::SystemClock))
+            .with_context(|| format!("invalid --auth-token {:?}", self.auth_token))
     }
 
     /// Checks what etcd checks at start, and what Cairn cannot do yet.

@@ -6,6 +6,7 @@
 //! `--flag=value`, `ETCD_*` environment variables), and an unknown flag is an error.
 
 mod apply;
+mod auth;
 mod config;
 mod error;
 mod grpc;
@@ -61,6 +62,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "member identity"
     );
 
+    let tokens = config.token_provider()?;
+    let auth = Arc::new(std::sync::RwLock::new(auth::load(&db, Arc::clone(&tokens))?));
+    sweep_tokens(tokens);
     let wait = Wait::new();
     let node_config = node::NodeConfig {
         member_id,
@@ -70,7 +74,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         snapshot_count: config.snapshot_count,
         disk: metrics::DiskMetrics::new(&metrics::meter()),
     };
-    let node = node::start(Arc::clone(&db), node_config, wait.clone()).context("cannot start raft")?;
+    let node = node::start(Arc::clone(&db), node_config, wait.clone(), Arc::clone(&auth))
+        .context("cannot start raft")?;
     let data_file = data_dir.join("member").join("cairn.redb");
     metrics::observe_node(&metrics::meter(), &node.shared, data_file.clone());
 
@@ -82,7 +87,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             proposer: node.proposer.clone(),
             indexes: Arc::clone(&node.shared),
             leadership: Arc::clone(&node.shared),
-            auth: cairn_proposal::memory::NoAuth,
+            auth: Arc::clone(&auth),
             ids: Arc::new(Generator::with_system_clock(member_id)),
             wait,
         },
@@ -93,6 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         node.proposer.clone(),
         Arc::clone(&node.shared),
         Arc::clone(&db),
+        auth,
         grpc::ServiceConfig {
             name: config.name.clone(),
             peer_urls: config.peer_urls(),
@@ -100,6 +106,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_txn_ops: config.max_txn_ops,
             max_request_bytes: config.max_request_bytes,
             request_timeout,
+            bcrypt_cost: config.bcrypt_cost,
             data_file,
         },
     );
@@ -116,6 +123,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let served = grpc::serve(service, listeners, shutdown_signal()).await;
     node.stop();
     served
+}
+
+/// Forgets expired simple tokens once a second, as etcd does.
+fn sweep_tokens(tokens: Arc<dyn cairn_auth::TokenProvider>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            tokens.sweep_expired();
+        }
+    });
 }
 
 /// Waits until the member sees a leader (itself, at once, when it is alone).

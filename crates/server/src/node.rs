@@ -23,7 +23,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::apply::{Applier, ApplyResult};
+use crate::apply::{Applied, Applier, ApplyResult};
+use crate::auth::{self, SharedAuth};
 use crate::error::Error;
 use crate::storage::mvcc::{self, Revisions};
 use crate::storage::{META, StorageError, raft_log};
@@ -159,6 +160,7 @@ pub(crate) fn start(
     db: Arc<Database>,
     config: NodeConfig,
     wait: Wait<ApplyResult>,
+    auth: SharedAuth,
 ) -> Result<Node, StorageError> {
     let (storage, fresh) = match raft_log::recover(&db)? {
         Some(storage) => (storage, false),
@@ -221,6 +223,7 @@ pub(crate) fn start(
         shared: Arc::clone(&shared),
         wait,
         applier: Applier { revisions },
+        auth,
         applied,
         config,
         pending_proposals: Vec::new(),
@@ -250,6 +253,7 @@ struct Runner {
     shared: Arc<Shared>,
     wait: Wait<ApplyResult>,
     applier: Applier,
+    auth: SharedAuth,
     applied: u64,
     config: NodeConfig,
     /// Proposals waiting for a leader.
@@ -438,6 +442,7 @@ impl Runner {
             return Ok(results);
         }
         let (mut history, mut latest, mut meta) = mvcc::open_tables(txn)?;
+        let auth_revision = auth::read(&self.auth).revision();
         for entry in entries {
             if entry.index <= self.applied {
                 continue;
@@ -450,7 +455,7 @@ impl Runner {
                             0 => request.header.as_ref().map_or(0, |header| header.id),
                             id => id,
                         };
-                        let result = self.apply_request(&mut history, &mut latest, &request);
+                        let result = self.apply_request(&mut history, &mut latest, &request, entry.index);
                         results.push((id, result));
                     }
                     Err(error) => error!(index = entry.index, %error, "skipping an undecodable entry"),
@@ -474,6 +479,10 @@ impl Runner {
         }
         meta.insert("applied_index", self.applied)?;
         self.applier.revisions.save(&mut meta)?;
+        let store = auth::read(&self.auth);
+        if store.revision() != auth_revision {
+            auth::save(txn, &store)?;
+        }
         Ok(results)
     }
 
@@ -482,7 +491,16 @@ impl Runner {
         history: &mut mvcc::HistoryTable<'txn>,
         latest: &mut mvcc::LatestTable<'txn>,
         request: &InternalRaftRequest,
+        index: u64,
     ) -> ApplyResult {
+        let proposer = auth::proposer_of(request);
+        if auth::is_auth_request(request) {
+            let result = auth::apply(&mut auth::write(&self.auth), &proposer, request, index);
+            return result
+                .unwrap_or_else(|| Err(Error::Storage("unsupported auth request".into())))
+                .map(Applied::Auth);
+        }
+        auth::check_write(&auth::read(&self.auth), &proposer, request)?;
         if let Some(put) = &request.put {
             self.applier.put(history, latest, put)
         } else if let Some(delete) = &request.delete_range {

@@ -19,8 +19,10 @@ use crate::error::Error;
 #[tonic::async_trait]
 impl Kv for Service {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let credentials = self.credentials(request.metadata()).await?;
         let request = request.into_inner();
         check_range(&request)?;
+        self.check_read(&credentials, &request.key, &request.range_end)?;
         let mut response = self
             .read(!request.serializable, |latest, history, revisions| {
                 crate::apply::range(latest, history, revisions, &request)
@@ -31,9 +33,13 @@ impl Kv for Service {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let credentials = self.credentials(request.metadata()).await?;
         let request = request.into_inner();
         check_put(&request)?;
-        match self.write(InternalRaftRequest { put: Some(request), ..Default::default() }).await? {
+        match self
+            .write(InternalRaftRequest { put: Some(request), ..Default::default() }, &credentials)
+            .await?
+        {
             Applied::Put(mut response) => {
                 self.fill(&mut response.header);
                 Ok(Response::new(response))
@@ -46,11 +52,15 @@ impl Kv for Service {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let credentials = self.credentials(request.metadata()).await?;
         let request = request.into_inner();
         if request.key.is_empty() {
             return Err(Error::EmptyKey.into());
         }
-        match self.write(InternalRaftRequest { delete_range: Some(request), ..Default::default() }).await? {
+        match self
+            .write(InternalRaftRequest { delete_range: Some(request), ..Default::default() }, &credentials)
+            .await?
+        {
             Applied::DeleteRange(mut response) => {
                 self.fill(&mut response.header);
                 Ok(Response::new(response))
@@ -60,11 +70,15 @@ impl Kv for Service {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let credentials = self.credentials(request.metadata()).await?;
         let request = request.into_inner();
         check_txn(&request, self.config.max_txn_ops)?;
         check_intervals(&request.success)?;
         check_intervals(&request.failure)?;
-        match self.write(InternalRaftRequest { txn: Some(request), ..Default::default() }).await? {
+        match self
+            .write(InternalRaftRequest { txn: Some(request), ..Default::default() }, &credentials)
+            .await?
+        {
             Applied::Txn(mut response) => {
                 self.fill(&mut response.header);
                 Ok(Response::new(response))
@@ -77,8 +91,12 @@ impl Kv for Service {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let credentials = self.credentials(request.metadata()).await?;
         let request = request.into_inner();
-        match self.write(InternalRaftRequest { compaction: Some(request), ..Default::default() }).await? {
+        match self
+            .write(InternalRaftRequest { compaction: Some(request), ..Default::default() }, &credentials)
+            .await?
+        {
             Applied::Compaction(mut response) => {
                 self.fill(&mut response.header);
                 Ok(Response::new(response))

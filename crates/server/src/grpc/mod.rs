@@ -4,6 +4,7 @@
 //! are served; the other RPCs answer `Unimplemented` through the generated default
 //! methods until their issues land (watch and lease, auth, membership changes).
 
+mod auth;
 mod cluster;
 mod kv;
 mod maintenance;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_api::etcdserverpb::auth_server::{Auth, AuthServer};
+use cairn_api::etcdserverpb::auth_server::AuthServer;
 use cairn_api::etcdserverpb::cluster_server::ClusterServer;
 use cairn_api::etcdserverpb::kv_server::KvServer;
 use cairn_api::etcdserverpb::lease_server::{Lease, LeaseServer};
@@ -21,16 +22,17 @@ use cairn_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_api::etcdserverpb::watch_server::{Watch, WatchServer};
 use cairn_api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
 use cairn_proposal::Gate;
-use cairn_proposal::memory::NoAuth;
 use futures::FutureExt;
 use prost::Message as _;
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use tokio::net::TcpListener;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tracing::info;
 
 use crate::apply::{Applied, ApplyResult};
+use crate::auth::SharedAuth;
 use crate::error::Error;
 use crate::node::{RaftProposer, Shared};
 use crate::storage::mvcc::Revisions;
@@ -42,9 +44,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// etcd's extra room for gRPC framing above `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// The proposal gate as the server composes it. Auth arrives with the auth issue;
-/// until then every caller is anonymous, as with auth disabled.
-pub(crate) type ServerGate = Gate<RaftProposer, Arc<Shared>, Arc<Shared>, NoAuth, ApplyResult>;
+/// The proposal gate as the server composes it.
+pub(crate) type ServerGate = Gate<RaftProposer, Arc<Shared>, Arc<Shared>, SharedAuth, ApplyResult>;
 
 /// What the services need to know about the member.
 #[derive(Debug, Clone)]
@@ -55,6 +56,7 @@ pub(crate) struct ServiceConfig {
     pub(crate) max_txn_ops: usize,
     pub(crate) max_request_bytes: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) bcrypt_cost: u32,
     /// The database file, whose size `Status` reports.
     pub(crate) data_file: std::path::PathBuf,
 }
@@ -70,6 +72,7 @@ pub(crate) struct Inner {
     proposer: RaftProposer,
     shared: Arc<Shared>,
     db: Arc<Database>,
+    auth: SharedAuth,
     config: ServiceConfig,
 }
 
@@ -88,6 +91,10 @@ impl cairn_proposal::Request for Proposal {
         self.0.id
     }
 
+    fn is_authenticate(&self) -> bool {
+        self.0.authenticate.is_some()
+    }
+
     fn kind(&self) -> &'static str {
         let request = &self.0;
         if request.put.is_some() {
@@ -98,6 +105,8 @@ impl cairn_proposal::Request for Proposal {
             "txn"
         } else if request.compaction.is_some() {
             "compaction"
+        } else if crate::auth::is_auth_request(request) {
+            "auth"
         } else {
             "other"
         }
@@ -122,9 +131,10 @@ impl Service {
         proposer: RaftProposer,
         shared: Arc<Shared>,
         db: Arc<Database>,
+        auth: SharedAuth,
         config: ServiceConfig,
     ) -> Self {
-        Self { inner: Arc::new(Inner { gate, proposer, shared, db, config }) }
+        Self { inner: Arc::new(Inner { gate, proposer, shared, db, auth, config }) }
     }
 
     /// Stops the gate: requests in flight fail with `etcdserver: server stopped`.
@@ -132,12 +142,41 @@ impl Service {
         self.gate.stop();
     }
 
-    /// Proposes a write and waits for its result.
-    async fn write(&self, request: InternalRaftRequest) -> Result<Applied, Status> {
-        match self.gate.propose(Proposal(request), &[]).await {
+    /// The caller's credentials from the request metadata (`token`, `authorization`),
+    /// once this member knows the token: a simple token issued at a raft index this
+    /// member has not applied yet is waited for.
+    async fn credentials(&self, metadata: &MetadataMap) -> Result<Credentials, Status> {
+        let pairs: Vec<(String, String)> = ["token", "authorization"]
+            .into_iter()
+            .filter_map(|key| Some((key.to_owned(), metadata.get(key)?.to_str().ok()?.to_owned())))
+            .collect();
+        let token = cairn_auth::token_from_metadata(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some(index) = token.and_then(cairn_auth::simple_token_index) {
+            // A token from the future of this member's log may be one it has not applied yet.
+            let _ =
+                tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait.wait(index)).await;
+        }
+        Ok(Credentials { pairs })
+    }
+
+    /// Proposes a write for a caller with `credentials` and waits for its result.
+    async fn write(
+        &self,
+        request: InternalRaftRequest,
+        credentials: &Credentials,
+    ) -> Result<Applied, Status> {
+        match self.gate.propose(Proposal(request), &credentials.as_pairs()).await {
             Ok(result) => result.map_err(Status::from),
             Err(error) => Err(Error::Proposal(error).into()),
         }
+    }
+
+    /// Checks that the caller may read `[key, range_end)`.
+    fn check_read(&self, credentials: &Credentials, key: &[u8], range_end: &[u8]) -> Result<(), Status> {
+        let store = crate::auth::read(&self.auth);
+        let info = store.auth_info(credentials.as_pairs().iter().copied()).map_err(Error::from)?;
+        store.is_permitted(info.as_ref(), key, range_end, cairn_auth::Access::Read).map_err(Error::from)?;
+        Ok(())
     }
 
     /// Runs `read` on a consistent view of the store: for a linearizable read, once
@@ -180,13 +219,23 @@ impl Service {
     }
 }
 
+/// A caller's token metadata, owned so that it outlives the request's metadata map.
+pub(crate) struct Credentials {
+    pairs: Vec<(String, String)>,
+}
+
+impl Credentials {
+    fn as_pairs(&self) -> Vec<(&str, &str)> {
+        self.pairs.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect()
+    }
+}
+
 /// The services that are not served yet: their RPCs answer `Unimplemented`.
 #[derive(Debug, Clone, Copy)]
 struct NotYetServed;
 
 impl Watch for NotYetServed {}
 impl Lease for NotYetServed {}
-impl Auth for NotYetServed {}
 
 /// Serves every service on every listener until `shutdown` completes.
 pub(crate) async fn serve(
@@ -205,7 +254,7 @@ pub(crate) async fn serve(
             .add_service(ClusterServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(WatchServer::new(NotYetServed))
             .add_service(LeaseServer::new(NotYetServed))
-            .add_service(AuthServer::new(NotYetServed));
+            .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive));
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let server_shutdown = shutdown.clone();
         servers.spawn(async move {

@@ -21,6 +21,8 @@ pub(crate) const RAFT_STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition:
 pub(crate) const KV_HISTORY: TableDefinition<'_, (&[u8], u64), &[u8]> = TableDefinition::new("kv_history");
 /// The live keys at the current revision, for fast current reads.
 pub(crate) const KV_LATEST: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv_latest");
+/// The auth store, as `cairn_auth::AuthStore::snapshot` bytes under `store`.
+pub(crate) const AUTH: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("auth");
 /// Counters: `revision`, `compact_revision`, `applied_index`, and member identity.
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
@@ -63,6 +65,7 @@ pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
     txn.open_table(KV_HISTORY)?;
     txn.open_table(KV_LATEST)?;
     txn.open_table(META)?;
+    txn.open_table(AUTH)?;
     txn.commit()?;
     Ok(db)
 }

@@ -8,3 +8,4 @@ mod t30_limits;
 mod t40_etcdctl;
 mod t50_crash;
 mod t60_observability;
+mod t70_auth;
