@@ -9,14 +9,18 @@ use cairn_api::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_api::etcdserverpb::request_op::Request as Op;
 use cairn_api::etcdserverpb::response_op::Response as OpResponse;
 use cairn_api::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
-use cairn_api::mvccpb::KeyValue;
+use cairn_api::mvccpb::event::EventType;
+use cairn_api::mvccpb::{Event, KeyValue};
 use redb::ReadableTable;
 
 use crate::error::Error;
-use crate::storage::mvcc::{self, HistoryTable, KeySpan, LatestTable, Revisions, Writer};
+use crate::lease::{self, Lessor, SharedLessor};
+use crate::storage::mvcc::{self, KeySpan, LatestTable, Revisions, Tables, Writer};
 
 /// What applying a write gives back to its caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +29,9 @@ pub(crate) enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint(LeaseCheckpointResponse),
     Auth(crate::auth::AuthApplied),
 }
 
@@ -112,60 +119,49 @@ fn sort(kvs: &mut [KeyValue], request: &RangeRequest) {
     }
 }
 
-/// Applies write requests in log order, keeping the store's revisions.
+/// Applies write requests in log order, keeping the store's revisions, the leases'
+/// attached keys, and the changes for watchers.
 #[derive(Debug)]
 pub(crate) struct Applier {
     pub(crate) revisions: Revisions,
+    pub(crate) lessor: SharedLessor,
+    /// Changes applied since last taken: each revision with its events, for watchers.
+    pub(crate) published: Vec<(u64, Vec<Event>)>,
 }
 
 impl Applier {
-    pub(crate) fn put<'txn>(
-        &mut self,
-        history: &mut HistoryTable<'txn>,
-        latest: &mut LatestTable<'txn>,
-        request: &PutRequest,
-    ) -> ApplyResult {
-        check_put(latest, request)?;
-        let mut writer = self.writer(history, latest);
+    pub(crate) fn put(&mut self, tables: &mut Tables<'_>, request: &PutRequest) -> ApplyResult {
+        check_put(&tables.latest, &lease::lock(&self.lessor), request)?;
+        let mut writer = self.writer(tables);
         let response = put(&mut writer, request)?;
-        self.commit(&writer);
+        self.commit(writer);
         Ok(Applied::Put(PutResponse { header: header(self.revisions.current), ..response }))
     }
 
-    pub(crate) fn delete_range<'txn>(
+    pub(crate) fn delete_range(
         &mut self,
-        history: &mut HistoryTable<'txn>,
-        latest: &mut LatestTable<'txn>,
+        tables: &mut Tables<'_>,
         request: &DeleteRangeRequest,
     ) -> ApplyResult {
-        let mut writer = self.writer(history, latest);
+        let mut writer = self.writer(tables);
         let response = delete_range(&mut writer, request)?;
-        self.commit(&writer);
+        self.commit(writer);
         Ok(Applied::DeleteRange(DeleteRangeResponse { header: header(self.revisions.current), ..response }))
     }
 
-    pub(crate) fn txn<'txn>(
-        &mut self,
-        history: &mut HistoryTable<'txn>,
-        latest: &mut LatestTable<'txn>,
-        request: &TxnRequest,
-    ) -> ApplyResult {
+    pub(crate) fn txn(&mut self, tables: &mut Tables<'_>, request: &TxnRequest) -> ApplyResult {
         // As etcd: every compare of every nested txn is decided on the state before the
         // txn, and every op on that path is checked before anything is written.
-        let path = txn_path(latest, request)?;
-        check_txn(latest, self.revisions, request, &path)?;
+        let path = txn_path(&tables.latest, request)?;
+        check_txn(&tables.latest, &lease::lock(&self.lessor), self.revisions, request, &path)?;
         let before = self.revisions;
-        let mut writer = self.writer(history, latest);
+        let mut writer = self.writer(tables);
         let response = txn(&mut writer, before, request, &mut path.iter().copied())?;
-        self.commit(&writer);
+        self.commit(writer);
         Ok(Applied::Txn(TxnResponse { header: header(self.revisions.current), ..response }))
     }
 
-    pub(crate) fn compact(
-        &mut self,
-        history: &mut HistoryTable<'_>,
-        request: &CompactionRequest,
-    ) -> ApplyResult {
+    pub(crate) fn compact(&mut self, tables: &mut Tables<'_>, request: &CompactionRequest) -> ApplyResult {
         let revision = u64::try_from(request.revision).unwrap_or(0);
         if revision <= self.revisions.compacted {
             return Err(Error::Compacted);
@@ -173,32 +169,113 @@ impl Applier {
         if revision > self.revisions.current {
             return Err(Error::FutureRevision);
         }
-        mvcc::compact(history, revision)?;
+        mvcc::compact(&mut tables.history, revision)?;
+        mvcc::compact_log(&mut tables.log, revision)?;
         self.revisions.compacted = revision;
         Ok(Applied::Compaction(CompactionResponse { header: header(self.revisions.current) }))
     }
 
-    fn writer<'a, 'txn>(
-        &self,
-        history: &'a mut HistoryTable<'txn>,
-        latest: &'a mut LatestTable<'txn>,
-    ) -> Writer<'a, 'txn> {
-        Writer { history, latest, revision: self.revisions.current + 1, wrote: false }
+    /// Grants a lease: at least `min_ttl` seconds, at most etcd's largest TTL.
+    pub(crate) fn lease_grant(
+        &mut self,
+        leases: &mut redb::Table<'_, i64, (i64, i64)>,
+        request: &LeaseGrantRequest,
+        min_ttl: i64,
+    ) -> ApplyResult {
+        if request.ttl > lease::MAX_LEASE_TTL {
+            return Err(Error::LeaseTtlTooLarge);
+        }
+        let ttl = request.ttl.max(min_ttl);
+        if !lease::lock(&self.lessor).grant(request.id, ttl, tokio::time::Instant::now()) {
+            return Err(Error::LeaseExists);
+        }
+        leases.insert(request.id, (ttl, ttl))?;
+        Ok(Applied::LeaseGrant(LeaseGrantResponse {
+            header: header(self.revisions.current),
+            id: request.id,
+            ttl,
+            error: String::new(),
+        }))
     }
 
-    fn commit(&mut self, writer: &Writer<'_, '_>) {
-        if writer.wrote {
-            self.revisions.current = writer.revision;
+    /// Revokes a lease, deleting every attached key in one revision.
+    pub(crate) fn lease_revoke(
+        &mut self,
+        tables: &mut Tables<'_>,
+        leases: &mut redb::Table<'_, i64, (i64, i64)>,
+        request: &LeaseRevokeRequest,
+    ) -> ApplyResult {
+        let keys = lease::lock(&self.lessor).keys(request.id).ok_or(Error::LeaseNotFound)?;
+        let mut writer = self.writer(tables);
+        for key in &keys {
+            writer.delete(KeySpan::Single(key))?;
         }
+        self.commit(writer);
+        lease::lock(&self.lessor).revoke(request.id);
+        leases.remove(request.id)?;
+        Ok(Applied::LeaseRevoke(LeaseRevokeResponse { header: header(self.revisions.current) }))
+    }
+
+    /// Records remaining TTLs, so that they survive a restart.
+    pub(crate) fn lease_checkpoint(
+        &mut self,
+        leases: &mut redb::Table<'_, i64, (i64, i64)>,
+        request: &LeaseCheckpointRequest,
+    ) -> ApplyResult {
+        let mut lessor = lease::lock(&self.lessor);
+        for checkpoint in &request.checkpoints {
+            if let Some((ttl, _)) = lessor.ttls(checkpoint.id) {
+                lessor.checkpoint(checkpoint.id, checkpoint.remaining_ttl);
+                leases.insert(checkpoint.id, (ttl, checkpoint.remaining_ttl))?;
+            }
+        }
+        Ok(Applied::LeaseCheckpoint(LeaseCheckpointResponse { header: header(self.revisions.current) }))
+    }
+
+    fn writer<'a, 'txn>(&self, tables: &'a mut Tables<'txn>) -> Writer<'a, 'txn> {
+        Writer {
+            history: &mut tables.history,
+            latest: &mut tables.latest,
+            log: &mut tables.log,
+            events: Vec::new(),
+            revision: self.revisions.current + 1,
+            wrote: false,
+        }
+    }
+
+    /// Moves the store to the writer's revision if it wrote, keeps leases' keys in
+    /// step with the changes, and queues the changes for watchers.
+    fn commit(&mut self, writer: Writer<'_, '_>) {
+        if !writer.wrote {
+            return;
+        }
+        self.revisions.current = writer.revision;
+        let mut lessor = lease::lock(&self.lessor);
+        for event in &writer.events {
+            let key = event.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or_default();
+            let before = event.prev_kv.as_ref().map_or(0, |kv| kv.lease);
+            let after = if event.r#type == EventType::Put as i32 {
+                event.kv.as_ref().map_or(0, |kv| kv.lease)
+            } else {
+                0
+            };
+            if before != after && before != 0 {
+                lessor.detach(before, key);
+            }
+            if after != 0 {
+                lessor.attach(after, key);
+            }
+        }
+        drop(lessor);
+        self.published.push((writer.revision, writer.events));
     }
 }
 
-fn check_put(latest: &LatestTable<'_>, request: &PutRequest) -> Result<(), Error> {
+fn check_put(latest: &LatestTable<'_>, lessor: &Lessor, request: &PutRequest) -> Result<(), Error> {
     if (request.ignore_value || request.ignore_lease) && latest.get(request.key.as_slice())?.is_none() {
         return Err(Error::KeyNotFound);
     }
-    // Leases do not exist yet: every lease ID is unknown.
-    if request.lease != 0 {
+    if request.lease != 0 && !lessor.contains(request.lease) {
         return Err(Error::LeaseNotFound);
     }
     Ok(())
@@ -258,6 +335,7 @@ fn txn_path(latest: &LatestTable<'_>, request: &TxnRequest) -> Result<Vec<bool>,
 
 fn check_txn(
     latest: &LatestTable<'_>,
+    lessor: &Lessor,
     revisions: Revisions,
     request: &TxnRequest,
     path: &[bool],
@@ -265,6 +343,7 @@ fn check_txn(
     let mut path = path.iter().copied();
     fn walk(
         latest: &LatestTable<'_>,
+        lessor: &Lessor,
         revisions: Revisions,
         request: &TxnRequest,
         path: &mut impl Iterator<Item = bool>,
@@ -275,14 +354,14 @@ fn check_txn(
                 Some(Op::RequestRange(range)) => {
                     check_range_revision(range, revisions)?;
                 }
-                Some(Op::RequestPut(put)) => check_put(latest, put)?,
-                Some(Op::RequestTxn(nested)) => walk(latest, revisions, nested, path)?,
+                Some(Op::RequestPut(put)) => check_put(latest, lessor, put)?,
+                Some(Op::RequestTxn(nested)) => walk(latest, lessor, revisions, nested, path)?,
                 Some(Op::RequestDeleteRange(_)) | None => {}
             }
         }
         Ok(())
     }
-    walk(latest, revisions, request, &mut path)
+    walk(latest, lessor, revisions, request, &mut path)
 }
 
 fn txn(

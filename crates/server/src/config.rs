@@ -83,6 +83,19 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
     pub(crate) auth_token_ttl: u64,
 
+    /// How often watchers that asked for progress notifications get one.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
+    experimental_watch_progress_notify_interval: String,
+
+    /// How often the leader records every lease's remaining TTL, so that it survives
+    /// a restart.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
+    experimental_lease_checkpoint_interval: String,
+
+    /// Accepted for etcd's command lines: lease checkpoints are always on in cairn.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    experimental_enable_lease_checkpoint: bool,
+
     /// Specify the cost / strength of the bcrypt algorithm for hashing auth passwords.
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub(crate) bcrypt_cost: u32,
@@ -187,6 +200,28 @@ impl Config {
         split_urls(&self.advertise_client_urls).map(str::to_owned).collect()
     }
 
+    /// `--experimental-lease-checkpoint-interval` (a Go duration).
+    pub(crate) fn lease_checkpoint_interval(&self) -> anyhow::Result<Duration> {
+        let text = &self.experimental_lease_checkpoint_interval;
+        match parse_go_duration(text) {
+            Some(interval) if !interval.is_zero() => Ok(interval),
+            _ => bail!(
+                "invalid --experimental-lease-checkpoint-interval {text:?}: expected a duration such as 5m"
+            ),
+        }
+    }
+
+    /// `--experimental-watch-progress-notify-interval` (a Go duration).
+    pub(crate) fn watch_progress_notify_interval(&self) -> anyhow::Result<Duration> {
+        let text = &self.experimental_watch_progress_notify_interval;
+        match parse_go_duration(text) {
+            Some(interval) if !interval.is_zero() => Ok(interval),
+            _ => bail!(
+                "invalid --experimental-watch-progress-notify-interval {text:?}: expected a duration such as 10m"
+            ),
+        }
+    }
+
     /// The token provider `--auth-token` names, simple tokens living
     /// `--auth-token-ttl` seconds after their last use.
     pub(crate) fn token_provider(&self) -> anyhow::Result<std::sync::Arc<dyn cairn_auth::TokenProvider>> {
@@ -283,6 +318,34 @@ async fn bind(urls: &str) -> anyhow::Result<Vec<TcpListener>> {
         }
         Ok(listeners)
     }
+}
+
+/// A Go duration such as `10m`, `1.5s` or `1h30m`, as etcd's flags take them.
+fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let number: f64 = number.parse().ok()?;
+        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += Duration::try_from_secs_f64(number * seconds).ok()?;
+        rest = tail;
+    }
+    Some(total)
 }
 
 fn split_urls(urls: &str) -> impl Iterator<Item = &str> {

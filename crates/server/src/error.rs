@@ -25,6 +25,10 @@ pub(crate) enum Error {
     FutureRevision,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: {0}")]
     Storage(String),
     #[error(transparent)]
@@ -56,6 +60,8 @@ impl From<Error> for Status {
             | Error::DuplicateKey => Code::InvalidArgument,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
+            Error::LeaseExists => Code::FailedPrecondition,
+            Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::Storage(_) => Code::Internal,
             Error::Proposal(inner) => Code::from(inner.grpc_code()),
             Error::Auth(inner) => Code::from(inner.grpc_code()),

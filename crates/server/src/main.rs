@@ -11,9 +11,11 @@ mod config;
 mod error;
 mod grpc;
 mod identity;
+mod lease;
 mod metrics;
 mod node;
 mod storage;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +67,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tokens = config.token_provider()?;
     let auth = Arc::new(std::sync::RwLock::new(auth::load(&db, Arc::clone(&tokens))?));
     sweep_tokens(tokens);
+    let lessor = Arc::new(std::sync::Mutex::new(lease::load(&db)?));
+    let hub = watch::Hub::new();
     let wait = Wait::new();
     let node_config = node::NodeConfig {
         member_id,
@@ -73,9 +77,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         election_ticks: config.election_ticks(),
         snapshot_count: config.snapshot_count,
         disk: metrics::DiskMetrics::new(&metrics::meter()),
+        min_lease_ttl: lease::min_ttl(config.election_timeout()),
     };
-    let node = node::start(Arc::clone(&db), node_config, wait.clone(), Arc::clone(&auth))
-        .context("cannot start raft")?;
+    let node = node::start(
+        Arc::clone(&db),
+        node_config,
+        wait.clone(),
+        Arc::clone(&auth),
+        Arc::clone(&lessor),
+        hub.clone(),
+    )
+    .context("cannot start raft")?;
     let data_file = data_dir.join("member").join("cairn.redb");
     metrics::observe_node(&metrics::meter(), &node.shared, data_file.clone());
 
@@ -93,13 +105,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
         gate_config,
     );
-    let service = grpc::Service::new(
+    let service = grpc::Service::new(grpc::Inner {
         gate,
-        node.proposer.clone(),
-        Arc::clone(&node.shared),
-        Arc::clone(&db),
+        proposer: node.proposer.clone(),
+        shared: Arc::clone(&node.shared),
+        db: Arc::clone(&db),
         auth,
-        grpc::ServiceConfig {
+        lessor,
+        hub,
+        config: grpc::ServiceConfig {
             name: config.name.clone(),
             peer_urls: config.peer_urls(),
             client_urls: config.client_urls(),
@@ -107,9 +121,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_request_bytes: config.max_request_bytes,
             request_timeout,
             bcrypt_cost: config.bcrypt_cost,
+            watch_progress_notify_interval: config.watch_progress_notify_interval()?,
             data_file,
         },
-    );
+    });
+
+    service.spawn_lease_duties(config.lease_checkpoint_interval()?);
     let listeners = config.client_listeners().await?;
     metrics::serve(
         registry,

@@ -26,8 +26,10 @@ use tracing::{error, info, warn};
 use crate::apply::{Applied, Applier, ApplyResult};
 use crate::auth::{self, SharedAuth};
 use crate::error::Error;
+use crate::lease::{self, SharedLessor};
 use crate::storage::mvcc::{self, Revisions};
-use crate::storage::{META, StorageError, raft_log};
+use crate::storage::{LEASES, META, StorageError, raft_log};
+use crate::watch::Hub;
 
 /// Entries kept after a log compaction, for followers that lag a little (etcd's
 /// `snapshotCatchUpEntries`).
@@ -136,6 +138,8 @@ pub(crate) struct NodeConfig {
     pub(crate) election_ticks: usize,
     pub(crate) snapshot_count: u64,
     pub(crate) disk: crate::metrics::DiskMetrics,
+    /// The smallest lease TTL granted, in seconds.
+    pub(crate) min_lease_ttl: i64,
 }
 
 /// A started node: the shared view, the proposer, and the thread.
@@ -161,6 +165,8 @@ pub(crate) fn start(
     config: NodeConfig,
     wait: Wait<ApplyResult>,
     auth: SharedAuth,
+    lessor: SharedLessor,
+    hub: Hub,
 ) -> Result<Node, StorageError> {
     let (storage, fresh) = match raft_log::recover(&db)? {
         Some(storage) => (storage, false),
@@ -222,7 +228,10 @@ pub(crate) fn start(
         db,
         shared: Arc::clone(&shared),
         wait,
-        applier: Applier { revisions },
+        applier: Applier { revisions, lessor: Arc::clone(&lessor), published: Vec::new() },
+        promote_at: None,
+        lessor,
+        hub,
         auth,
         applied,
         config,
@@ -253,6 +262,11 @@ struct Runner {
     shared: Arc<Shared>,
     wait: Wait<ApplyResult>,
     applier: Applier,
+    /// Set while this member leads but has not yet applied what was committed before:
+    /// leases are promoted once it has.
+    promote_at: Option<u64>,
+    lessor: SharedLessor,
+    hub: Hub,
     auth: SharedAuth,
     applied: u64,
     config: NodeConfig,
@@ -419,6 +433,17 @@ impl Runner {
 
     fn observe_leader(&mut self, leader: u64) {
         let previous = self.shared.leader.swap(leader, Ordering::AcqRel);
+        if leader != previous {
+            // Lease expiry is the leader's: a new leader restarts every lease's clock,
+            // once it has applied what was committed before it led, checkpoints
+            // included.
+            if leader == self.shared.member_id {
+                self.promote_at = Some(self.node.raft.raft_log.committed);
+            } else {
+                self.promote_at = None;
+                lease::lock(&self.lessor).demote();
+            }
+        }
         if leader != previous && leader != raft::INVALID_ID {
             self.shared.leader_changes.fetch_add(1, Ordering::Relaxed);
             *self.shared.elected_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
@@ -441,7 +466,8 @@ impl Runner {
         if entries.iter().all(|entry| entry.index <= self.applied) {
             return Ok(results);
         }
-        let (mut history, mut latest, mut meta) = mvcc::open_tables(txn)?;
+        let mut tables = mvcc::open_tables(txn)?;
+        let mut leases = txn.open_table(LEASES)?;
         let auth_revision = auth::read(&self.auth).revision();
         for entry in entries {
             if entry.index <= self.applied {
@@ -455,7 +481,7 @@ impl Runner {
                             0 => request.header.as_ref().map_or(0, |header| header.id),
                             id => id,
                         };
-                        let result = self.apply_request(&mut history, &mut latest, &request, entry.index);
+                        let result = self.apply_request(&mut tables, &mut leases, &request, entry.index);
                         results.push((id, result));
                     }
                     Err(error) => error!(index = entry.index, %error, "skipping an undecodable entry"),
@@ -477,8 +503,8 @@ impl Runner {
             }
             self.applied = entry.index;
         }
-        meta.insert("applied_index", self.applied)?;
-        self.applier.revisions.save(&mut meta)?;
+        tables.meta.insert("applied_index", self.applied)?;
+        self.applier.revisions.save(&mut tables.meta)?;
         let store = auth::read(&self.auth);
         if store.revision() != auth_revision {
             auth::save(txn, &store)?;
@@ -486,10 +512,10 @@ impl Runner {
         Ok(results)
     }
 
-    fn apply_request<'txn>(
+    fn apply_request(
         &mut self,
-        history: &mut mvcc::HistoryTable<'txn>,
-        latest: &mut mvcc::LatestTable<'txn>,
+        tables: &mut mvcc::Tables<'_>,
+        leases: &mut redb::Table<'_, i64, (i64, i64)>,
         request: &InternalRaftRequest,
         index: u64,
     ) -> ApplyResult {
@@ -502,20 +528,34 @@ impl Runner {
         }
         auth::check_write(&auth::read(&self.auth), &proposer, request)?;
         if let Some(put) = &request.put {
-            self.applier.put(history, latest, put)
+            self.applier.put(tables, put)
         } else if let Some(delete) = &request.delete_range {
-            self.applier.delete_range(history, latest, delete)
+            self.applier.delete_range(tables, delete)
         } else if let Some(txn) = &request.txn {
-            self.applier.txn(history, latest, txn)
+            self.applier.txn(tables, txn)
         } else if let Some(compaction) = &request.compaction {
-            self.applier.compact(history, compaction)
+            self.applier.compact(tables, compaction)
+        } else if let Some(grant) = &request.lease_grant {
+            self.applier.lease_grant(leases, grant, self.config.min_lease_ttl)
+        } else if let Some(revoke) = &request.lease_revoke {
+            self.applier.lease_revoke(tables, leases, revoke)
+        } else if let Some(checkpoint) = &request.lease_checkpoint {
+            self.applier.lease_checkpoint(leases, checkpoint)
         } else {
             Err(Error::Storage("unsupported request in the raft log".into()))
         }
     }
 
-    /// Hands results to their waiters, then announces the applied index.
-    fn publish(&self, results: Vec<(u64, ApplyResult)>) {
+    /// Hands changes to watchers and results to their waiters, then announces the
+    /// applied index.
+    fn publish(&mut self, results: Vec<(u64, ApplyResult)>) {
+        if self.promote_at.is_some_and(|index| self.applied >= index) {
+            self.promote_at = None;
+            lease::lock(&self.lessor).promote(Instant::now());
+        }
+        for (revision, events) in self.applier.published.drain(..) {
+            self.hub.publish(revision, events);
+        }
         self.shared.applied.store(self.applied, Ordering::Release);
         for (id, result) in results {
             self.wait.trigger(id, result);

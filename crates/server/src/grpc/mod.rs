@@ -7,7 +7,9 @@
 mod auth;
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,9 +19,9 @@ use anyhow::Context;
 use cairn_api::etcdserverpb::auth_server::AuthServer;
 use cairn_api::etcdserverpb::cluster_server::ClusterServer;
 use cairn_api::etcdserverpb::kv_server::KvServer;
-use cairn_api::etcdserverpb::lease_server::{Lease, LeaseServer};
+use cairn_api::etcdserverpb::lease_server::LeaseServer;
 use cairn_api::etcdserverpb::maintenance_server::MaintenanceServer;
-use cairn_api::etcdserverpb::watch_server::{Watch, WatchServer};
+use cairn_api::etcdserverpb::watch_server::WatchServer;
 use cairn_api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
 use cairn_proposal::Gate;
 use futures::FutureExt;
@@ -34,9 +36,11 @@ use tracing::info;
 use crate::apply::{Applied, ApplyResult};
 use crate::auth::SharedAuth;
 use crate::error::Error;
+use crate::lease::SharedLessor;
 use crate::node::{RaftProposer, Shared};
 use crate::storage::mvcc::Revisions;
 use crate::storage::{KV_HISTORY, KV_LATEST, META, StorageError};
+use crate::watch::Hub;
 
 /// How long open client connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -57,6 +61,7 @@ pub(crate) struct ServiceConfig {
     pub(crate) max_request_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) bcrypt_cost: u32,
+    pub(crate) watch_progress_notify_interval: Duration,
     /// The database file, whose size `Status` reports.
     pub(crate) data_file: std::path::PathBuf,
 }
@@ -67,13 +72,16 @@ pub(crate) struct Service {
     inner: Arc<Inner>,
 }
 
+/// What the services are made of.
 pub(crate) struct Inner {
-    gate: ServerGate,
-    proposer: RaftProposer,
-    shared: Arc<Shared>,
-    db: Arc<Database>,
-    auth: SharedAuth,
-    config: ServiceConfig,
+    pub(crate) gate: ServerGate,
+    pub(crate) proposer: RaftProposer,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) db: Arc<Database>,
+    pub(crate) auth: SharedAuth,
+    pub(crate) lessor: SharedLessor,
+    pub(crate) hub: Hub,
+    pub(crate) config: ServiceConfig,
 }
 
 impl std::ops::Deref for Service {
@@ -95,6 +103,12 @@ impl cairn_proposal::Request for Proposal {
         self.0.authenticate.is_some()
     }
 
+    fn is_priority(&self) -> bool {
+        // As etcd 3.7: revoking a lease may use twice the gap, so that expiry keeps up
+        // under load.
+        self.0.lease_revoke.is_some()
+    }
+
     fn kind(&self) -> &'static str {
         let request = &self.0;
         if request.put.is_some() {
@@ -107,6 +121,12 @@ impl cairn_proposal::Request for Proposal {
             "compaction"
         } else if crate::auth::is_auth_request(request) {
             "auth"
+        } else if request.lease_grant.is_some() {
+            "lease_grant"
+        } else if request.lease_revoke.is_some() {
+            "lease_revoke"
+        } else if request.lease_checkpoint.is_some() {
+            "lease_checkpoint"
         } else {
             "other"
         }
@@ -126,15 +146,23 @@ impl cairn_proposal::Request for Proposal {
 }
 
 impl Service {
-    pub(crate) fn new(
-        gate: ServerGate,
-        proposer: RaftProposer,
-        shared: Arc<Shared>,
-        db: Arc<Database>,
-        auth: SharedAuth,
-        config: ServiceConfig,
-    ) -> Self {
-        Self { inner: Arc::new(Inner { gate, proposer, shared, db, auth, config }) }
+    pub(crate) fn new(parts: Inner) -> Self {
+        Self { inner: Arc::new(parts) }
+    }
+
+    /// The store's current revision, from disk.
+    pub(crate) fn current_revision(&self) -> Result<u64, StorageError> {
+        Ok(self.revisions()?.current)
+    }
+
+    /// The revision below which history is gone.
+    pub(crate) fn compacted_revision(&self) -> Result<u64, StorageError> {
+        Ok(self.revisions()?.compacted)
+    }
+
+    fn revisions(&self) -> Result<Revisions, StorageError> {
+        let txn = self.db.begin_read()?;
+        Revisions::load(&txn.open_table(META)?)
     }
 
     /// Stops the gate: requests in flight fail with `etcdserver: server stopped`.
@@ -230,13 +258,6 @@ impl Credentials {
     }
 }
 
-/// The services that are not served yet: their RPCs answer `Unimplemented`.
-#[derive(Debug, Clone, Copy)]
-struct NotYetServed;
-
-impl Watch for NotYetServed {}
-impl Lease for NotYetServed {}
-
 /// Serves every service on every listener until `shutdown` completes.
 pub(crate) async fn serve(
     service: Service,
@@ -252,8 +273,8 @@ pub(crate) async fn serve(
             .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(MaintenanceServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(ClusterServer::new(service.clone()).max_decoding_message_size(max_receive))
-            .add_service(WatchServer::new(NotYetServed))
-            .add_service(LeaseServer::new(NotYetServed))
+            .add_service(WatchServer::new(service.clone()).max_decoding_message_size(max_receive))
+            .add_service(LeaseServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive));
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let server_shutdown = shutdown.clone();

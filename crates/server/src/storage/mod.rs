@@ -21,6 +21,11 @@ pub(crate) const RAFT_STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition:
 pub(crate) const KV_HISTORY: TableDefinition<'_, (&[u8], u64), &[u8]> = TableDefinition::new("kv_history");
 /// The live keys at the current revision, for fast current reads.
 pub(crate) const KV_LATEST: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv_latest");
+/// Every change by revision: `(revision, position in the revision)` to the key, so
+/// that watchers can catch up in revision order.
+pub(crate) const KV_EVENTS: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("kv_events");
+/// Leases: ID to `(granted TTL, remaining TTL at the last checkpoint)`, in seconds.
+pub(crate) const LEASES: TableDefinition<'_, i64, (i64, i64)> = TableDefinition::new("leases");
 /// The auth store, as `cairn_auth::AuthStore::snapshot` bytes under `store`.
 pub(crate) const AUTH: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("auth");
 /// Counters: `revision`, `compact_revision`, `applied_index`, and member identity.
@@ -66,6 +71,8 @@ pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
     txn.open_table(KV_LATEST)?;
     txn.open_table(META)?;
     txn.open_table(AUTH)?;
+    txn.open_table(KV_EVENTS)?;
+    txn.open_table(LEASES)?;
     txn.commit()?;
     Ok(db)
 }

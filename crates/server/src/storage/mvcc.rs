@@ -4,16 +4,19 @@
 //! the revision it was created at, the revision of its last change and its version
 //! (changes since creation). Every revision of a key stays readable until compacted.
 
-use cairn_api::mvccpb::KeyValue;
+use cairn_api::mvccpb::event::EventType;
+use cairn_api::mvccpb::{Event, KeyValue};
 use prost::Message;
 use redb::{ReadableTable, Table};
 
-use super::{KV_HISTORY, KV_LATEST, META, StorageError};
+use super::{KV_EVENTS, KV_HISTORY, KV_LATEST, META, StorageError};
 
 /// The `(key, revision)` history table, in a write transaction.
 pub(crate) type HistoryTable<'txn> = Table<'txn, (&'static [u8], u64), &'static [u8]>;
 /// The live keys table, in a write transaction.
 pub(crate) type LatestTable<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
+/// The changes-by-revision table, in a write transaction.
+pub(crate) type EventsTable<'txn> = Table<'txn, (u64, u32), &'static [u8]>;
 
 /// Which keys a request names, by etcd's `key`/`range_end` conventions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,15 @@ impl<'a> KeySpan<'a> {
 
     fn is_empty(&self) -> bool {
         matches!(self, Self::Range(key, end) if end <= key)
+    }
+
+    /// Whether `candidate` is one of the keys named.
+    pub(crate) fn contains(&self, candidate: &[u8]) -> bool {
+        match *self {
+            Self::Single(key) => candidate == key,
+            Self::From(key) => candidate >= key,
+            Self::Range(key, end) => candidate >= key && candidate < end,
+        }
     }
 }
 
@@ -138,6 +150,9 @@ impl Revisions {
 pub(crate) struct Writer<'a, 'txn> {
     pub(crate) history: &'a mut HistoryTable<'txn>,
     pub(crate) latest: &'a mut LatestTable<'txn>,
+    pub(crate) log: &'a mut EventsTable<'txn>,
+    /// The changes made, in order, for watchers.
+    pub(crate) events: Vec<Event>,
     /// The revision the writes get.
     pub(crate) revision: u64,
     /// Whether anything was written, so the store revision moves.
@@ -169,7 +184,7 @@ impl Writer<'_, '_> {
         let encoded = kv.encode_to_vec();
         self.latest.insert(key, encoded.as_slice())?;
         self.history.insert((key, self.revision), encoded.as_slice())?;
-        self.wrote = true;
+        self.record(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: previous.clone() })?;
         Ok(previous)
     }
 
@@ -181,9 +196,23 @@ impl Writer<'_, '_> {
             let tombstone =
                 KeyValue { key: kv.key.clone(), mod_revision: self.revision as i64, ..KeyValue::default() };
             self.history.insert((kv.key.as_slice(), self.revision), tombstone.encode_to_vec().as_slice())?;
+            self.record(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(tombstone),
+                prev_kv: Some(kv.clone()),
+            })?;
         }
-        self.wrote |= !deleted.is_empty();
         Ok(deleted)
+    }
+
+    fn record(&mut self, event: Event) -> Result<(), StorageError> {
+        let position =
+            u32::try_from(self.events.len()).map_err(|_| StorageError::Corrupt("too many changes"))?;
+        let key = event.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or_default();
+        self.log.insert((self.revision, position), key)?;
+        self.events.push(event);
+        self.wrote = true;
+        Ok(())
     }
 }
 
@@ -220,9 +249,61 @@ pub(crate) fn compact(history: &mut HistoryTable<'_>, revision: u64) -> Result<u
     Ok(doomed.len())
 }
 
+/// The key-value tables of a write transaction.
+pub(crate) struct Tables<'txn> {
+    pub(crate) history: HistoryTable<'txn>,
+    pub(crate) latest: LatestTable<'txn>,
+    pub(crate) log: EventsTable<'txn>,
+    pub(crate) meta: Table<'txn, &'static str, u64>,
+}
+
 /// Opens the key-value tables of a write transaction.
-pub(crate) fn open_tables(
-    txn: &redb::WriteTransaction,
-) -> Result<(HistoryTable<'_>, LatestTable<'_>, Table<'_, &'static str, u64>), StorageError> {
-    Ok((txn.open_table(KV_HISTORY)?, txn.open_table(KV_LATEST)?, txn.open_table(META)?))
+pub(crate) fn open_tables(txn: &redb::WriteTransaction) -> Result<Tables<'_>, StorageError> {
+    Ok(Tables {
+        history: txn.open_table(KV_HISTORY)?,
+        latest: txn.open_table(KV_LATEST)?,
+        log: txn.open_table(KV_EVENTS)?,
+        meta: txn.open_table(META)?,
+    })
+}
+
+/// Drops the change log below `revision`, which compaction made unreadable.
+pub(crate) fn compact_log(log: &mut EventsTable<'_>, revision: u64) -> Result<(), StorageError> {
+    log.retain_in(..(revision, 0), |_, _| false)?;
+    Ok(())
+}
+
+/// The changes to keys in `span` from revision `from` on, in revision order, at most
+/// `limit` of them (more may follow when as many come back): each with its revision.
+pub(crate) fn events_since(
+    log: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    span: KeySpan<'_>,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Event)>, StorageError> {
+    let mut events = Vec::new();
+    for entry in log.range((from, 0)..)? {
+        if events.len() >= limit {
+            break;
+        }
+        let (position, key) = entry?;
+        let (revision, _) = position.value();
+        let key = key.value();
+        if !span.contains(key) {
+            continue;
+        }
+        let kv = match history.get((key, revision))? {
+            Some(value) => decode(value.value())?,
+            None => continue,
+        };
+        let previous = history.range((key, 0)..(key, revision))?.next_back().transpose()?;
+        let prev_kv = match previous {
+            Some((_, value)) => Some(decode(value.value())?).filter(|kv| kv.version != 0),
+            None => None,
+        };
+        let kind = if kv.version == 0 { EventType::Delete } else { EventType::Put };
+        events.push((revision, Event { r#type: kind as i32, kv: Some(kv), prev_kv }));
+    }
+    Ok(events)
 }

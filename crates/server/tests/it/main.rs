@@ -9,3 +9,5 @@ mod t40_etcdctl;
 mod t50_crash;
 mod t60_observability;
 mod t70_auth;
+mod t80_leases_and_watches;
+mod t90_watch_scale;

@@ -158,3 +158,65 @@ pub(crate) fn status(error: etcd_client::Error) -> (tonic::Code, String) {
         other => panic!("expected a gRPC status, got {other:?}"),
     }
 }
+
+/// A long-running `etcdctl` (watch, keep-alive, lock, elect) whose output lines are
+/// collected as they come; killed when dropped.
+pub(crate) struct Background {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Background {
+    pub(crate) fn etcdctl(cairn: &Cairn, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", cairn.addr))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcdctl is installed");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits until `count` lines in all have been printed, and returns them all.
+    pub(crate) fn until_lines(&mut self, count: usize) -> &[String] {
+        let deadline = Instant::now() + PATIENCE;
+        while self.seen.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("expected {count} lines in time, got {:?}", self.seen),
+            }
+        }
+        &self.seen
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after a deadline.
+pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what} did not happen in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

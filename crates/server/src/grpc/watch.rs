@@ -1,0 +1,310 @@
+//! `etcdserverpb.Watch`: many watchers on one bidirectional stream.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_api::etcdserverpb::watch_create_request::FilterType;
+use cairn_api::etcdserverpb::watch_request::RequestUnion;
+use cairn_api::etcdserverpb::watch_server::Watch;
+use cairn_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use cairn_api::mvccpb::Event;
+use cairn_api::mvccpb::event::EventType;
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Credentials, Service};
+use crate::error::Error;
+use crate::storage::mvcc::{self, KeySpan};
+use crate::storage::{KV_EVENTS, KV_HISTORY};
+use crate::watch::Batch;
+
+/// Responses queued for a slow client before the stream stops reading changes (and
+/// later catches up from disk).
+const OUTBOUND: usize = 128;
+/// Changes read from disk at a time while catching up.
+const CATCH_UP_CHUNK: usize = 1000;
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Watch for Service {
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let credentials = self.credentials(request.metadata()).await?;
+        let inbound = request.into_inner();
+        let (outbound, responses) = mpsc::channel(OUTBOUND);
+        let stream = WatchStreamTask {
+            service: self.clone(),
+            credentials,
+            outbound,
+            watchers: BTreeMap::new(),
+            next_id: 0,
+        };
+        tokio::spawn(stream.run(inbound));
+        let responses = futures::stream::unfold(responses, |mut responses| async move {
+            responses.recv().await.map(|response| (Ok(response), responses))
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// One watcher of a stream.
+#[derive(Debug)]
+struct Watcher {
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+    /// The next revision to deliver.
+    next: u64,
+}
+
+impl Watcher {
+    fn span(&self) -> KeySpan<'_> {
+        KeySpan::new(&self.key, &self.range_end)
+    }
+
+    /// The events of one revision this watcher wants, as it wants them.
+    fn select<'a>(&self, events: impl Iterator<Item = &'a Event>) -> Vec<Event> {
+        let span = self.span();
+        events
+            .filter(|event| {
+                let key = event.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or_default();
+                let put = event.r#type == EventType::Put as i32;
+                let wanted = if put { !self.no_put } else { !self.no_delete };
+                span.contains(key) && wanted
+            })
+            .map(|event| {
+                let mut event = event.clone();
+                if !self.prev_kv {
+                    event.prev_kv = None;
+                }
+                event
+            })
+            .collect()
+    }
+}
+
+struct WatchStreamTask {
+    service: Service,
+    credentials: Credentials,
+    outbound: mpsc::Sender<WatchResponse>,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+}
+
+/// The stream ended: the client went away.
+struct Gone;
+
+impl WatchStreamTask {
+    async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
+        let mut live = self.service.hub.subscribe();
+        let mut progress = tokio::time::interval(self.service.config.watch_progress_notify_interval);
+        progress.tick().await;
+        loop {
+            let step = tokio::select! {
+                request = inbound.message() => match request {
+                    Ok(Some(request)) => self.handle(request).await,
+                    Ok(None) | Err(_) => return,
+                },
+                batch = live.recv() => match batch {
+                    Ok(batch) => self.deliver(&batch).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind the live changes: subscribe again first, so that
+                        // nothing is missed, then read what was missed from disk.
+                        live = self.service.hub.subscribe();
+                        self.catch_up_all().await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = progress.tick() => self.notify_progress().await,
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn header(&self, revision: u64) -> Option<ResponseHeader> {
+        let mut header = Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() });
+        self.service.fill(&mut header);
+        header
+    }
+
+    async fn send(&self, response: WatchResponse) -> Result<(), Gone> {
+        self.outbound.send(response).await.map_err(|_| Gone)
+    }
+
+    fn current_revision(&self) -> u64 {
+        self.service.current_revision().unwrap_or_default()
+    }
+
+    async fn handle(&mut self, request: WatchRequest) -> Result<(), Gone> {
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                self.watchers.remove(&cancel.watch_id);
+                let header = self.header(self.current_revision());
+                self.send(WatchResponse {
+                    header,
+                    watch_id: cancel.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                })
+                .await
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                let header = self.header(self.current_revision());
+                self.send(WatchResponse { header, watch_id: -1, ..Default::default() }).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> Result<(), Gone> {
+        let current = self.current_revision();
+        let refuse = |watch_id: i64, reason: String| WatchResponse {
+            watch_id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason,
+            ..Default::default()
+        };
+        if let Err(status) = self.service.check_read(&self.credentials, &create.key, &create.range_end) {
+            let response =
+                WatchResponse { header: self.header(current), ..refuse(-1, status.message().to_owned()) };
+            return self.send(response).await;
+        }
+        let id = if create.watch_id > 0 {
+            if self.watchers.contains_key(&create.watch_id) {
+                let reason = "mvcc: duplicate watch ID provided on the WatchStream".to_owned();
+                let response =
+                    WatchResponse { header: self.header(current), ..refuse(create.watch_id, reason) };
+                return self.send(response).await;
+            }
+            create.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id
+        };
+        let start = u64::try_from(create.start_revision).unwrap_or(0);
+        let watcher = Watcher {
+            key: create.key,
+            range_end: create.range_end,
+            prev_kv: create.prev_kv,
+            no_put: create.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
+            progress_notify: create.progress_notify,
+            next: if start == 0 { current + 1 } else { start },
+        };
+        let header = self.header(current);
+        self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
+        let compacted = self.service.compacted_revision().unwrap_or_default();
+        if watcher.next < compacted {
+            // etcd: the history the watcher asked for is gone; it is told where history
+            // now starts, and cancelled.
+            let response = WatchResponse {
+                header: self.header(current),
+                watch_id: id,
+                canceled: true,
+                compact_revision: compacted as i64,
+                cancel_reason: Error::Compacted.to_string(),
+                ..Default::default()
+            };
+            return self.send(response).await;
+        }
+        self.watchers.insert(id, watcher);
+        self.catch_up(id).await
+    }
+
+    /// Delivers one published revision to every watcher that has not seen it.
+    async fn deliver(&mut self, batch: &Arc<Batch>) -> Result<(), Gone> {
+        let mut responses = Vec::new();
+        for (id, watcher) in &mut self.watchers {
+            if batch.revision < watcher.next {
+                continue;
+            }
+            let events = watcher.select(batch.events.iter());
+            watcher.next = batch.revision + 1;
+            if !events.is_empty() {
+                responses.push((*id, events));
+            }
+        }
+        for (watch_id, events) in responses {
+            let header = self.header(batch.revision);
+            self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
+        }
+        Ok(())
+    }
+
+    async fn catch_up_all(&mut self) -> Result<(), Gone> {
+        let ids: Vec<i64> = self.watchers.keys().copied().collect();
+        for id in ids {
+            self.catch_up(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the changes a watcher has not seen yet from disk, up to now.
+    async fn catch_up(&mut self, id: i64) -> Result<(), Gone> {
+        loop {
+            let Some(watcher) = self.watchers.get(&id) else { return Ok(()) };
+            let events = match self.service.events_since(watcher.span(), watcher.next) {
+                Ok(events) => events,
+                Err(_) => return Ok(()),
+            };
+            let Some(&(last, _)) = events.last() else { return Ok(()) };
+            // Group by revision, one response each, as they were published.
+            let mut by_revision: BTreeMap<u64, Vec<&Event>> = BTreeMap::new();
+            for (revision, event) in &events {
+                by_revision.entry(*revision).or_default().push(event);
+            }
+            let mut responses = Vec::new();
+            for (revision, events) in by_revision {
+                let selected = watcher.select(events.into_iter());
+                if !selected.is_empty() {
+                    responses.push((revision, selected));
+                }
+            }
+            for (revision, events) in responses {
+                let header = self.header(revision);
+                self.send(WatchResponse { header, watch_id: id, events, ..Default::default() }).await?;
+            }
+            if let Some(watcher) = self.watchers.get_mut(&id) {
+                watcher.next = watcher.next.max(last + 1);
+            }
+            if events.len() < CATCH_UP_CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn notify_progress(&mut self) -> Result<(), Gone> {
+        let current = self.current_revision();
+        let ids: Vec<i64> =
+            self.watchers.iter().filter(|(_, w)| w.progress_notify).map(|(id, _)| *id).collect();
+        for watch_id in ids {
+            self.send(WatchResponse { header: self.header(current), watch_id, ..Default::default() }).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Service {
+    /// The changes in `span` from revision `from` on, a chunk at a time.
+    fn events_since(&self, span: KeySpan<'_>, from: u64) -> Result<Vec<(u64, Event)>, Error> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read().map_err(crate::storage::StorageError::from)?;
+        let log = txn.open_table(KV_EVENTS).map_err(crate::storage::StorageError::from)?;
+        let history = txn.open_table(KV_HISTORY).map_err(crate::storage::StorageError::from)?;
+        Ok(mvcc::events_since(&log, &history, span, from, CATCH_UP_CHUNK)?)
+    }
+}

@@ -1,0 +1,128 @@
+use crate::support::{Background, Cairn, error_line, etcdctl, eventually, stdout};
+
+/// The lease ID in `etcdctl lease grant` output: `lease <hex> granted with TTL(<n>s)`.
+fn granted(output: &str) -> String {
+    output.split_whitespace().nth(1).expect("a lease ID").to_owned()
+}
+
+#[test]
+fn etcdctl_lease_grant_keep_alive_time_to_live_revoke_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let grant = stdout(&etcdctl(&cairn, &["lease", "grant", "100"]));
+    let id = granted(&grant);
+    assert_eq!(grant, format!("lease {id} granted with TTL(100s)\n"));
+    assert_eq!(stdout(&etcdctl(&cairn, &["put", "--lease", &id, "leased", "v"])), "OK\n");
+    let ttl = stdout(&etcdctl(&cairn, &["lease", "timetolive", &id, "--keys"]));
+    assert!(ttl.starts_with(&format!("lease {id} granted with TTL(100s), remaining(")), "{ttl}");
+    assert!(ttl.ends_with("attached keys([leased])\n"), "{ttl}");
+    assert_eq!(stdout(&etcdctl(&cairn, &["lease", "list"])), format!("found 1 leases\n{id}\n"));
+
+    let mut keep_alive = Background::etcdctl(&cairn, &["lease", "keep-alive", &id]);
+    assert_eq!(keep_alive.until_lines(1)[0], format!("lease {id} keepalived with TTL(100)"));
+    drop(keep_alive);
+
+    // A put with an unknown lease is refused, as etcd refuses it.
+    assert_eq!(
+        error_line(&etcdctl(&cairn, &["put", "--lease", "1234", "k", "v"])),
+        "Error: etcdserver: requested lease not found"
+    );
+    assert_eq!(stdout(&etcdctl(&cairn, &["lease", "revoke", &id])), format!("lease {id} revoked\n"));
+    assert_eq!(stdout(&etcdctl(&cairn, &["get", "leased"])), "", "revoking deletes the attached keys");
+    assert_eq!(
+        stdout(&etcdctl(&cairn, &["lease", "timetolive", &id])),
+        format!("lease {id} already expired\n")
+    );
+    assert_eq!(
+        error_line(&etcdctl(&cairn, &["lease", "revoke", &id])),
+        "Error: failed to revoke lease (etcdserver: requested lease not found)"
+    );
+    assert_eq!(stdout(&etcdctl(&cairn, &["lease", "list"])), "found 0 leases\n");
+}
+
+#[test]
+fn an_expired_lease_takes_its_keys_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    // The smallest TTL is one and a half election timeouts, rounded up: 2 s by default.
+    let id = granted(&stdout(&etcdctl(&cairn, &["lease", "grant", "1"])));
+    let ttl = stdout(&etcdctl(&cairn, &["lease", "timetolive", &id]));
+    assert!(ttl.starts_with(&format!("lease {id} granted with TTL(2s)")), "{ttl}");
+    stdout(&etcdctl(&cairn, &["put", "--lease", &id, "short-lived", "v"]));
+    stdout(&etcdctl(&cairn, &["put", "long-lived", "v"]));
+    eventually("the lease expiring", || stdout(&etcdctl(&cairn, &["get", "short-lived"])).is_empty());
+    assert_eq!(stdout(&etcdctl(&cairn, &["get", "long-lived", "--print-value-only"])), "v\n");
+    assert_eq!(
+        stdout(&etcdctl(&cairn, &["lease", "timetolive", &id])),
+        format!("lease {id} already expired\n")
+    );
+}
+
+#[test]
+fn remaining_ttls_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &["--experimental-lease-checkpoint-interval=1s"]);
+    let id = granted(&stdout(&etcdctl(&cairn, &["lease", "grant", "60"])));
+    let remaining = |cairn: &Cairn| -> u64 {
+        let ttl = stdout(&etcdctl(cairn, &["lease", "timetolive", &id]));
+        let start = ttl.find("remaining(").expect("a remaining TTL") + "remaining(".len();
+        ttl[start..].trim_end_matches(|c: char| !c.is_ascii_digit()).parse().unwrap()
+    };
+    eventually("the lease to run down a little", || remaining(&cairn) <= 55);
+    let before = remaining(&cairn);
+    let cairn = cairn.kill_and_restart();
+    // As with etcd's checkpoints: the lease resumes from its last checkpoint (at most
+    // a second and a tick old), not from its full TTL, and its clock stood still while
+    // the member was down.
+    let after = remaining(&cairn);
+    assert!(after >= 1 && after <= before + 3, "remaining {after}s after the restart, {before}s before");
+    assert!(after < 59, "the lease was not reset to its full TTL: {after}s");
+}
+
+#[test]
+fn etcdctl_watch_key_prefix_revision_and_prev_kv() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    stdout(&etcdctl(&cairn, &["put", "w/a", "1"])); // revision 2
+    // Watchers from revision 3 see the same events however late they are set up.
+    let mut key = Background::etcdctl(&cairn, &["watch", "w/a", "--rev=3"]);
+    let mut prefix = Background::etcdctl(&cairn, &["watch", "--prefix", "w/", "--prev-kv", "--rev=3"]);
+    let mut history = Background::etcdctl(&cairn, &["watch", "w/a", "--rev=1"]);
+    stdout(&etcdctl(&cairn, &["put", "w/a", "2"])); // 3
+    stdout(&etcdctl(&cairn, &["put", "w/b", "3"])); // 4
+    stdout(&etcdctl(&cairn, &["del", "w/a"])); // 5
+    assert_eq!(key.until_lines(6), ["PUT", "w/a", "2", "DELETE", "w/a", ""]);
+    assert_eq!(
+        prefix.until_lines(13),
+        ["PUT", "w/a", "1", "w/a", "2", "PUT", "w/b", "3", "DELETE", "w/a", "2", "w/a", ""],
+        "with --prev-kv, each event shows the previous value first"
+    );
+    assert_eq!(history.until_lines(9), ["PUT", "w/a", "1", "PUT", "w/a", "2", "DELETE", "w/a", ""]);
+}
+
+#[test]
+fn etcdctl_lock_and_elect() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    // `lock` runs the command while holding the lock.
+    assert_eq!(
+        stdout(&etcdctl(&cairn, &["lock", "my-lock", "echo", "holding the lock"])),
+        "holding the lock\n"
+    );
+
+    // A holder keeps the lock; a second waiter gets it once the holder goes away.
+    // The holder's session lives 2 s after it is killed.
+    let mut holder = Background::etcdctl(&cairn, &["lock", "--ttl=2", "shared"]);
+    let held = holder.until_lines(1)[0].clone();
+    assert!(held.starts_with("shared/"), "{held}");
+    let mut waiter = Background::etcdctl(&cairn, &["lock", "shared"]);
+    drop(holder);
+    let taken = waiter.until_lines(1)[0].clone();
+    assert!(taken.starts_with("shared/") && taken != held, "{taken}");
+
+    // `elect` campaigns and prints the leader's proposal.
+    let mut candidate = Background::etcdctl(&cairn, &["elect", "my-election", "proposal-1"]);
+    let leader = candidate.until_lines(2);
+    assert!(leader[0].starts_with("my-election/"), "{leader:?}");
+    assert_eq!(leader[1], "proposal-1");
+}
