@@ -34,12 +34,19 @@ const TASKS: &[Task] = &[
     },
 ];
 
+/// Tasks that take arguments and are not part of CI.
+const TOOLS: &[(&str, &str)] =
+    &[("bench", "load a server, or compare Cairn with etcd: `cargo xtask bench compare --workload put`")];
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(name) = args.next() else {
         print_tasks();
         return Ok(());
     };
+    if name == "bench" {
+        return bench(args.collect());
+    }
     if let Some(extra) = args.next() {
         bail!("`cargo xtask {name}` takes no arguments, got `{extra}`");
     }
@@ -61,6 +68,16 @@ fn print_tasks() {
     for task in TASKS {
         println!("  {:<12} {}", task.name, task.about);
     }
+    for (name, about) in TOOLS {
+        println!("  {name:<12} {about}");
+    }
+}
+
+/// Builds the server and the load tool in release mode and runs the tool with `args`.
+fn bench(args: Vec<String>) -> anyhow::Result<()> {
+    run(cargo().args(["build", "--release", "--quiet", "-p", "cairn-server", "-p", "cairn-bench"]))?;
+    let tool = project_root().join("target").join("release").join("cairn-bench");
+    run(Command::new(tool).args(args))
 }
 
 fn ci() -> anyhow::Result<()> {

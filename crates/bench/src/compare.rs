@@ -1,0 +1,163 @@
+//! Side by side: a fresh Cairn and a fresh etcd for every run, the same workload
+//! against each in turn, medians and Cairn/etcd ratios.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::load::{self, LoadOptions};
+use crate::report::{self, ProcessUsage, Summary};
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CompareOptions {
+    /// The `cairn` binary (default: beside this one).
+    #[arg(long)]
+    cairn: Option<PathBuf>,
+    /// The `etcd` binary; the comparison runs Cairn alone when it is not found.
+    #[arg(long, default_value = "etcd")]
+    etcd: PathBuf,
+    /// Runs per server; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[command(flatten)]
+    load: LoadOptions,
+}
+
+/// A server process under test, on fresh ports and a fresh data dir.
+struct Server {
+    child: Child,
+    _data: tempfile::TempDir,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn start(binary: &PathBuf, is_etcd: bool) -> anyhow::Result<Server> {
+    let data = tempfile::tempdir()?;
+    let (client, peer) = (free_port()?, free_port()?);
+    let mut command = Command::new(binary);
+    command
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg(format!("--listen-client-urls=http://{client}"))
+        .arg(format!("--advertise-client-urls=http://{client}"))
+        .arg(format!("--listen-peer-urls=http://{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
+        .arg(format!("--initial-cluster=default=http://{peer}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if is_etcd {
+        command.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+    }
+    let child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+    let server = Server { child, _data: data, endpoint: client.to_string() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(client).is_err() {
+        if Instant::now() > deadline {
+            bail!("{} did not listen on {client}", binary.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
+}
+
+async fn one_run(
+    binary: &PathBuf,
+    is_etcd: bool,
+    options: &LoadOptions,
+) -> anyhow::Result<(Summary, Option<ProcessUsage>)> {
+    let server = start(binary, is_etcd)?;
+    // The first request waits for the leader; a short warm-up keeps it out of the figures.
+    let mut warm_up = options.clone();
+    warm_up.total = 100;
+    warm_up.clients = 1;
+    load::run(std::slice::from_ref(&server.endpoint), &warm_up).await?;
+    let result = load::run(std::slice::from_ref(&server.endpoint), options).await?;
+    let usage = ProcessUsage::read(server.child.id());
+    Ok((report::summarize(&result), usage))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
+    let cairn = match options.cairn {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("cairn"),
+    };
+    let etcd_found =
+        Command::new(&options.etcd).arg("--version").output().is_ok_and(|out| out.status.success());
+    let mut servers = vec![("cairn", cairn, false)];
+    if etcd_found {
+        servers.push(("etcd", options.etcd.clone(), true));
+    } else {
+        println!("etcd not found at {}: measuring Cairn alone", options.etcd.display());
+    }
+    let mut results: Vec<Vec<(Summary, Option<ProcessUsage>)>> = vec![Vec::new(); servers.len()];
+    for run in 0..options.runs {
+        // Alternate, so that drift in the machine's state hits both alike.
+        for (index, (name, binary, is_etcd)) in servers.iter().enumerate() {
+            let (summary, usage) = one_run(binary, *is_etcd, &options.load).await?;
+            println!(
+                "run {run} {name:>5}: {:>9.1} req/s, avg {:.3} ms, p99 {:.3} ms",
+                summary.qps, summary.average_ms, summary.p99_ms
+            );
+            results[index].push((summary, usage));
+        }
+    }
+    println!(
+        "\n{:?}, {} clients, {} conns, {} requests, {}-byte keys over {}, {}-byte values; medians of {}:",
+        options.load.workload,
+        options.load.clients,
+        options.load.conns,
+        options.load.total,
+        options.load.key_size,
+        options.load.key_space,
+        options.load.val_size,
+        options.runs
+    );
+    println!(
+        "{:>6} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9}",
+        "server", "req/s", "avg ms", "p50 ms", "p99 ms", "cpu s", "rss MiB"
+    );
+    let mut medians = Vec::new();
+    for ((name, _, _), runs) in servers.iter().zip(&results) {
+        let pick = |f: fn(&(Summary, Option<ProcessUsage>)) -> f64| median(runs.iter().map(f).collect());
+        let row = [
+            pick(|r| r.0.qps),
+            pick(|r| r.0.average_ms),
+            pick(|r| r.0.p50_ms),
+            pick(|r| r.0.p99_ms),
+            pick(|r| r.1.map_or(f64::NAN, |u| u.cpu_seconds)),
+            pick(|r| r.1.map_or(f64::NAN, |u| u.peak_rss_bytes as f64 / 1048576.0)),
+        ];
+        println!(
+            "{name:>6} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>8.2} {:>9.1}",
+            row[0], row[1], row[2], row[3], row[4], row[5]
+        );
+        medians.push(row);
+    }
+    if medians.len() == 2 {
+        let ratio: Vec<f64> = medians[0].iter().zip(&medians[1]).map(|(c, e)| c / e).collect();
+        println!(
+            "{:>6} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>9.2}   (Cairn / etcd)",
+            "ratio", ratio[0], ratio[1], ratio[2], ratio[3], ratio[4], ratio[5]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! `cairn-bench`: load for any etcd v3 endpoint, in the spirit of etcd's own
+//! `benchmark` tool, and `compare`, which starts fresh Cairn and etcd servers and runs
+//! the same workloads against each in turn.
+//!
+//! **Invariant:** every figure comes from requests that succeeded; a failed request
+//! fails the run instead of being counted.
+
+mod compare;
+mod load;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cairn-bench", about = "Load for etcd v3 endpoints; Cairn against etcd side by side")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one workload against running endpoints.
+    Run {
+        /// Comma-separated endpoints, `host:port`.
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        endpoints: String,
+        /// The process ID of the server, to report its CPU time and peak memory.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[command(flatten)]
+        load: load::LoadOptions,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Starts a fresh Cairn and, if installed, a fresh etcd for every run, and runs
+    /// the same workload against each alternately.
+    Compare(compare::CompareOptions),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Run { endpoints, server_pid, load, json } => {
+            let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
+            let result = runtime.block_on(load::run(&endpoints, &load))?;
+            let usage = server_pid.and_then(report::ProcessUsage::read);
+            report::print(&load, &result, usage.as_ref(), json);
+        }
+        Command::Compare(options) => runtime.block_on(compare::run(options))?,
+    }
+    Ok(())
+}
