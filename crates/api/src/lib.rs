@@ -10,6 +10,9 @@
 //!
 //! Services that a server does not implement answer `Unimplemented` (the generated
 //! default methods), as an etcd of an older version would.
+//!
+//! `cairnpb` is Cairn's own: the `Peer` service that carries raft messages between
+//! members. It is not part of etcd's API.
 
 #![allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
 

@@ -195,6 +195,34 @@ impl Config {
         urls
     }
 
+    /// The initial cluster, name to sorted peer URLs: `--initial-cluster`, or this
+    /// member alone with its advertised peer URLs.
+    pub(crate) fn initial_members(&self) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let mut members: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        match &self.initial_cluster {
+            Some(cluster) => {
+                for entry in split_urls(cluster) {
+                    let Some((name, url)) = entry.split_once('=') else {
+                        bail!("--initial-cluster entry {entry:?} is not name=url");
+                    };
+                    members.entry(name.to_owned()).or_default().push(url.to_owned());
+                }
+            }
+            None => {
+                members.insert(self.name.clone(), self.peer_urls());
+            }
+        }
+        for urls in members.values_mut() {
+            urls.sort();
+        }
+        Ok(members)
+    }
+
+    /// The addresses to listen on for peers.
+    pub(crate) async fn peer_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
+        bind(&self.listen_peer_urls).await
+    }
+
     /// This member's advertised client URLs.
     pub(crate) fn client_urls(&self) -> Vec<String> {
         split_urls(&self.advertise_client_urls).map(str::to_owned).collect()
@@ -258,18 +286,21 @@ impl Config {
             "new" | "existing" => {}
             other => bail!("invalid --initial-cluster-state {other:?}: expected new or existing"),
         }
-        if let Some(cluster) = &self.initial_cluster {
-            let members: Vec<&str> = split_urls(cluster).collect();
-            let mine: Vec<&str> =
-                members.iter().filter_map(|m| m.strip_prefix(&format!("{}=", self.name))).collect();
-            if mine.is_empty() {
-                bail!("couldn't find local name {:?} in the initial cluster configuration", self.name);
-            }
-            if mine.len() != members.len() {
-                bail!(
-                    "--initial-cluster names other members: multi-member clusters are not available yet in cairn"
-                );
-            }
+        if self.initial_cluster_state == "existing" {
+            bail!(
+                "--initial-cluster-state=existing (joining a running cluster) is not available yet in cairn"
+            );
+        }
+        let members = self.initial_members()?;
+        let Some(mine) = members.get(&self.name) else {
+            bail!("couldn't find local name {:?} in the initial cluster configuration", self.name);
+        };
+        if *mine != self.peer_urls() {
+            bail!(
+                "--initial-cluster has {} but missing from --initial-advertise-peer-urls={} (the member's peer URLs must match)",
+                mine.join(","),
+                self.peer_urls().join(",")
+            );
         }
         let tls = &self.client_tls;
         if !tls.cert_file.is_empty()
@@ -425,9 +456,12 @@ mod tests {
             "client TLS flags are set, but TLS is not available yet in cairn"
         );
         assert!(
-            refused(&["--initial-cluster=default=http://a:2380,other=http://b:2380"])
-                .contains("multi-member")
+            refused(&["--initial-cluster=default=http://a:2380,other=http://b:2380"]).contains("must match")
         );
+        assert!(refused(&["--initial-cluster-state=existing"]).contains("not available yet"));
+        let three = "--initial-cluster=default=http://localhost:2380,b=http://b:2380,c=http://c:2380";
+        parse(&[three]).validate().unwrap();
+        assert_eq!(parse(&[three]).initial_members().unwrap().len(), 3);
         assert!(refused(&["--initial-cluster=other=http://b:2380"]).contains("couldn't find local name"));
         assert!(refused(&["--bcrypt-cost=3"]).contains("bcrypt-cost"));
         assert!(refused(&["--auth-token=magic"]).starts_with("invalid --auth-token"));

@@ -15,6 +15,7 @@ mod lease;
 mod metrics;
 mod node;
 mod storage;
+mod transport;
 mod watch;
 
 use std::sync::Arc;
@@ -56,8 +57,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let registry = metrics::install()?;
     let db = Arc::new(storage::open(&data_dir).context("cannot open the database")?);
 
-    let member = identity::member_id(&config.peer_urls(), &config.initial_cluster_token);
-    let (member_id, cluster_id) = identity::load_or_store(&db, (member, identity::cluster_id(&[member])))?;
+    let initial = config.initial_members()?;
+    let ids: std::collections::BTreeMap<&str, u64> = initial
+        .iter()
+        .map(|(name, urls)| (name.as_str(), identity::member_id(urls, &config.initial_cluster_token)))
+        .collect();
+    let member = ids[config.name.as_str()];
+    let all: Vec<u64> = ids.values().copied().collect();
+    let (member_id, cluster_id) = identity::load_or_store(&db, (member, identity::cluster_id(&all)))?;
+    let members: Vec<cairn_api::etcdserverpb::Member> = initial
+        .iter()
+        .map(|(name, urls)| cairn_api::etcdserverpb::Member {
+            id: ids[name.as_str()],
+            name: name.clone(),
+            peer_ur_ls: urls.clone(),
+            client_ur_ls: if *name == config.name { config.client_urls() } else { Vec::new() },
+            is_learner: false,
+        })
+        .collect();
+    let peers: std::collections::HashMap<u64, Vec<String>> =
+        initial.iter().map(|(name, urls)| (ids[name.as_str()], urls.clone())).collect();
+    let transport = (peers.len() > 1).then(|| transport::Transport::start(cluster_id, member_id, &peers));
     info!(
         member_id = format_args!("{member_id:x}"),
         cluster_id = format_args!("{cluster_id:x}"),
@@ -76,6 +96,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         heartbeat: config.heartbeat(),
         election_ticks: config.election_ticks(),
         snapshot_count: config.snapshot_count,
+        voters: all.clone(),
         disk: metrics::DiskMetrics::new(&metrics::meter()),
         min_lease_ttl: lease::min_ttl(config.election_timeout()),
     };
@@ -86,6 +107,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&auth),
         Arc::clone(&lessor),
         hub.clone(),
+        transport.clone(),
     )
     .context("cannot start raft")?;
     let data_file = data_dir.join("member").join("cairn.redb");
@@ -114,9 +136,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         lessor,
         hub,
         config: grpc::ServiceConfig {
-            name: config.name.clone(),
-            peer_urls: config.peer_urls(),
-            client_urls: config.client_urls(),
+            members,
             max_txn_ops: config.max_txn_ops,
             max_request_bytes: config.max_request_bytes,
             request_timeout,
@@ -127,6 +147,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     service.spawn_lease_duties(config.lease_checkpoint_interval()?);
+    if let Some(transport) = &transport {
+        let proposer = node.proposer.clone();
+        let peer_service = transport::PeerService {
+            cluster_id: transport.cluster_id(),
+            deliver: Arc::new(move |message| proposer.deliver(message)),
+        };
+        grpc::serve_peers(peer_service, config.peer_listeners().await?);
+        info!(
+            member = format_args!("{:x}", transport.member_id()),
+            peers = peers.len() - 1,
+            "serving peer traffic"
+        );
+    }
     let listeners = config.client_listeners().await?;
     metrics::serve(
         registry,

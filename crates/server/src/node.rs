@@ -29,6 +29,7 @@ use crate::error::Error;
 use crate::lease::{self, SharedLessor};
 use crate::storage::mvcc::{self, Revisions};
 use crate::storage::{LEASES, META, StorageError, raft_log};
+use crate::transport::Transport;
 use crate::watch::Hub;
 
 /// Entries kept after a log compaction, for followers that lag a little (etcd's
@@ -52,6 +53,10 @@ pub(crate) struct Shared {
     pub(crate) leader_changes: AtomicU64,
     /// Woken with the applied index after every applied batch.
     pub(crate) applied_wait: IndexWait,
+    /// The voting members.
+    voters: Mutex<Vec<u64>>,
+    /// The peer transport, in a cluster of more than one member.
+    transport: Option<Arc<Transport>>,
 }
 
 impl Shared {
@@ -88,11 +93,11 @@ impl Leadership for Shared {
     }
 
     fn members(&self) -> Vec<u64> {
-        vec![self.member_id]
+        self.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    fn connected_since(&self, _peer: u64) -> Option<Instant> {
-        None
+    fn connected_since(&self, peer: u64) -> Option<Instant> {
+        self.transport.as_ref()?.connected_since(peer)
     }
 }
 
@@ -102,6 +107,8 @@ pub(crate) enum Command {
     Propose(Vec<u8>, oneshot::Sender<cairn_proposal::Result<()>>),
     /// Confirm leadership and reply with the commit index to read at.
     ReadIndex(oneshot::Sender<u64>),
+    /// A raft message from a peer.
+    Step(raft::eraftpb::Message),
     /// Finish the current step and stop.
     Stop,
 }
@@ -121,6 +128,11 @@ impl Proposer for RaftProposer {
 }
 
 impl RaftProposer {
+    /// Hands a message from a peer to the raft thread.
+    pub(crate) fn deliver(&self, message: raft::eraftpb::Message) {
+        let _ = self.commands.send(Command::Step(message));
+    }
+
     /// The commit index to serve a linearizable read at, once applied.
     pub(crate) async fn read_index(&self) -> Result<u64, cairn_proposal::Error> {
         let (reply, index) = oneshot::channel();
@@ -137,6 +149,8 @@ pub(crate) struct NodeConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) election_ticks: usize,
     pub(crate) snapshot_count: u64,
+    /// The voting members a new cluster starts with.
+    pub(crate) voters: Vec<u64>,
     pub(crate) disk: crate::metrics::DiskMetrics,
     /// The smallest lease TTL granted, in seconds.
     pub(crate) min_lease_ttl: i64,
@@ -167,11 +181,12 @@ pub(crate) fn start(
     auth: SharedAuth,
     lessor: SharedLessor,
     hub: Hub,
+    transport: Option<Arc<Transport>>,
 ) -> Result<Node, StorageError> {
     let (storage, fresh) = match raft_log::recover(&db)? {
         Some(storage) => (storage, false),
         None => {
-            let storage = MemStorage::new_with_conf_state((vec![config.member_id], vec![]));
+            let storage = MemStorage::new_with_conf_state((config.voters.clone(), vec![]));
             let txn = db.begin_write()?;
             raft_log::save_conf_state(&txn, &storage.initial_state().map_err(raft_error)?.conf_state)?;
             txn.commit()?;
@@ -189,7 +204,7 @@ pub(crate) fn start(
         storage.wl().mut_hard_state().commit = applied;
     }
     let initial = storage.initial_state().map_err(raft_error)?;
-    let hard_state = initial.hard_state;
+    let hard_state = initial.hard_state.clone();
     let single_voter =
         initial.conf_state.voters == [config.member_id] && initial.conf_state.learners.is_empty();
     let raft_config = raft::Config {
@@ -203,7 +218,7 @@ pub(crate) fn start(
         ..raft::Config::default()
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let mut node = RawNode::new(&raft_config, storage.clone(), &logger).map_err(raft_error)?;
+    let mut node = RawNode::new(&raft_config, NoSnapshots(storage.clone()), &logger).map_err(raft_error)?;
     if single_voter {
         // A single voter need not wait an election timeout to lead.
         node.campaign().map_err(raft_error)?;
@@ -220,11 +235,14 @@ pub(crate) fn start(
         elected_at: Mutex::new(None),
         leader_changes: AtomicU64::new(0),
         applied_wait: IndexWait::starting_at(applied),
+        voters: Mutex::new(initial.conf_state.voters.clone()),
+        transport: transport.clone(),
     });
     let (commands, receiver) = std::sync::mpsc::channel();
     let mut runner = Runner {
         node,
         storage,
+        transport,
         db,
         shared: Arc::clone(&shared),
         wait,
@@ -251,13 +269,50 @@ pub(crate) fn start(
     Ok(Node { shared, proposer: RaftProposer { commands }, thread })
 }
 
+/// raft-rs's in-memory storage, refusing to produce snapshots: its snapshots carry
+/// only metadata, and a member applying one would lose the state machine.
+struct NoSnapshots(MemStorage);
+
+impl raft::Storage for NoSnapshots {
+    fn initial_state(&self) -> raft::Result<raft::RaftState> {
+        self.0.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: raft::GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.0.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        self.0.term(index)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.0.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.0.last_index()
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
+        Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
 fn raft_error(error: raft::Error) -> StorageError {
     StorageError::Redb(format!("raft: {error}"))
 }
 
 struct Runner {
-    node: RawNode<MemStorage>,
+    node: RawNode<NoSnapshots>,
     storage: MemStorage,
+    transport: Option<Arc<Transport>>,
     db: Arc<Database>,
     shared: Arc<Shared>,
     wait: Wait<ApplyResult>,
@@ -313,6 +368,11 @@ impl Runner {
         match command {
             Command::Propose(data, reply) => self.pending_proposals.push((data, reply)),
             Command::ReadIndex(reply) => self.pending_reads.push(reply),
+            Command::Step(message) => {
+                if let Err(error) = self.node.step(message) {
+                    tracing::debug!(%error, "raft refused a message");
+                }
+            }
             Command::Stop => return true,
         }
         false
@@ -361,9 +421,12 @@ impl Runner {
         if let Some(soft) = ready.ss() {
             self.observe_leader(soft.leader_id);
         }
-        if !ready.messages().is_empty() {
-            // A single member has nobody to send to.
-            warn!(count = ready.messages().len(), "dropping raft messages: no peers");
+        // The leader may send before it persists; followers send after.
+        self.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            // Log compaction is off in clusters until snapshots carry the state machine,
+            // so no member ever needs one.
+            error!("received a raft snapshot, which this version cannot apply");
         }
         for state in ready.take_read_states() {
             if let Some((context, replies)) = self.read_in_flight.take() {
@@ -409,12 +472,14 @@ impl Runner {
             }
         }
         self.publish(results);
+        self.send(ready.take_persisted_messages());
 
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.storage.wl().mut_hard_state().set_commit(commit);
             self.publish_committed(commit);
         }
+        self.send(light.take_messages());
         let committed = light.take_committed_entries();
         if !committed.is_empty() {
             // The entries are durable in the log: their effects need no fsync of
@@ -429,6 +494,16 @@ impl Runner {
         }
         self.node.advance_apply();
         self.maybe_compact_log()
+    }
+
+    fn send(&self, messages: Vec<raft::eraftpb::Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        match &self.transport {
+            Some(transport) => transport.send(messages),
+            None => warn!(count = messages.len(), "dropping raft messages: no peers"),
+        }
     }
 
     fn observe_leader(&mut self, leader: u64) {
@@ -566,6 +641,10 @@ impl Runner {
     /// Drops log entries once more than `--snapshot-count` have been applied since
     /// the first one kept, keeping the last few thousand.
     fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
+        if self.transport.is_some() {
+            // A peer may need any entry until snapshots carry the state machine.
+            return Ok(());
+        }
         let first = self.storage.first_index().map_err(raft_error)?;
         if self.applied < first + self.config.snapshot_count {
             return Ok(());

@@ -54,9 +54,8 @@ pub(crate) type ServerGate = Gate<RaftProposer, Arc<Shared>, Arc<Shared>, Shared
 /// What the services need to know about the member.
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceConfig {
-    pub(crate) name: String,
-    pub(crate) peer_urls: Vec<String>,
-    pub(crate) client_urls: Vec<String>,
+    /// The members of the cluster, as `MemberList` reports them.
+    pub(crate) members: Vec<cairn_api::etcdserverpb::Member>,
     pub(crate) max_txn_ops: usize,
     pub(crate) max_request_bytes: usize,
     pub(crate) request_timeout: Duration,
@@ -255,6 +254,20 @@ pub(crate) struct Credentials {
 impl Credentials {
     fn as_pairs(&self) -> Vec<(&str, &str)> {
         self.pairs.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect()
+    }
+}
+
+/// Serves the peer service on every peer listener until the process ends.
+pub(crate) fn serve_peers(service: crate::transport::PeerService, listeners: Vec<TcpListener>) {
+    for listener in listeners {
+        let server = cairn_api::cairnpb::peer_server::PeerServer::new(service.clone())
+            .max_decoding_message_size(usize::MAX);
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(async move {
+            if let Err(error) = Server::builder().add_service(server).serve_with_incoming(incoming).await {
+                tracing::error!(%error, "peer server failed");
+            }
+        });
     }
 }
 

@@ -11,3 +11,4 @@ mod t60_observability;
 mod t70_auth;
 mod t80_leases_and_watches;
 mod t90_watch_scale;
+mod t95_cluster;

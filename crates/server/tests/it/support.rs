@@ -23,7 +23,8 @@ impl Cairn {
         Self::start_on(free_port(), data_dir, args.iter().map(|arg| arg.to_string()).collect())
     }
 
-    fn start_on(addr: SocketAddr, data_dir: &Path, args: Vec<String>) -> Self {
+    /// Starts `cairn` on `addr`, for members of a cluster whose ports are chosen first.
+    pub(crate) fn start_on(addr: SocketAddr, data_dir: &Path, args: Vec<String>) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
             .arg("--data-dir")
             .arg(data_dir)
@@ -218,5 +219,128 @@ pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     while !condition() {
         assert!(Instant::now() < deadline, "{what} did not happen in time");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A cluster of `cairn` members on loopback, all started before any is waited for.
+pub(crate) struct Cluster {
+    pub(crate) members: Vec<Option<Cairn>>,
+    client_addrs: Vec<SocketAddr>,
+    args: Vec<Vec<String>>,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub(crate) fn start(size: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let client_addrs: Vec<SocketAddr> = (0..size).map(|_| free_port()).collect();
+        let peer_addrs: Vec<SocketAddr> = (0..size).map(|_| free_port()).collect();
+        let initial: Vec<String> =
+            peer_addrs.iter().enumerate().map(|(n, addr)| format!("m{n}=http://{addr}")).collect();
+        let args: Vec<Vec<String>> = (0..size)
+            .map(|n| {
+                vec![
+                    format!("--name=m{n}"),
+                    format!("--listen-peer-urls=http://{}", peer_addrs[n]),
+                    format!("--initial-advertise-peer-urls=http://{}", peer_addrs[n]),
+                    format!("--initial-cluster={}", initial.join(",")),
+                    "--initial-cluster-token=cluster-test".to_owned(),
+                ]
+            })
+            .collect();
+        // Start every member before waiting for any: they need each other to elect.
+        let children: Vec<Child> = (0..size)
+            .map(|n| spawn_member(client_addrs[n], &dir.path().join(format!("m{n}")), &args[n]))
+            .collect();
+        let members = children
+            .into_iter()
+            .enumerate()
+            .map(|(n, child)| {
+                let cairn = Cairn {
+                    child,
+                    addr: client_addrs[n],
+                    data_dir: dir.path().join(format!("m{n}")),
+                    args: args[n].clone(),
+                };
+                cairn.wait_until_serving();
+                Some(cairn)
+            })
+            .collect();
+        Self { members, client_addrs, args, dir }
+    }
+
+    pub(crate) fn endpoint(&self, n: usize) -> String {
+        format!("http://{}", self.client_addrs[n])
+    }
+
+    /// A client of member `n` alone.
+    pub(crate) async fn client(&self, n: usize) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint(n)], None).await.expect("etcd-client connects")
+    }
+
+    /// The index of the member that leads, once one does.
+    pub(crate) async fn leader(&self) -> usize {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            for (n, member) in self.members.iter().enumerate() {
+                if member.is_none() {
+                    continue;
+                }
+                if let Ok(mut client) = etcd_client::Client::connect([self.endpoint(n)], None).await
+                    && let Ok(status) = client.status().await
+                    && status.leader() == status.header().map_or(0, |h| h.member_id())
+                {
+                    return n;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs member `n`.
+    pub(crate) fn kill(&mut self, n: usize) {
+        if let Some(member) = self.members[n].take() {
+            member.kill();
+        }
+    }
+
+    /// Starts member `n` again on its ports and data dir.
+    pub(crate) fn restart(&mut self, n: usize) {
+        let cairn = Cairn::start_on(
+            self.client_addrs[n],
+            &self.dir.path().join(format!("m{n}")),
+            self.args[n].clone(),
+        );
+        self.members[n] = Some(cairn);
+    }
+}
+
+fn spawn_member(addr: SocketAddr, data_dir: &Path, args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg(format!("--listen-client-urls=http://{addr}"))
+        .arg(format!("--advertise-client-urls=http://{addr}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cairn starts")
+}
+
+/// Retries `attempt` until it succeeds, failing the test after a deadline.
+pub(crate) async fn until_ok<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(error) => assert!(Instant::now() < deadline, "{what} did not succeed in time: {error:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

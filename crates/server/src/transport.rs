@@ -1,0 +1,185 @@
+//! The peer transport: raft messages between members over gRPC (`cairnpb.Peer`).
+//!
+//! Each peer has a sender task with a bounded queue: the raft thread never waits for
+//! the network, a slow or dead peer only loses messages (raft retransmits), and
+//! dropped messages are counted. Each sender remembers since when its connection has
+//! been up, which the proposal gate uses to classify timeouts.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_api::cairnpb::peer_client::PeerClient;
+use cairn_api::cairnpb::peer_server::Peer;
+use cairn_api::cairnpb::{RaftAck, RaftBatch};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, warn};
+
+/// Messages queued for one peer before new ones are dropped.
+const QUEUE: usize = 4096;
+/// Most messages sent in one batch.
+const BATCH: usize = 256;
+
+/// Sending side of the transport, shared with the raft thread.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    cluster_id: u64,
+    member_id: u64,
+    peers: HashMap<u64, PeerSender>,
+    /// Messages dropped because a peer's queue was full.
+    pub(crate) dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+struct PeerSender {
+    queue: mpsc::Sender<Message>,
+    connected_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Transport {
+    /// Starts a sender task for each of `peers` (member ID to peer URLs).
+    pub(crate) fn start(cluster_id: u64, member_id: u64, peers: &HashMap<u64, Vec<String>>) -> Arc<Self> {
+        let mut senders = HashMap::new();
+        for (&id, urls) in peers {
+            if id == member_id {
+                continue;
+            }
+            let (queue, messages) = mpsc::channel(QUEUE);
+            let connected_since = Arc::new(Mutex::new(None));
+            tokio::spawn(send_loop(
+                cluster_id,
+                member_id,
+                id,
+                urls.clone(),
+                messages,
+                Arc::clone(&connected_since),
+            ));
+            senders.insert(id, PeerSender { queue, connected_since });
+        }
+        Arc::new(Self { cluster_id, member_id, peers: senders, dropped: AtomicU64::new(0) })
+    }
+
+    /// Queues `messages` for their peers without waiting.
+    pub(crate) fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            match self.peers.get(&message.to) {
+                Some(peer) => {
+                    if peer.queue.try_send(message).is_err() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => debug!(to = message.to, "no route to member"),
+            }
+        }
+    }
+
+    /// Since when the connection to `peer` has been up.
+    pub(crate) fn connected_since(&self, peer: u64) -> Option<Instant> {
+        let peer = self.peers.get(&peer)?;
+        *peer.connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub(crate) fn member_id(&self) -> u64 {
+        self.member_id
+    }
+}
+
+/// Keeps a stream open to one peer, reconnecting with backoff, and sends what is
+/// queued in batches.
+async fn send_loop(
+    cluster_id: u64,
+    from: u64,
+    to: u64,
+    urls: Vec<String>,
+    mut messages: mpsc::Receiver<Message>,
+    connected_since: Arc<Mutex<Option<Instant>>>,
+) {
+    let set_connected = |value: Option<Instant>| {
+        *connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    };
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0usize;
+    loop {
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
+        let client = match PeerClient::connect(url.clone()).await {
+            Ok(client) => client,
+            Err(error) => {
+                debug!(peer = format_args!("{to:x}"), %url, %error, "cannot reach peer");
+                set_connected(None);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        set_connected(Some(Instant::now()));
+        let mut client = client.max_encoding_message_size(usize::MAX);
+        let (batches, outgoing) = mpsc::channel::<RaftBatch>(16);
+        let stream = futures::stream::unfold(outgoing, |mut outgoing| async move {
+            outgoing.recv().await.map(|batch| (batch, outgoing))
+        });
+        let call = tokio::spawn(async move { client.raft(Request::new(stream)).await });
+        // Feed the stream until it breaks.
+        loop {
+            let Some(first) = messages.recv().await else { return };
+            let mut encoded = vec![first.write_to_bytes().unwrap_or_default()];
+            while encoded.len() < BATCH {
+                match messages.try_recv() {
+                    Ok(message) => encoded.push(message.write_to_bytes().unwrap_or_default()),
+                    Err(_) => break,
+                }
+            }
+            let batch = RaftBatch { cluster_id, from, messages: encoded };
+            if batches.send(batch).await.is_err() {
+                break;
+            }
+        }
+        if let Ok(Err(status)) = call.await {
+            warn!(peer = format_args!("{to:x}"), error = %status.message(), "peer stream failed");
+        }
+        set_connected(None);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// The receiving side: hands every message to the raft thread.
+#[derive(Clone)]
+pub(crate) struct PeerService {
+    pub(crate) cluster_id: u64,
+    pub(crate) deliver: Arc<dyn Fn(Message) + Send + Sync>,
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+        let mut batches = request.into_inner();
+        while let Some(batch) = batches.message().await? {
+            if batch.cluster_id != self.cluster_id {
+                return Err(Status::failed_precondition(format!(
+                    "cluster ID mismatch: this member belongs to cluster {:x}, member {:x} to {:x} \
+                     (check --initial-cluster-token and --initial-cluster)",
+                    self.cluster_id, batch.from, batch.cluster_id
+                )));
+            }
+            for bytes in batch.messages {
+                match Message::parse_from_bytes(&bytes) {
+                    Ok(message) => (self.deliver)(message),
+                    Err(error) => {
+                        warn!(from = format_args!("{:x}", batch.from), %error, "undecodable raft message")
+                    }
+                }
+            }
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+}

@@ -1,0 +1,156 @@
+use std::collections::BTreeMap;
+
+use etcd_client::GetOptions;
+
+use crate::support::{Cluster, until_ok};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_replicate_and_any_member_serves_reads_and_writes() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    for writer in 0..3 {
+        let mut client = cluster.client(writer).await;
+        until_ok("a write through a member", || {
+            let mut client = client.clone();
+            async move { client.put(format!("from-m{writer}"), "v", None).await }
+        })
+        .await;
+        client.put(format!("again-m{writer}"), "w", None).await.unwrap();
+    }
+    // Linearizable reads on every member see every write, wherever it was made.
+    for reader in 0..3 {
+        let mut client = cluster.client(reader).await;
+        let got = client.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+        assert_eq!(got.count(), 6, "member m{reader} (leader m{leader}) sees all writes");
+    }
+    let mut client = cluster.client(0).await;
+    let members = client.member_list().await.unwrap();
+    let mut names: Vec<&str> = members.members().iter().map(|m| m.name()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["m0", "m1", "m2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let mut acked = BTreeMap::new();
+    let client = cluster.client(leader).await;
+    for n in 0..20 {
+        let key = format!("before/{n:02}");
+        let response = until_ok("a write", || {
+            let (mut client, key) = (client.clone(), key.clone());
+            async move { client.put(key, "v", None).await }
+        })
+        .await;
+        acked.insert(key, response.header().unwrap().revision());
+    }
+
+    cluster.kill(leader);
+    // The two others elect a leader and take writes through either of them.
+    let survivor = (leader + 1) % 3;
+    let client = cluster.client(survivor).await;
+    for n in 0..20 {
+        let key = format!("after/{n:02}");
+        let response = until_ok("a write after the leader died", || {
+            let (mut client, key) = (client.clone(), key.clone());
+            async move { client.put(key, "v", None).await }
+        })
+        .await;
+        acked.insert(key, response.header().unwrap().revision());
+    }
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+
+    // The old leader comes back, catches up, and agrees on everything.
+    cluster.restart(leader);
+    for member in 0..3 {
+        let client = cluster.client(member).await;
+        let stored = until_ok("a linearizable read on every member", || {
+            let mut client = client.clone();
+            async move {
+                let all = client.get("", Some(GetOptions::new().with_all_keys())).await?;
+                Ok::<_, etcd_client::Error>(
+                    all.kvs()
+                        .iter()
+                        .map(|kv| (kv.key_str().unwrap().to_owned(), kv.mod_revision()))
+                        .collect::<BTreeMap<_, _>>(),
+                )
+            }
+        })
+        .await;
+        assert_eq!(stored, acked, "member m{member} holds every acknowledged write at its revision");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_resume_without_gap_and_leases_outlive_a_leader_failover() {
+    use etcd_client::WatchOptions;
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let mut client = cluster.client(leader).await;
+    let lease = until_ok("a lease grant", || {
+        let mut client = client.clone();
+        async move { client.lease_grant(10, None).await }
+    })
+    .await
+    .id();
+    client.put("leased", "v", Some(etcd_client::PutOptions::new().with_lease(lease))).await.unwrap();
+    let start = client.put("w/0", "0", None).await.unwrap().header().unwrap().revision();
+
+    // A watcher on the leader sees the first writes, then loses its member.
+    let mut watch =
+        client.watch("w/", Some(WatchOptions::new().with_prefix().with_start_revision(start))).await.unwrap();
+    for n in 1..5 {
+        client.put(format!("w/{n}"), n.to_string(), None).await.unwrap();
+    }
+    let mut seen: Vec<(String, i64)> = Vec::new();
+    while seen.len() < 5 {
+        let response = watch.message().await.unwrap().unwrap();
+        for event in response.events() {
+            let kv = event.kv().unwrap();
+            seen.push((kv.key_str().unwrap().to_owned(), kv.mod_revision()));
+        }
+    }
+    let (mut keeper, _) = client.lease_keep_alive(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let renewed = tokio::time::Instant::now();
+    cluster.kill(leader);
+
+    // It resumes on a survivor from the revision after the last one it saw.
+    let survivor = (leader + 1) % 3;
+    let mut client = cluster.client(survivor).await;
+    for n in 5..10 {
+        until_ok("a write after failover", || {
+            let mut client = client.clone();
+            async move { client.put(format!("w/{n}"), n.to_string(), None).await }
+        })
+        .await;
+    }
+    let resume = seen.last().unwrap().1 + 1;
+    let mut watch = client
+        .watch("w/", Some(WatchOptions::new().with_prefix().with_start_revision(resume)))
+        .await
+        .unwrap();
+    while seen.len() < 10 {
+        let response = watch.message().await.unwrap().unwrap();
+        for event in response.events() {
+            let kv = event.kv().unwrap();
+            seen.push((kv.key_str().unwrap().to_owned(), kv.mod_revision()));
+        }
+    }
+    let keys: Vec<String> = seen.iter().map(|(key, _)| key.clone()).collect();
+    assert_eq!(keys, (0..10).map(|n| format!("w/{n}")).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert!(seen.windows(2).all(|pair| pair[0].1 < pair[1].1));
+
+    // The lease, renewed just before the failover, is alive until its TTL has passed
+    // since the renewal: the new leader gave it its remaining TTL again.
+    let alive_until = renewed + std::time::Duration::from_secs(9);
+    assert!(tokio::time::Instant::now() < alive_until, "the failover took too long to check the lease");
+    while tokio::time::Instant::now() < alive_until {
+        let ttl = client.lease_time_to_live(lease, None).await.unwrap().ttl();
+        assert!(ttl > 0, "the lease expired early, {:?} after its renewal", renewed.elapsed());
+        assert_eq!(client.get("leased", None).await.unwrap().kvs().len(), 1, "its key is still there");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
