@@ -28,7 +28,7 @@ use crate::auth::{self, SharedAuth};
 use crate::error::Error;
 use crate::lease::{self, SharedLessor};
 use crate::storage::mvcc::{self, Revisions};
-use crate::storage::{LEASES, META, StorageError, raft_log};
+use crate::storage::{LEASES, META, StorageError, raft_log, snapshot};
 use crate::transport::Transport;
 use crate::watch::Hub;
 
@@ -218,7 +218,8 @@ pub(crate) fn start(
         ..raft::Config::default()
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let mut node = RawNode::new(&raft_config, NoSnapshots(storage.clone()), &logger).map_err(raft_error)?;
+    let snapshots = SnapshotStorage { log: storage.clone(), db: Arc::clone(&db) };
+    let mut node = RawNode::new(&raft_config, snapshots, &logger).map_err(raft_error)?;
     if single_voter {
         // A single voter need not wait an election timeout to lead.
         node.campaign().map_err(raft_error)?;
@@ -269,13 +270,15 @@ pub(crate) fn start(
     Ok(Node { shared, proposer: RaftProposer { commands }, thread })
 }
 
-/// raft-rs's in-memory storage, refusing to produce snapshots: its snapshots carry
-/// only metadata, and a member applying one would lose the state machine.
-struct NoSnapshots(MemStorage);
+/// raft-rs's in-memory log, with snapshots that carry the state machine from disk.
+struct SnapshotStorage {
+    log: MemStorage,
+    db: Arc<Database>,
+}
 
-impl raft::Storage for NoSnapshots {
+impl raft::Storage for SnapshotStorage {
     fn initial_state(&self) -> raft::Result<raft::RaftState> {
-        self.0.initial_state()
+        self.log.initial_state()
     }
 
     fn entries(
@@ -285,23 +288,34 @@ impl raft::Storage for NoSnapshots {
         max_size: impl Into<Option<u64>>,
         context: raft::GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        self.0.entries(low, high, max_size, context)
+        self.log.entries(low, high, max_size, context)
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {
-        self.0.term(index)
+        self.log.term(index)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        self.0.first_index()
+        self.log.first_index()
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        self.0.last_index()
+        self.log.last_index()
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
-        Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+        let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
+        let (index, data) = snapshot::take(&self.db).map_err(|error| {
+            error!(%error, "cannot take a snapshot");
+            unavailable()
+        })?;
+        let mut snapshot = raft::eraftpb::Snapshot { data: data.into(), ..Default::default() };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = self.log.term(index).map_err(|_| unavailable())?;
+        meta.set_conf_state(self.log.initial_state()?.conf_state);
+        info!(index, bytes = snapshot.data.len(), "sending a snapshot");
+        Ok(snapshot)
     }
 }
 
@@ -310,7 +324,7 @@ fn raft_error(error: raft::Error) -> StorageError {
 }
 
 struct Runner {
-    node: RawNode<NoSnapshots>,
+    node: RawNode<SnapshotStorage>,
     storage: MemStorage,
     transport: Option<Arc<Transport>>,
     db: Arc<Database>,
@@ -424,9 +438,7 @@ impl Runner {
         // The leader may send before it persists; followers send after.
         self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            // Log compaction is off in clusters until snapshots carry the state machine,
-            // so no member ever needs one.
-            error!("received a raft snapshot, which this version cannot apply");
+            self.restore_snapshot(ready.snapshot().clone())?;
         }
         for state in ready.take_read_states() {
             if let Some((context, replies)) = self.read_in_flight.take() {
@@ -640,11 +652,34 @@ impl Runner {
 
     /// Drops log entries once more than `--snapshot-count` have been applied since
     /// the first one kept, keeping the last few thousand.
+    /// Replaces the state machine with a snapshot from the leader, for a member that
+    /// fell behind its compacted log.
+    fn restore_snapshot(&mut self, snapshot: raft::eraftpb::Snapshot) -> Result<(), StorageError> {
+        let index = snapshot.get_metadata().index;
+        let term = snapshot.get_metadata().term;
+        info!(index, term, bytes = snapshot.data.len(), "restoring a snapshot from the leader");
+        let txn = self.db.begin_write()?;
+        snapshot::restore(&txn, &snapshot.data, index)?;
+        txn.open_table(crate::storage::RAFT_LOG)?.retain(|_, _| false)?;
+        raft_log::compact(&txn, index + 1, term)?;
+        raft_log::save_conf_state(&txn, snapshot.get_metadata().get_conf_state())?;
+        txn.commit()?;
+        self.storage.wl().apply_snapshot(snapshot).map_err(raft_error)?;
+        // Everything kept in memory follows the restored tables.
+        let read = self.db.begin_read()?;
+        self.applier.revisions = Revisions::load(&read.open_table(META)?)?;
+        drop(read);
+        *lease::lock(&self.lessor) = lease::load(&self.db)?;
+        let tokens = Arc::clone(auth::read(&self.auth).tokens());
+        *auth::write(&self.auth) = auth::load(&self.db, tokens)?;
+        self.applied = index;
+        self.shared.applied.store(index, Ordering::Release);
+        self.publish_committed(index);
+        self.shared.applied_wait.trigger(index);
+        Ok(())
+    }
+
     fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
-        if self.transport.is_some() {
-            // A peer may need any entry until snapshots carry the state machine.
-            return Ok(());
-        }
         let first = self.storage.first_index().map_err(raft_error)?;
         if self.applied < first + self.config.snapshot_count {
             return Ok(());

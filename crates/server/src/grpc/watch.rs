@@ -225,8 +225,19 @@ impl WatchStreamTask {
         self.catch_up(id).await
     }
 
-    /// Delivers one published revision to every watcher that has not seen it.
+    /// Delivers one published revision to every watcher that has not seen it. A
+    /// watcher that missed revisions before it (after a snapshot from the leader)
+    /// reads them from disk first.
     async fn deliver(&mut self, batch: &Arc<Batch>) -> Result<(), Gone> {
+        let behind: Vec<i64> = self
+            .watchers
+            .iter()
+            .filter(|(_, watcher)| watcher.next < batch.revision)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in behind {
+            self.catch_up(id).await?;
+        }
         let mut responses = Vec::new();
         for (id, watcher) in &mut self.watchers {
             if batch.revision < watcher.next {

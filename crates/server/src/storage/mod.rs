@@ -7,6 +7,7 @@
 
 pub(crate) mod mvcc;
 pub(crate) mod raft_log;
+pub(crate) mod snapshot;
 
 use std::path::Path;
 

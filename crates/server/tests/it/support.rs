@@ -232,6 +232,11 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) fn start(size: usize) -> Self {
+        Self::start_with(size, &[])
+    }
+
+    /// A cluster whose members all get `extra` flags too.
+    pub(crate) fn start_with(size: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let client_addrs: Vec<SocketAddr> = (0..size).map(|_| free_port()).collect();
         let peer_addrs: Vec<SocketAddr> = (0..size).map(|_| free_port()).collect();
@@ -246,6 +251,9 @@ impl Cluster {
                     format!("--initial-cluster={}", initial.join(",")),
                     "--initial-cluster-token=cluster-test".to_owned(),
                 ]
+                .into_iter()
+                .chain(extra.iter().map(|arg| arg.to_string()))
+                .collect()
             })
             .collect();
         // Start every member before waiting for any: they need each other to elect.

@@ -154,3 +154,65 @@ async fn watchers_resume_without_gap_and_leases_outlive_a_leader_failover() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    // Keep only 20 entries after each compaction, so that a member that misses 200
+    // writes can only catch up from a snapshot of the state machine.
+    let mut cluster = Cluster::start_with(3, &["--snapshot-count=20"]);
+    let leader = cluster.leader().await;
+    let lagging = (leader + 1) % 3;
+    let client = cluster.client(leader).await;
+    until_ok("a first write", || {
+        let mut client = client.clone();
+        async move { client.put("first", "v", None).await }
+    })
+    .await;
+    cluster.kill(lagging);
+    let mut client = cluster.client(leader).await;
+    let lease = client.lease_grant(600, None).await.unwrap().id();
+    for n in 0..200 {
+        let options = (n % 10 == 0).then(|| etcd_client::PutOptions::new().with_lease(lease));
+        client.put(format!("missed/{n:03}"), n.to_string(), options).await.unwrap();
+    }
+    client.delete("missed/199", None).await.unwrap();
+    let revision = client.put("last", "v", None).await.unwrap().header().unwrap().revision();
+
+    cluster.restart(lagging);
+    let behind = cluster.client(lagging).await;
+    let all = until_ok("the lagging member to catch up", || {
+        let mut behind = behind.clone();
+        async move { behind.get("missed/", Some(GetOptions::new().with_prefix().with_serializable())).await }
+    });
+    let all = all.await;
+    let mut behind = behind;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut count = all.count();
+    while count != 199 {
+        assert!(tokio::time::Instant::now() < deadline, "caught up to {count} keys only");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        count = behind
+            .get("missed/", Some(GetOptions::new().with_prefix().with_serializable()))
+            .await
+            .unwrap()
+            .count();
+    }
+    let last = behind.get("last", Some(GetOptions::new().with_serializable())).await.unwrap();
+    assert_eq!(last.kvs()[0].mod_revision(), revision, "the same revisions as the leader");
+    // Leases came with the snapshot, attached keys included.
+    let ttl = behind
+        .lease_time_to_live(lease, Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
+    assert_eq!(ttl.keys().len(), 20);
+    // And it goes on replicating normally.
+    client.put("after", "v", None).await.unwrap();
+    until_ok("a linearizable read on the caught-up member", || {
+        let mut behind = behind.clone();
+        async move {
+            let got = behind.get("after", None).await.map_err(|error| error.to_string())?;
+            if got.kvs().len() == 1 { Ok(()) } else { Err("not yet".to_owned()) }
+        }
+    })
+    .await;
+}
