@@ -33,6 +33,7 @@ pub(crate) enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint(LeaseCheckpointResponse),
     Auth(crate::auth::AuthApplied),
+    MemberAttributes,
 }
 
 /// The result the apply loop hands to the waiting caller.

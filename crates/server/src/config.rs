@@ -218,6 +218,11 @@ impl Config {
         Ok(members)
     }
 
+    /// Whether this member joins a running cluster (`--initial-cluster-state=existing`).
+    pub(crate) fn joins_existing(&self) -> bool {
+        self.initial_cluster_state == "existing"
+    }
+
     /// The addresses to listen on for peers.
     pub(crate) async fn peer_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
         bind(&self.listen_peer_urls).await
@@ -285,11 +290,6 @@ impl Config {
         match self.initial_cluster_state.as_str() {
             "new" | "existing" => {}
             other => bail!("invalid --initial-cluster-state {other:?}: expected new or existing"),
-        }
-        if self.initial_cluster_state == "existing" {
-            bail!(
-                "--initial-cluster-state=existing (joining a running cluster) is not available yet in cairn"
-            );
         }
         let members = self.initial_members()?;
         let Some(mine) = members.get(&self.name) else {
@@ -458,7 +458,6 @@ mod tests {
         assert!(
             refused(&["--initial-cluster=default=http://a:2380,other=http://b:2380"]).contains("must match")
         );
-        assert!(refused(&["--initial-cluster-state=existing"]).contains("not available yet"));
         let three = "--initial-cluster=default=http://localhost:2380,b=http://b:2380,c=http://c:2380";
         parse(&[three]).validate().unwrap();
         assert_eq!(parse(&[three]).initial_members().unwrap().len(), 3);

@@ -12,6 +12,7 @@ mod error;
 mod grpc;
 mod identity;
 mod lease;
+mod members;
 mod metrics;
 mod node;
 mod storage;
@@ -58,32 +59,63 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let db = Arc::new(storage::open(&data_dir).context("cannot open the database")?);
 
     let initial = config.initial_members()?;
-    let ids: std::collections::BTreeMap<&str, u64> = initial
-        .iter()
-        .map(|(name, urls)| (name.as_str(), identity::member_id(urls, &config.initial_cluster_token)))
-        .collect();
-    let member = ids[config.name.as_str()];
-    let all: Vec<u64> = ids.values().copied().collect();
-    let (member_id, cluster_id) = identity::load_or_store(&db, (member, identity::cluster_id(&all)))?;
-    let members: Vec<cairn_api::etcdserverpb::Member> = initial
-        .iter()
-        .map(|(name, urls)| cairn_api::etcdserverpb::Member {
-            id: ids[name.as_str()],
-            name: name.clone(),
-            peer_ur_ls: urls.clone(),
-            client_ur_ls: if *name == config.name { config.client_urls() } else { Vec::new() },
-            is_learner: false,
+    let token = &config.initial_cluster_token;
+    let ids: std::collections::BTreeMap<&str, u64> =
+        initial.iter().map(|(name, urls)| (name.as_str(), identity::member_id(urls, token))).collect();
+    let (member_id, cluster_id, members, voters) = if config.joins_existing() {
+        // A new member of a running cluster learns its ID and the members from a peer.
+        let mine = config.peer_urls();
+        let others: Vec<String> =
+            initial.values().flatten().filter(|url| !mine.contains(url)).cloned().collect();
+        let (cluster_id, members) = transport::fetch_members(&others)
+            .await
+            .context("cannot learn the cluster's members from its peers (--initial-cluster)")?;
+        let Some(me) = members.iter().find(|member| {
+            let mut urls = member.peer_ur_ls.clone();
+            urls.sort();
+            urls == mine
+        }) else {
+            anyhow::bail!(
+                "this member's peer URLs {} are not a member of the cluster: add it first (etcdctl member add)",
+                mine.join(",")
+            );
+        };
+        let member_id = me.id;
+        let (member_id, cluster_id) = identity::load_or_store(&db, (member_id, cluster_id))?;
+        (member_id, cluster_id, members, Vec::new())
+    } else {
+        let member = ids[config.name.as_str()];
+        let all: Vec<u64> = ids.values().copied().collect();
+        let (member_id, cluster_id) = identity::load_or_store(&db, (member, identity::cluster_id(&all)))?;
+        let members: Vec<cairn_api::etcdserverpb::Member> = initial
+            .iter()
+            .map(|(name, urls)| cairn_api::etcdserverpb::Member {
+                id: ids[name.as_str()],
+                name: name.clone(),
+                peer_ur_ls: urls.clone(),
+                client_ur_ls: Vec::new(),
+                is_learner: false,
+            })
+            .collect();
+        (member_id, cluster_id, members, all)
+    };
+    // This member's own entry carries its name; its client URLs are published through
+    // raft once it runs, so that every member learns them.
+    let members: Vec<cairn_api::etcdserverpb::Member> = members
+        .into_iter()
+        .map(|mut member| {
+            if member.id == member_id && member.name.is_empty() {
+                member.name = config.name.clone();
+            }
+            member
         })
         .collect();
+    members::save_missing(&db, &members)?;
     let peers: std::collections::HashMap<u64, Vec<String>> =
-        initial.iter().map(|(name, urls)| (ids[name.as_str()], urls.clone())).collect();
-    let transport = (peers.len() > 1).then(|| transport::Transport::start(cluster_id, member_id, &peers));
-    info!(
-        member_id = format_args!("{member_id:x}"),
-        cluster_id = format_args!("{cluster_id:x}"),
-        "member identity"
-    );
-
+        members.iter().map(|member| (member.id, member.peer_ur_ls.clone())).collect();
+    let multi_member = peers.len() > 1;
+    let removed = Arc::new(tokio::sync::Notify::new());
+    let transport = transport::Transport::start(cluster_id, member_id, &peers, Arc::clone(&removed));
     let tokens = config.token_provider()?;
     let auth = Arc::new(std::sync::RwLock::new(auth::load(&db, Arc::clone(&tokens))?));
     sweep_tokens(tokens);
@@ -96,7 +128,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         heartbeat: config.heartbeat(),
         election_ticks: config.election_ticks(),
         snapshot_count: config.snapshot_count,
-        voters: all.clone(),
+        voters,
+        removed: Arc::clone(&removed),
         disk: metrics::DiskMetrics::new(&metrics::meter()),
         min_lease_ttl: lease::min_ttl(config.election_timeout()),
     };
@@ -107,7 +140,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&auth),
         Arc::clone(&lessor),
         hub.clone(),
-        transport.clone(),
+        Some(Arc::clone(&transport)),
     )
     .context("cannot start raft")?;
     let data_file = data_dir.join("member").join("cairn.redb");
@@ -136,7 +169,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         lessor,
         hub,
         config: grpc::ServiceConfig {
-            members,
+            cluster_token: config.initial_cluster_token.clone(),
             max_txn_ops: config.max_txn_ops,
             max_request_bytes: config.max_request_bytes,
             request_timeout,
@@ -147,18 +180,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     service.spawn_lease_duties(config.lease_checkpoint_interval()?);
-    if let Some(transport) = &transport {
-        let proposer = node.proposer.clone();
-        let peer_service = transport::PeerService {
-            cluster_id: transport.cluster_id(),
+    let proposer = node.proposer.clone();
+    let shared = Arc::clone(&node.shared);
+    let peer_services = transport::PeerServices {
+        peer: transport::PeerService {
+            cluster_id,
             deliver: Arc::new(move |message| proposer.deliver(message)),
-        };
-        grpc::serve_peers(peer_service, config.peer_listeners().await?);
-        info!(
-            member = format_args!("{:x}", transport.member_id()),
-            peers = peers.len() - 1,
-            "serving peer traffic"
-        );
+            is_removed: {
+                let shared = Arc::clone(&node.shared);
+                Arc::new(move |id| shared.is_removed(id))
+            },
+        },
+        membership: transport::MembershipService {
+            cluster_id,
+            members: Arc::new(move || {
+                shared
+                    .members
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .cloned()
+                    .collect()
+            }),
+        },
+    };
+    match config.peer_listeners().await {
+        Ok(listeners) => {
+            grpc::serve_peers(peer_services, listeners);
+            info!(
+                member = format_args!("{:x}", transport.member_id()),
+                peers = peers.len() - 1,
+                "serving peer traffic"
+            );
+        }
+        // Alone, a member needs its peer port only once another member is added.
+        Err(error) if !multi_member => {
+            tracing::warn!(%error, "cannot listen for peers; adding members needs --listen-peer-urls");
+        }
+        Err(error) => return Err(error),
     }
     let listeners = config.client_listeners().await?;
     metrics::serve(
@@ -168,9 +227,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.metrics_listeners().await?,
     );
     wait_for_leader(&node.shared, request_timeout).await;
+    service.publish_member(&config.name, config.client_urls()).await;
     info!("published local member to cluster");
     info!("enabled capabilities for version 3.5");
-    let served = grpc::serve(service, listeners, shutdown_signal()).await;
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = removed.notified() => info!("the member has been permanently removed from the cluster; stopping"),
+        }
+    };
+    let served = grpc::serve(service, listeners, stop).await;
     node.stop();
     served
 }

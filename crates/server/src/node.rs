@@ -55,11 +55,21 @@ pub(crate) struct Shared {
     pub(crate) applied_wait: IndexWait,
     /// The voting members.
     voters: Mutex<Vec<u64>>,
+    /// Every member, with names and URLs.
+    pub(crate) members: Mutex<crate::members::Members>,
+    /// Notified when this member is removed from the cluster.
+    pub(crate) removed: Arc<tokio::sync::Notify>,
     /// The peer transport, in a cluster of more than one member.
     transport: Option<Arc<Transport>>,
 }
 
 impl Shared {
+    /// Whether member `id` was removed from the cluster.
+    pub(crate) fn is_removed(&self, id: u64) -> bool {
+        let members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        members.get(&id).is_some_and(|member| member.name == crate::members::REMOVED)
+    }
+
     pub(crate) fn term(&self) -> u64 {
         self.term.load(Ordering::Acquire)
     }
@@ -101,6 +111,9 @@ impl Leadership for Shared {
     }
 }
 
+/// Where a membership change's outcome goes once it is applied.
+type ChangeReply = oneshot::Sender<Result<(), String>>;
+
 /// Requests to the raft thread.
 pub(crate) enum Command {
     /// Propose `data`; the reply says whether raft took it.
@@ -109,6 +122,10 @@ pub(crate) enum Command {
     ReadIndex(oneshot::Sender<u64>),
     /// A raft message from a peer.
     Step(raft::eraftpb::Message),
+    /// Change the membership; the reply comes once the change is applied here.
+    ConfChange(ConfChange, oneshot::Sender<Result<(), String>>),
+    /// Hand leadership to another voter.
+    TransferLeader(u64),
     /// Finish the current step and stop.
     Stop,
 }
@@ -128,6 +145,20 @@ impl Proposer for RaftProposer {
 }
 
 impl RaftProposer {
+    /// Proposes a membership change and waits until it is applied on this member.
+    pub(crate) async fn change_membership(&self, change: ConfChange) -> Result<(), String> {
+        let (reply, applied) = oneshot::channel();
+        self.commands
+            .send(Command::ConfChange(change, reply))
+            .map_err(|_| "etcdserver: server stopped".to_owned())?;
+        applied.await.map_err(|_| "etcdserver: server stopped".to_owned())?
+    }
+
+    /// Asks raft to hand leadership to `to`.
+    pub(crate) fn transfer_leader(&self, to: u64) {
+        let _ = self.commands.send(Command::TransferLeader(to));
+    }
+
     /// Hands a message from a peer to the raft thread.
     pub(crate) fn deliver(&self, message: raft::eraftpb::Message) {
         let _ = self.commands.send(Command::Step(message));
@@ -151,6 +182,8 @@ pub(crate) struct NodeConfig {
     pub(crate) snapshot_count: u64,
     /// The voting members a new cluster starts with.
     pub(crate) voters: Vec<u64>,
+    /// Notified when this member is removed from the cluster.
+    pub(crate) removed: Arc<tokio::sync::Notify>,
     pub(crate) disk: crate::metrics::DiskMetrics,
     /// The smallest lease TTL granted, in seconds.
     pub(crate) min_lease_ttl: i64,
@@ -237,6 +270,8 @@ pub(crate) fn start(
         leader_changes: AtomicU64::new(0),
         applied_wait: IndexWait::starting_at(applied),
         voters: Mutex::new(initial.conf_state.voters.clone()),
+        members: Mutex::new(crate::members::load(&db)?),
+        removed: Arc::clone(&config.removed),
         transport: transport.clone(),
     });
     let (commands, receiver) = std::sync::mpsc::channel();
@@ -249,6 +284,8 @@ pub(crate) fn start(
         wait,
         applier: Applier { revisions, lessor: Arc::clone(&lessor), published: Vec::new() },
         promote_at: None,
+        pending_conf: None,
+        pending_member_writes: Vec::new(),
         lessor,
         hub,
         auth,
@@ -331,6 +368,10 @@ struct Runner {
     shared: Arc<Shared>,
     wait: Wait<ApplyResult>,
     applier: Applier,
+    /// Members whose published attributes are saved with the batch being applied.
+    pending_member_writes: Vec<cairn_api::etcdserverpb::Member>,
+    /// A membership change: proposed yet?, and who waits for it.
+    pending_conf: Option<(ConfChange, Option<ChangeReply>, bool)>,
     /// Set while this member leads but has not yet applied what was committed before:
     /// leases are promoted once it has.
     promote_at: Option<u64>,
@@ -382,6 +423,14 @@ impl Runner {
         match command {
             Command::Propose(data, reply) => self.pending_proposals.push((data, reply)),
             Command::ReadIndex(reply) => self.pending_reads.push(reply),
+            Command::ConfChange(change, reply) => {
+                if self.pending_conf.is_some() {
+                    let _ = reply.send(Err("etcdserver: a membership change is already in progress".into()));
+                } else {
+                    self.pending_conf = Some((change, Some(reply), false));
+                }
+            }
+            Command::TransferLeader(to) => self.node.transfer_leader(to),
             Command::Step(message) => {
                 if let Err(error) = self.node.step(message) {
                     tracing::debug!(%error, "raft refused a message");
@@ -398,6 +447,17 @@ impl Runner {
         self.pending_proposals.retain(|(_, reply)| !reply.is_closed());
         if self.node.raft.leader_id == raft::INVALID_ID {
             return;
+        }
+        if let Some((change, reply, proposed)) = &mut self.pending_conf
+            && !*proposed
+        {
+            *proposed = true;
+            if let Err(error) = self.node.propose_conf_change(Vec::new(), change.clone()) {
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(Err(format!("etcdserver: membership change refused: {error}")));
+                }
+                self.pending_conf = None;
+            }
         }
         for (data, reply) in self.pending_proposals.drain(..) {
             let result = self.node.propose(Vec::new(), data).map_err(|error| match error {
@@ -578,6 +638,7 @@ impl Runner {
                         .map_err(|_| StorageError::Corrupt("conf change"))?;
                     let conf_state = self.node.apply_conf_change(&change).map_err(raft_error)?;
                     raft_log::save_conf_state(txn, &conf_state)?;
+                    self.apply_membership(txn, &change, &conf_state)?;
                     self.storage.wl().set_conf_state(conf_state);
                 }
                 EntryType::EntryConfChangeV2 => {
@@ -589,6 +650,9 @@ impl Runner {
                 }
             }
             self.applied = entry.index;
+        }
+        for member in self.pending_member_writes.drain(..) {
+            crate::members::save(txn, &member)?;
         }
         tables.meta.insert("applied_index", self.applied)?;
         self.applier.revisions.save(&mut tables.meta)?;
@@ -628,9 +692,86 @@ impl Runner {
             self.applier.lease_revoke(tables, leases, revoke)
         } else if let Some(checkpoint) = &request.lease_checkpoint {
             self.applier.lease_checkpoint(leases, checkpoint)
+        } else if let Some(attributes) = &request.cairn_member_attributes {
+            self.publish_attributes(tables, attributes)
         } else {
             Err(Error::Storage("unsupported request in the raft log".into()))
         }
+    }
+
+    /// Records the name and client URLs a member published.
+    fn publish_attributes(
+        &mut self,
+        tables: &mut mvcc::Tables<'_>,
+        attributes: &cairn_api::etcdserverpb::MemberAttributesRequest,
+    ) -> ApplyResult {
+        let mut members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(member) = members.get_mut(&attributes.id) {
+            member.name = attributes.name.clone();
+            member.client_ur_ls = attributes.client_urls.clone();
+            self.pending_member_writes.push(member.clone());
+        }
+        let _ = tables;
+        Ok(Applied::MemberAttributes)
+    }
+
+    /// Keeps the member registry, the transport and the voters in step with an applied
+    /// membership change, and answers whoever proposed it.
+    fn apply_membership(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        change: &ConfChange,
+        conf_state: &raft::eraftpb::ConfState,
+    ) -> Result<(), StorageError> {
+        use raft::eraftpb::ConfChangeType;
+        let id = change.node_id;
+        let mut members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match change.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let learner = change.get_change_type() == ConfChangeType::AddLearnerNode;
+                let mut member = match cairn_api::etcdserverpb::Member::decode(change.context.as_ref()) {
+                    Ok(member) if member.id == id => member,
+                    _ => members.get(&id).cloned().unwrap_or_default(),
+                };
+                member.id = id;
+                member.is_learner = learner;
+                if let Some(transport) = &self.transport {
+                    transport.add_peer(id, member.peer_ur_ls.clone());
+                }
+                crate::members::save(txn, &member)?;
+                members.insert(id, member);
+            }
+            ConfChangeType::RemoveNode => {
+                if let Some(transport) = &self.transport {
+                    transport.remove_peer(id);
+                }
+                // Removed members are remembered, so that their messages are refused.
+                let tombstone = cairn_api::etcdserverpb::Member {
+                    id,
+                    name: crate::members::REMOVED.to_owned(),
+                    ..Default::default()
+                };
+                crate::members::save(txn, &tombstone)?;
+                members.insert(id, tombstone);
+                if id == self.shared.member_id {
+                    info!("the member has been permanently removed from the cluster");
+                    self.shared.removed.notify_one();
+                }
+            }
+        }
+        drop(members);
+        *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            conf_state.voters.clone();
+        if let Some((pending, reply, _)) = &mut self.pending_conf
+            && pending.node_id == id
+            && pending.get_change_type() == change.get_change_type()
+        {
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(Ok(()));
+            }
+            self.pending_conf = None;
+        }
+        Ok(())
     }
 
     /// Hands changes to watchers and results to their waiters, then announces the

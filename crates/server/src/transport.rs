@@ -30,7 +30,11 @@ const BATCH: usize = 256;
 pub(crate) struct Transport {
     cluster_id: u64,
     member_id: u64,
-    peers: HashMap<u64, PeerSender>,
+    peers: Mutex<HashMap<u64, PeerSender>>,
+    /// The runtime sender tasks run on (peers are added from the raft thread).
+    runtime: tokio::runtime::Handle,
+    /// Notified when a peer says this member was removed from the cluster.
+    removed: Arc<tokio::sync::Notify>,
     /// Messages dropped because a peer's queue was full.
     pub(crate) dropped: AtomicU64,
 }
@@ -42,32 +46,64 @@ struct PeerSender {
 }
 
 impl Transport {
-    /// Starts a sender task for each of `peers` (member ID to peer URLs).
-    pub(crate) fn start(cluster_id: u64, member_id: u64, peers: &HashMap<u64, Vec<String>>) -> Arc<Self> {
-        let mut senders = HashMap::new();
+    /// Starts a sender task for each of `peers` (member ID to peer URLs). Must be
+    /// called on the tokio runtime.
+    pub(crate) fn start(
+        cluster_id: u64,
+        member_id: u64,
+        peers: &HashMap<u64, Vec<String>>,
+        removed: Arc<tokio::sync::Notify>,
+    ) -> Arc<Self> {
+        let transport = Arc::new(Self {
+            cluster_id,
+            member_id,
+            peers: Mutex::new(HashMap::new()),
+            runtime: tokio::runtime::Handle::current(),
+            removed,
+            dropped: AtomicU64::new(0),
+        });
         for (&id, urls) in peers {
-            if id == member_id {
-                continue;
-            }
-            let (queue, messages) = mpsc::channel(QUEUE);
-            let connected_since = Arc::new(Mutex::new(None));
-            tokio::spawn(send_loop(
-                cluster_id,
-                member_id,
-                id,
-                urls.clone(),
-                messages,
-                Arc::clone(&connected_since),
-            ));
-            senders.insert(id, PeerSender { queue, connected_since });
+            transport.add_peer(id, urls.clone());
         }
-        Arc::new(Self { cluster_id, member_id, peers: senders, dropped: AtomicU64::new(0) })
+        transport
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PeerSender>> {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts sending to a new member (nothing for this member or a known one).
+    pub(crate) fn add_peer(&self, id: u64, urls: Vec<String>) {
+        if id == self.member_id || urls.is_empty() {
+            return;
+        }
+        let mut peers = self.lock();
+        if peers.contains_key(&id) {
+            return;
+        }
+        let (queue, messages) = mpsc::channel(QUEUE);
+        let connected_since = Arc::new(Mutex::new(None));
+        let task = send_loop(
+            (self.cluster_id, self.member_id, id),
+            urls,
+            messages,
+            Arc::clone(&connected_since),
+            Arc::clone(&self.removed),
+        );
+        self.runtime.spawn(task);
+        peers.insert(id, PeerSender { queue, connected_since });
+    }
+
+    /// Stops sending to a removed member.
+    pub(crate) fn remove_peer(&self, id: u64) {
+        self.lock().remove(&id);
     }
 
     /// Queues `messages` for their peers without waiting.
     pub(crate) fn send(&self, messages: Vec<Message>) {
+        let peers = self.lock();
         for message in messages {
-            match self.peers.get(&message.to) {
+            match peers.get(&message.to) {
                 Some(peer) => {
                     if peer.queue.try_send(message).is_err() {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -80,12 +116,9 @@ impl Transport {
 
     /// Since when the connection to `peer` has been up.
     pub(crate) fn connected_since(&self, peer: u64) -> Option<Instant> {
-        let peer = self.peers.get(&peer)?;
+        let peers = self.lock();
+        let peer = peers.get(&peer)?;
         *peer.connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn cluster_id(&self) -> u64 {
-        self.cluster_id
     }
 
     pub(crate) fn member_id(&self) -> u64 {
@@ -96,12 +129,11 @@ impl Transport {
 /// Keeps a stream open to one peer, reconnecting with backoff, and sends what is
 /// queued in batches.
 async fn send_loop(
-    cluster_id: u64,
-    from: u64,
-    to: u64,
+    (cluster_id, from, to): (u64, u64, u64),
     urls: Vec<String>,
     mut messages: mpsc::Receiver<Message>,
     connected_since: Arc<Mutex<Option<Instant>>>,
+    removed: Arc<tokio::sync::Notify>,
 ) {
     let set_connected = |value: Option<Instant>| {
         *connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
@@ -146,10 +178,67 @@ async fn send_loop(
         }
         if let Ok(Err(status)) = call.await {
             warn!(peer = format_args!("{to:x}"), error = %status.message(), "peer stream failed");
+            if status.code() == tonic::Code::PermissionDenied {
+                removed.notify_one();
+                return;
+            }
         }
         set_connected(None);
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// Everything served on the peer port.
+#[derive(Clone)]
+pub(crate) struct PeerServices {
+    pub(crate) peer: PeerService,
+    pub(crate) membership: MembershipService,
+}
+
+/// Answers a joining member with the cluster's members.
+#[derive(Clone)]
+pub(crate) struct MembershipService {
+    pub(crate) cluster_id: u64,
+    pub(crate) members: Arc<dyn Fn() -> Vec<cairn_api::etcdserverpb::Member> + Send + Sync>,
+}
+
+#[tonic::async_trait]
+impl cairn_api::cairnpb::membership_server::Membership for MembershipService {
+    async fn members(
+        &self,
+        _request: Request<cairn_api::cairnpb::MembersRequest>,
+    ) -> Result<Response<cairn_api::cairnpb::MembersResponse>, Status> {
+        use prost::Message as _;
+        let members = (self.members)().iter().map(|member| member.encode_to_vec()).collect();
+        Ok(Response::new(cairn_api::cairnpb::MembersResponse { cluster_id: self.cluster_id, members }))
+    }
+}
+
+/// Asks the peers at `urls` for the cluster's ID and members, for a member joining a
+/// running cluster.
+pub(crate) async fn fetch_members(
+    urls: &[String],
+) -> anyhow::Result<(u64, Vec<cairn_api::etcdserverpb::Member>)> {
+    use prost::Message as _;
+    let mut last_error = None;
+    for url in urls {
+        match cairn_api::cairnpb::membership_client::MembershipClient::connect(url.clone()).await {
+            Ok(mut client) => match client.members(cairn_api::cairnpb::MembersRequest {}).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let members = response
+                        .members
+                        .iter()
+                        .map(|bytes| cairn_api::etcdserverpb::Member::decode(bytes.as_slice()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    return Ok((response.cluster_id, members));
+                }
+                Err(status) => last_error = Some(anyhow::anyhow!("{url}: {}", status.message())),
+            },
+            Err(error) => last_error = Some(anyhow::anyhow!("{url}: {error}")),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no peer URLs to ask")))
 }
 
 /// The receiving side: hands every message to the raft thread.
@@ -157,6 +246,8 @@ async fn send_loop(
 pub(crate) struct PeerService {
     pub(crate) cluster_id: u64,
     pub(crate) deliver: Arc<dyn Fn(Message) + Send + Sync>,
+    /// Whether a member ID was removed from the cluster.
+    pub(crate) is_removed: Arc<dyn Fn(u64) -> bool + Send + Sync>,
 }
 
 #[tonic::async_trait]
@@ -170,6 +261,11 @@ impl Peer for PeerService {
                      (check --initial-cluster-token and --initial-cluster)",
                     self.cluster_id, batch.from, batch.cluster_id
                 )));
+            }
+            if (self.is_removed)(batch.from) {
+                return Err(Status::permission_denied(
+                    "the member has been permanently removed from the cluster",
+                ));
             }
             for bytes in batch.messages {
                 match Message::parse_from_bytes(&bytes) {

@@ -211,6 +211,7 @@ fn stored_and_internal_messages_round_trip_with_every_field() {
         etcdserverpb::InternalRaftRequest,
         etcdserverpb::RequestHeader,
         etcdserverpb::InternalAuthenticateRequest,
+        etcdserverpb::MemberAttributesRequest,
         etcdserverpb::LeaseCheckpointRequest,
         etcdserverpb::LeaseCheckpointResponse,
     );

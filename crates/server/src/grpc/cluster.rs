@@ -1,10 +1,77 @@
-//! `etcdserverpb.Cluster`: listing the members.
+//! `etcdserverpb.Cluster`: the members, and changing them through raft
+//! configuration changes.
+
+use std::time::Duration;
 
 use cairn_api::etcdserverpb::cluster_server::Cluster;
-use cairn_api::etcdserverpb::{MemberListRequest, MemberListResponse};
+use cairn_api::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+};
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType};
 use tonic::{Request, Response, Status};
 
 use super::Service;
+
+impl Service {
+    /// The current members (removed ones left out).
+    fn members(&self) -> Vec<Member> {
+        let members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        members.values().filter(|member| member.name != crate::members::REMOVED).cloned().collect()
+    }
+
+    fn member(&self, id: u64) -> Option<Member> {
+        self.members().into_iter().find(|member| member.id == id)
+    }
+
+    /// Proposes a membership change and waits until it is applied here.
+    async fn change(&self, kind: ConfChangeType, id: u64, context: Vec<u8>) -> Result<(), Status> {
+        let mut change = ConfChange::default();
+        change.set_change_type(kind);
+        change.set_node_id(id);
+        change.set_context(context.into());
+        match tokio::time::timeout(self.config.request_timeout, self.proposer.change_membership(change)).await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(Status::failed_precondition(message)),
+            Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
+        }
+    }
+}
+
+impl Service {
+    /// Publishes this member's name and client URLs through raft, unless the cluster
+    /// already knows them, retrying until it is done or the server stops.
+    pub(crate) async fn publish_member(&self, name: &str, client_urls: Vec<String>) {
+        let id = self.shared.member_id;
+        for _ in 0..20 {
+            let known = self.member(id).is_some_and(|m| m.name == name && m.client_ur_ls == client_urls);
+            if known {
+                return;
+            }
+            let attributes = cairn_api::etcdserverpb::MemberAttributesRequest {
+                id,
+                name: name.to_owned(),
+                client_urls: client_urls.clone(),
+            };
+            let request = cairn_api::etcdserverpb::InternalRaftRequest {
+                cairn_member_attributes: Some(attributes),
+                ..Default::default()
+            };
+            let none = super::Credentials { pairs: Vec::new() };
+            if self.write(request, &none).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::warn!("could not publish this member's name and client URLs");
+    }
+}
+
+fn member_not_found() -> Status {
+    Status::not_found("etcdserver: member not found")
+}
 
 #[tonic::async_trait]
 impl Cluster for Service {
@@ -12,7 +79,78 @@ impl Cluster for Service {
         &self,
         _request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let mut response = MemberListResponse { header: None, members: self.config.members.clone() };
+        let mut response = MemberListResponse { header: None, members: self.members() };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        let mut urls = request.peer_ur_ls.clone();
+        urls.sort();
+        if urls.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: member peer URLs are not provided"));
+        }
+        if self.members().iter().any(|member| member.peer_ur_ls.iter().any(|url| urls.contains(url))) {
+            return Err(Status::failed_precondition("etcdserver: Peer URLs already exists"));
+        }
+        // etcd's new member IDs: the peer URLs, the cluster token and the time.
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let id = crate::identity::member_id(&urls, &format!("{}{now}", self.config.cluster_token));
+        let member = Member {
+            id,
+            name: String::new(),
+            peer_ur_ls: urls,
+            client_ur_ls: Vec::new(),
+            is_learner: request.is_learner,
+        };
+        let kind = if request.is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
+        self.change(kind, id, member.encode_to_vec()).await?;
+        let mut response = MemberAddResponse { header: None, member: Some(member), members: self.members() };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let id = request.into_inner().id;
+        self.member(id).ok_or_else(member_not_found)?;
+        if self.shared.leader_id() == id {
+            // Hand leadership over first, so that the cluster is not left waiting for an
+            // election timeout.
+            let successor = self.members().into_iter().find(|member| member.id != id && !member.is_learner);
+            if let Some(successor) = successor {
+                self.proposer.transfer_leader(successor.id);
+                let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+                while self.shared.leader_id() == id && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        self.change(ConfChangeType::RemoveNode, id, Vec::new()).await?;
+        let mut response = MemberRemoveResponse { header: None, members: self.members() };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let id = request.into_inner().id;
+        let member = self.member(id).ok_or_else(member_not_found)?;
+        if !member.is_learner {
+            return Err(Status::failed_precondition("etcdserver: can only promote a learner member"));
+        }
+        let context = Member { is_learner: false, ..member }.encode_to_vec();
+        self.change(ConfChangeType::AddNode, id, context).await?;
+        let mut response = MemberPromoteResponse { header: None, members: self.members() };
         self.fill(&mut response.header);
         Ok(Response::new(response))
     }

@@ -54,8 +54,8 @@ pub(crate) type ServerGate = Gate<RaftProposer, Arc<Shared>, Arc<Shared>, Shared
 /// What the services need to know about the member.
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceConfig {
-    /// The members of the cluster, as `MemberList` reports them.
-    pub(crate) members: Vec<cairn_api::etcdserverpb::Member>,
+    /// The initial cluster token, which new members' IDs derive from.
+    pub(crate) cluster_token: String,
     pub(crate) max_txn_ops: usize,
     pub(crate) max_request_bytes: usize,
     pub(crate) request_timeout: Duration,
@@ -258,13 +258,16 @@ impl Credentials {
 }
 
 /// Serves the peer service on every peer listener until the process ends.
-pub(crate) fn serve_peers(service: crate::transport::PeerService, listeners: Vec<TcpListener>) {
+pub(crate) fn serve_peers(services: crate::transport::PeerServices, listeners: Vec<TcpListener>) {
     for listener in listeners {
-        let server = cairn_api::cairnpb::peer_server::PeerServer::new(service.clone())
+        let peer = cairn_api::cairnpb::peer_server::PeerServer::new(services.peer.clone())
             .max_decoding_message_size(usize::MAX);
+        let membership =
+            cairn_api::cairnpb::membership_server::MembershipServer::new(services.membership.clone());
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         tokio::spawn(async move {
-            if let Err(error) = Server::builder().add_service(server).serve_with_incoming(incoming).await {
+            let router = Server::builder().add_service(peer).add_service(membership);
+            if let Err(error) = router.serve_with_incoming(incoming).await {
                 tracing::error!(%error, "peer server failed");
             }
         });

@@ -27,6 +27,8 @@ pub(crate) const KV_LATEST: TableDefinition<'_, &[u8], &[u8]> = TableDefinition:
 pub(crate) const KV_EVENTS: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("kv_events");
 /// Leases: ID to `(granted TTL, remaining TTL at the last checkpoint)`, in seconds.
 pub(crate) const LEASES: TableDefinition<'_, i64, (i64, i64)> = TableDefinition::new("leases");
+/// The members of the cluster: ID to an encoded `etcdserverpb.Member`.
+pub(crate) const MEMBERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("members");
 /// The auth store, as `cairn_auth::AuthStore::snapshot` bytes under `store`.
 pub(crate) const AUTH: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("auth");
 /// Counters: `revision`, `compact_revision`, `applied_index`, and member identity.
@@ -74,6 +76,7 @@ pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
     txn.open_table(AUTH)?;
     txn.open_table(KV_EVENTS)?;
     txn.open_table(LEASES)?;
+    txn.open_table(MEMBERS)?;
     txn.commit()?;
     Ok(db)
 }

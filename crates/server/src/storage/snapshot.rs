@@ -10,7 +10,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::mvcc::Revisions;
-use super::{AUTH, KV_EVENTS, KV_HISTORY, KV_LATEST, LEASES, META, StorageError};
+use super::{AUTH, KV_EVENTS, KV_HISTORY, KV_LATEST, LEASES, MEMBERS, META, StorageError};
 
 #[derive(Clone, PartialEq, Message)]
 struct StateSnapshot {
@@ -28,6 +28,8 @@ struct StateSnapshot {
     compact_revision: u64,
     #[prost(uint64, tag = "7")]
     applied_index: u64,
+    #[prost(message, repeated, tag = "8")]
+    members: Vec<cairn_api::etcdserverpb::Member>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -90,6 +92,12 @@ pub(crate) fn take(db: &Database) -> Result<(u64, Vec<u8>), StorageError> {
     if let Some(auth) = txn.open_table(AUTH)?.get("store")? {
         snapshot.auth = auth.value().to_vec();
     }
+    for entry in txn.open_table(MEMBERS)?.iter()? {
+        let (_, bytes) = entry?;
+        let member = cairn_api::etcdserverpb::Member::decode(bytes.value())
+            .map_err(|_| StorageError::Corrupt("member"))?;
+        snapshot.members.push(member);
+    }
     Ok((applied_index, snapshot.encode_to_vec()))
 }
 
@@ -102,6 +110,11 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &[u8], index: u64) -> Result
     let mut leases = txn.open_table(LEASES)?;
     let mut auth = txn.open_table(AUTH)?;
     let mut meta = txn.open_table(META)?;
+    let mut members = txn.open_table(MEMBERS)?;
+    members.retain(|_, _| false)?;
+    for member in &snapshot.members {
+        members.insert(member.id, member.encode_to_vec().as_slice())?;
+    }
     history.retain(|_, _| false)?;
     latest.retain(|_, _| false)?;
     events.retain(|_, _| false)?;

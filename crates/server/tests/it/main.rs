@@ -12,3 +12,4 @@ mod t70_auth;
 mod t80_leases_and_watches;
 mod t90_watch_scale;
 mod t95_cluster;
+mod t96_membership;
