@@ -216,3 +216,67 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_auth_changes_hold_on_every_member() {
+    use cairn_api::etcdserverpb::auth_client::AuthClient;
+    use cairn_api::etcdserverpb::kv_client::KvClient;
+    use cairn_api::etcdserverpb::{AuthenticateRequest, PutRequest, RangeRequest};
+    use etcd_client::Permission;
+
+    let cluster = Cluster::start(3);
+    cluster.leader().await;
+    // Users and grants through member 0.
+    let mut admin = cluster.client(0).await;
+    until_ok("auth setup", || {
+        let mut admin = admin.clone();
+        async move { admin.user_add("root", "root-pw", None).await }
+    })
+    .await;
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.user_add("alice", "alice-pw", None).await.unwrap();
+    admin.role_add("app").await.unwrap();
+    admin.role_grant_permission("app", Permission::read_write("/app/").with_prefix()).await.unwrap();
+    admin.user_grant_role("alice", "app").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    // A token issued through member 1 works on member 2.
+    let mut auth = AuthClient::connect(cluster.endpoint(1)).await.unwrap();
+    let token = auth
+        .authenticate(AuthenticateRequest { name: "alice".into(), password: "alice-pw".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut kv = KvClient::connect(cluster.endpoint(2)).await.unwrap();
+    fn with<T>(token: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("token", token.parse().unwrap());
+        request
+    }
+    let with_token = |message: PutRequest| with(&token, message);
+    kv.put(with_token(PutRequest { key: b"/app/x".to_vec(), value: b"1".to_vec(), ..Default::default() }))
+        .await
+        .unwrap();
+    let denied = kv
+        .put(with_token(PutRequest { key: b"/other".to_vec(), value: b"1".to_vec(), ..Default::default() }))
+        .await;
+    assert_eq!(denied.unwrap_err().message(), "etcdserver: permission denied");
+
+    // A change made through member 0 is enforced on member 2 at once.
+    let mut root = etcd_client::Client::connect(
+        [cluster.endpoint(0)],
+        Some(etcd_client::ConnectOptions::new().with_user("root", "root-pw")),
+    )
+    .await
+    .unwrap();
+    root.role_revoke_permission(
+        "app",
+        "/app/",
+        Some(etcd_client::RoleRevokePermissionOptions::new().with_range_end("/app0")),
+    )
+    .await
+    .unwrap();
+    let read = kv.range(with(&token, RangeRequest { key: b"/app/x".to_vec(), ..Default::default() })).await;
+    assert_eq!(read.unwrap_err().message(), "etcdserver: permission denied");
+}
