@@ -3,6 +3,7 @@
 //! **Invariant:** CI is exactly `cargo xtask ci`; `.ci/run` only installs what a fresh
 //! machine lacks and then calls it, so what passes here passes in CI.
 
+mod cluster;
 mod deps;
 mod tidy;
 
@@ -46,6 +47,9 @@ fn main() -> anyhow::Result<()> {
     };
     if name == "bench" {
         return bench(args.collect());
+    }
+    if name == "cluster" {
+        return cluster::run();
     }
     if let Some(extra) = args.next() {
         bail!("`cargo xtask {name}` takes no arguments, got `{extra}`");
@@ -134,7 +138,7 @@ pub(crate) fn cargo() -> Command {
 }
 
 /// Runs `command` with inherited output and fails if it fails.
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
     if !status.success() {
         bail!("{command:?} exited with {status}");

@@ -20,6 +20,11 @@ pub(crate) enum Workload {
     Range,
     /// Txns of one put each.
     TxnPut,
+    /// Puts watched by `--watchers` watchers of the whole key space on one stream;
+    /// the figure is events delivered per second.
+    Watch,
+    /// Keep-alives of one lease over one stream per client.
+    LeaseKeepalive,
 }
 
 /// How to load the server.
@@ -52,6 +57,9 @@ pub(crate) struct LoadOptions {
     /// Serializable ranges instead of linearizable ones.
     #[arg(long)]
     pub(crate) serializable: bool,
+    /// Watchers for the watch workload, all on one stream.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) watchers: usize,
 }
 
 /// What a run measured.
@@ -77,6 +85,11 @@ pub(crate) async fn run(endpoints: &[String], options: &LoadOptions) -> anyhow::
             .await
             .with_context(|| format!("cannot connect to {endpoint}"))?;
         channels.push(channel);
+    }
+    match options.workload {
+        Workload::Watch => return watch(&channels[0], options).await,
+        Workload::LeaseKeepalive => return keep_alive(&channels, options).await,
+        Workload::Put | Workload::Range | Workload::TxnPut => {}
     }
     if options.workload == Workload::Range {
         // Something to read: the key space, once.
@@ -123,6 +136,9 @@ pub(crate) async fn run(endpoints: &[String], options: &LoadOptions) -> anyhow::
                         let op = RequestOp { request: Some(Op::RequestPut(put)) };
                         kv.txn(TxnRequest { success: vec![op], ..Default::default() }).await?;
                     }
+                    Workload::Watch | Workload::LeaseKeepalive => {
+                        anyhow::bail!("{:?} has its own driver", options.workload)
+                    }
                 }
                 latencies.push(sent.elapsed());
             }
@@ -149,4 +165,132 @@ async fn prefill(channel: &Channel, options: &LoadOptions) -> anyhow::Result<()>
         kv.put(put).await?;
     }
     Ok(())
+}
+
+/// `--watchers` watchers on one stream, all watching every key; `--total` puts from
+/// `--clients` writers. Each "latency" is one event's delay from the start, so that
+/// the count of latencies is the events delivered.
+async fn watch(channel: &Channel, options: &LoadOptions) -> anyhow::Result<LoadResult> {
+    use cairn_api::etcdserverpb::watch_client::WatchClient;
+    use cairn_api::etcdserverpb::watch_request::RequestUnion;
+    use cairn_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    let (requests, outgoing) = tokio::sync::mpsc::channel(options.watchers.max(1));
+    let stream = futures_stream(outgoing);
+    let mut client = WatchClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
+    // Queue the requests before the call: a grpc-go server (etcd) sends no response
+    // headers until it has something to answer.
+    for _ in 0..options.watchers {
+        let create = WatchCreateRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+        requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await?;
+    }
+    let mut responses = client.watch(stream).await?.into_inner();
+    let mut created = 0;
+    while created < options.watchers {
+        let response = responses.message().await?.context("the watch stream ended")?;
+        created += usize::from(response.created);
+    }
+    let expected = options.total as usize * options.watchers;
+    let started = Instant::now();
+    let writer = {
+        let mut put_options = options.clone();
+        put_options.workload = Workload::Put;
+        let channel = channel.clone();
+        tokio::spawn(async move { run_puts(&channel, &put_options).await })
+    };
+    let mut latencies = Vec::with_capacity(expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while latencies.len() < expected {
+        let next = tokio::time::timeout_at(deadline, responses.message()).await;
+        let Ok(response) = next else {
+            anyhow::bail!("only {} of {expected} events arrived in two minutes", latencies.len());
+        };
+        let response = response?.context("the watch stream ended")?;
+        let at = started.elapsed();
+        latencies.extend(std::iter::repeat_n(at, response.events.len()));
+    }
+    writer.await??;
+    let elapsed = started.elapsed();
+    drop(requests);
+    latencies.sort_unstable();
+    Ok(LoadResult { elapsed, latencies })
+}
+
+async fn run_puts(channel: &Channel, options: &LoadOptions) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..options.clients.max(1) {
+        let (mut kv, next, options) = (KvClient::new(channel.clone()), Arc::clone(&next), options.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= options.total {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let put = PutRequest {
+                    key: key_of(n, options.key_size),
+                    value: vec![b'v'; options.val_size],
+                    ..Default::default()
+                };
+                kv.put(put).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// One lease; each client sends keep-alives for it over its own stream and waits for
+/// each answer.
+async fn keep_alive(channels: &[Channel], options: &LoadOptions) -> anyhow::Result<LoadResult> {
+    use cairn_api::etcdserverpb::lease_client::LeaseClient;
+    use cairn_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+    let mut lease = LeaseClient::new(channels[0].clone());
+    let id = lease.lease_grant(LeaseGrantRequest { ttl: 600, id: 0 }).await?.into_inner().id;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..options.clients.max(1) {
+        let mut lease = LeaseClient::new(channels[client % channels.len()].clone());
+        let (next, total) = (Arc::clone(&next), options.total);
+        tasks.push(tokio::spawn(async move {
+            let (requests, outgoing) = tokio::sync::mpsc::channel(1);
+            let mut latencies = Vec::new();
+            if next.fetch_add(1, Ordering::Relaxed) >= total {
+                return Ok(latencies);
+            }
+            // The first request goes before the call: a grpc-go server (etcd) sends no
+            // response headers until it has something to answer.
+            let mut sent = Instant::now();
+            requests.send(LeaseKeepAliveRequest { id }).await?;
+            let mut responses = lease.lease_keep_alive(futures_stream(outgoing)).await?.into_inner();
+            loop {
+                let response = responses.message().await?.context("the keep-alive stream ended")?;
+                anyhow::ensure!(response.ttl > 0, "the lease is gone");
+                latencies.push(sent.elapsed());
+                if next.fetch_add(1, Ordering::Relaxed) >= total {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                sent = Instant::now();
+                requests.send(LeaseKeepAliveRequest { id }).await?;
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok(LoadResult { elapsed, latencies })
+}
+
+/// A stream of the items sent into `receiver`.
+fn futures_stream<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
 }
