@@ -1,6 +1,7 @@
 //! Integration tests that run the real `cairn` binary on loopback and drive it with
 //! real etcd clients: the `etcd-client` crate and Debian's `etcdctl`.
 
+mod linearizability;
 mod support;
 mod t10_binary;
 mod t20_kv;
@@ -13,3 +14,4 @@ mod t80_leases_and_watches;
 mod t90_watch_scale;
 mod t95_cluster;
 mod t96_membership;
+mod t97_faults;

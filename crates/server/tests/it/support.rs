@@ -352,3 +352,114 @@ pub(crate) async fn until_ok<T, E: std::fmt::Debug, F: std::future::Future<Outpu
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A TCP proxy in front of a member's peer port, which a test can cut and heal to
+/// isolate the member from the messages sent to it.
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: bool,
+    connections: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards every connection to `target`.
+    pub(crate) async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: std::sync::Arc<std::sync::Mutex<ProxyState>> = std::sync::Arc::default();
+        let accepting = std::sync::Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut state = accepting.lock().unwrap();
+                if state.cut {
+                    continue; // dropped: the connection closes at once
+                }
+                state.connections.push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// Drops every connection through the proxy and refuses new ones.
+    pub(crate) fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.cut = true;
+        for connection in state.connections.drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub(crate) fn heal(&self) {
+        self.state.lock().unwrap().cut = false;
+    }
+}
+
+impl Cluster {
+    /// A cluster whose members reach each other only through one [`Proxy`] per member
+    /// (in front of that member's peer port), plus `extra` flags.
+    pub(crate) async fn start_with_proxies(size: usize, extra: &[&str]) -> (Self, Vec<Proxy>) {
+        let dir = tempfile::tempdir().unwrap();
+        let client_addrs: Vec<SocketAddr> = (0..size).map(|_| free_port()).collect();
+        let peer_addrs: Vec<SocketAddr> = (0..size).map(|_| free_port()).collect();
+        let mut proxies = Vec::new();
+        for addr in &peer_addrs {
+            proxies.push(Proxy::start(*addr).await);
+        }
+        let initial: Vec<String> =
+            proxies.iter().enumerate().map(|(n, proxy)| format!("m{n}=http://{}", proxy.addr)).collect();
+        let args: Vec<Vec<String>> = (0..size)
+            .map(|n| {
+                vec![
+                    format!("--name=m{n}"),
+                    format!("--listen-peer-urls=http://{}", peer_addrs[n]),
+                    format!("--initial-advertise-peer-urls=http://{}", proxies[n].addr),
+                    format!("--initial-cluster={}", initial.join(",")),
+                    "--initial-cluster-token=cluster-test".to_owned(),
+                ]
+                .into_iter()
+                .chain(extra.iter().map(|arg| arg.to_string()))
+                .collect()
+            })
+            .collect();
+        let children: Vec<Child> = (0..size)
+            .map(|n| spawn_member(client_addrs[n], &dir.path().join(format!("m{n}")), &args[n]))
+            .collect();
+        let members = children
+            .into_iter()
+            .enumerate()
+            .map(|(n, child)| {
+                let cairn = Cairn {
+                    child,
+                    addr: client_addrs[n],
+                    data_dir: dir.path().join(format!("m{n}")),
+                    args: args[n].clone(),
+                };
+                cairn.wait_until_serving();
+                Some(cairn)
+            })
+            .collect();
+        (Self { members, client_addrs, args, dir }, proxies)
+    }
+
+    /// Every key with its mod revision and value, as member `n` holds them, read
+    /// locally (serializable), to compare members.
+    pub(crate) async fn contents(&self, n: usize) -> Vec<(String, i64, Vec<u8>)> {
+        let mut client = self.client(n).await;
+        let options = etcd_client::GetOptions::new().with_all_keys().with_serializable();
+        let all = client.get("", Some(options)).await.expect("a serializable read");
+        all.kvs()
+            .iter()
+            .map(|kv| (kv.key_str().unwrap().to_owned(), kv.mod_revision(), kv.value().to_vec()))
+            .collect()
+    }
+}
