@@ -47,7 +47,13 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
     }
 
     cluster.kill(leader);
-    // The two others elect a leader and take writes through either of them.
+    let killed = tokio::time::Instant::now();
+    let new_leader = cluster.leader().await;
+    // About two election timeouts (1 s each by default): the followers notice the silence
+    // within one randomized timeout (1 to 2 s), then pre-vote and vote.
+    assert!(killed.elapsed() < std::time::Duration::from_secs(4), "a new leader took {:?}", killed.elapsed());
+    assert_ne!(new_leader, leader);
+    // The two others take writes through either of them.
     let survivor = (leader + 1) % 3;
     let client = cluster.client(survivor).await;
     for n in 0..20 {
@@ -59,9 +65,6 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
         .await;
         acked.insert(key, response.header().unwrap().revision());
     }
-    let new_leader = cluster.leader().await;
-    assert_ne!(new_leader, leader);
-
     // The old leader comes back, catches up, and agrees on everything.
     cluster.restart(leader);
     for member in 0..3 {
