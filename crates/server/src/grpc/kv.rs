@@ -19,7 +19,8 @@ use crate::error::Error;
 #[tonic::async_trait]
 impl Kv for Service {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let serializable = request.get_ref().serializable;
+        let credentials = self.credentials_for(request.metadata(), serializable).await?;
         let request = request.into_inner();
         check_range(&request)?;
         self.check_read(&credentials, &request.key, &request.range_end)?;

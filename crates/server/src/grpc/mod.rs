@@ -169,10 +169,37 @@ impl Service {
         self.gate.stop();
     }
 
+    /// etcd's gRPC interceptor checks: a learner serves only `Status` and serializable
+    /// reads, and a caller that sent `hasleader=true` gets `no leader` from a member
+    /// that has none.
+    fn check_member(&self, metadata: &MetadataMap, serializable_read: bool) -> Result<(), Status> {
+        if metadata.get("hasleader").is_some_and(|value| value == "true") && self.shared.leader_id() == 0 {
+            return Err(Status::unavailable("etcdserver: no leader"));
+        }
+        if !serializable_read {
+            let members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if members.get(&self.shared.member_id).is_some_and(|member| member.is_learner) {
+                return Err(Status::unavailable("etcdserver: rpc not supported for learner"));
+            }
+        }
+        Ok(())
+    }
+
     /// The caller's credentials from the request metadata (`token`, `authorization`),
     /// once this member knows the token: a simple token issued at a raft index this
     /// member has not applied yet is waited for.
     async fn credentials(&self, metadata: &MetadataMap) -> Result<Credentials, Status> {
+        self.credentials_for(metadata, false).await
+    }
+
+    /// [`Service::credentials`], after the member checks; `serializable_read` for the
+    /// requests a learner may serve.
+    async fn credentials_for(
+        &self,
+        metadata: &MetadataMap,
+        serializable_read: bool,
+    ) -> Result<Credentials, Status> {
+        self.check_member(metadata, serializable_read)?;
         let pairs: Vec<(String, String)> = ["token", "authorization"]
             .into_iter()
             .filter_map(|key| Some((key.to_owned(), metadata.get(key)?.to_str().ok()?.to_owned())))

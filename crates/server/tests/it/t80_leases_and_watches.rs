@@ -38,6 +38,14 @@ fn etcdctl_lease_grant_keep_alive_time_to_live_revoke_and_list() {
         "Error: failed to revoke lease (etcdserver: requested lease not found)"
     );
     assert_eq!(stdout(&etcdctl(&cairn, &["lease", "list"])), "found 0 leases\n");
+
+    // The largest TTL etcd grants, and one past it.
+    let at_limit = stdout(&etcdctl(&cairn, &["lease", "grant", "9000000000"]));
+    assert!(at_limit.ends_with("granted with TTL(9000000000s)\n"), "{at_limit}");
+    assert_eq!(
+        error_line(&etcdctl(&cairn, &["lease", "grant", "9000000001"])),
+        "Error: failed to grant lease (etcdserver: too large lease TTL)"
+    );
 }
 
 #[test]

@@ -61,6 +61,9 @@ async fn members_are_added_promoted_and_removed_while_the_cluster_serves() {
         }
     })
     .await;
+    // A learner serves serializable reads only.
+    let refused = m2_client.put("k2", "v", None).await.unwrap_err();
+    assert!(refused.to_string().contains("etcdserver: rpc not supported for learner"), "{refused}");
     client.member_promote(m2_id).await.unwrap();
 
     // Every member knows every other, with the names and client URLs each published.

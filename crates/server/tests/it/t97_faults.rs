@@ -43,6 +43,13 @@ async fn a_member_cut_off_serves_stale_reads_fails_the_rest_and_converges_after_
     assert!(read.contains("etcdserver: request timed out"), "{read}");
     let stale = cut_off.get("k/", Some(GetOptions::new().with_prefix().with_serializable())).await.unwrap();
     assert!(stale.count() >= 1 && stale.count() < 10, "the cut-off member answers from what it has");
+    // A client that requires a leader is told at once that there is none.
+    let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+    let mut requiring =
+        etcd_client::Client::connect([cluster.endpoint(isolated)], Some(options)).await.unwrap();
+    let refused =
+        requiring.get("k/", Some(GetOptions::new().with_prefix().with_serializable())).await.unwrap_err();
+    assert!(refused.to_string().contains("etcdserver: no leader"), "{refused}");
 
     proxies[isolated].heal();
     until_ok("the cut-off member to converge", || {
