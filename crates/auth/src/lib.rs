@@ -55,5 +55,5 @@ pub use password::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST, Passwo
 pub use store::{Access, AuthStore, Permission, PermissionType, ROOT, UserPassword};
 pub use token::{
     DEFAULT_JWT_TTL, DEFAULT_SIMPLE_TOKEN_TTL, JwtTokens, SignMethod, SimpleTokens, TokenProvider,
-    provider_from_spec, simple_token_index,
+    parse_go_duration, provider_from_spec, simple_token_index,
 };

@@ -236,7 +236,7 @@ impl Config {
     /// `--experimental-lease-checkpoint-interval` (a Go duration).
     pub(crate) fn lease_checkpoint_interval(&self) -> anyhow::Result<Duration> {
         let text = &self.experimental_lease_checkpoint_interval;
-        match parse_go_duration(text) {
+        match cairn_auth::parse_go_duration(text) {
             Some(interval) if !interval.is_zero() => Ok(interval),
             _ => bail!(
                 "invalid --experimental-lease-checkpoint-interval {text:?}: expected a duration such as 5m"
@@ -247,7 +247,7 @@ impl Config {
     /// `--experimental-watch-progress-notify-interval` (a Go duration).
     pub(crate) fn watch_progress_notify_interval(&self) -> anyhow::Result<Duration> {
         let text = &self.experimental_watch_progress_notify_interval;
-        match parse_go_duration(text) {
+        match cairn_auth::parse_go_duration(text) {
             Some(interval) if !interval.is_zero() => Ok(interval),
             _ => bail!(
                 "invalid --experimental-watch-progress-notify-interval {text:?}: expected a duration such as 10m"
@@ -349,34 +349,6 @@ async fn bind(urls: &str) -> anyhow::Result<Vec<TcpListener>> {
         }
         Ok(listeners)
     }
-}
-
-/// A Go duration such as `10m`, `1.5s` or `1h30m`, as etcd's flags take them.
-fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(digits);
-        let number: f64 = number.parse().ok()?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let seconds = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += Duration::try_from_secs_f64(number * seconds).ok()?;
-        rest = tail;
-    }
-    Some(total)
 }
 
 fn split_urls(urls: &str) -> impl Iterator<Item = &str> {

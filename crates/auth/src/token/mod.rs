@@ -94,8 +94,9 @@ pub fn provider_from_spec(
     }
 }
 
-/// Parses a Go duration (`300ms`, `5m`, `1h30m`, `1.5s`), as etcd's flags take them.
-pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
+/// Parses a Go duration (`300ms`, `5m`, `1h30m`, `1.5s`), as etcd's flags and the
+/// JWT `ttl=` option take them. `None` for anything else.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
     if text == "0" {
         return Some(Duration::ZERO);
     }

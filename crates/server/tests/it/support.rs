@@ -256,20 +256,20 @@ impl Cluster {
                 .collect()
             })
             .collect();
-        // Start every member before waiting for any: they need each other to elect.
-        let children: Vec<Child> = (0..size)
+        Self::launch(dir, client_addrs, args)
+    }
+
+    /// Starts every member before waiting for any: they need each other to elect.
+    fn launch(dir: tempfile::TempDir, client_addrs: Vec<SocketAddr>, args: Vec<Vec<String>>) -> Self {
+        let children: Vec<Child> = (0..client_addrs.len())
             .map(|n| spawn_member(client_addrs[n], &dir.path().join(format!("m{n}")), &args[n]))
             .collect();
         let members = children
             .into_iter()
             .enumerate()
             .map(|(n, child)| {
-                let cairn = Cairn {
-                    child,
-                    addr: client_addrs[n],
-                    data_dir: dir.path().join(format!("m{n}")),
-                    args: args[n].clone(),
-                };
+                let data_dir = dir.path().join(format!("m{n}"));
+                let cairn = Cairn { child, addr: client_addrs[n], data_dir, args: args[n].clone() };
                 cairn.wait_until_serving();
                 Some(cairn)
             })
@@ -431,24 +431,7 @@ impl Cluster {
                 .collect()
             })
             .collect();
-        let children: Vec<Child> = (0..size)
-            .map(|n| spawn_member(client_addrs[n], &dir.path().join(format!("m{n}")), &args[n]))
-            .collect();
-        let members = children
-            .into_iter()
-            .enumerate()
-            .map(|(n, child)| {
-                let cairn = Cairn {
-                    child,
-                    addr: client_addrs[n],
-                    data_dir: dir.path().join(format!("m{n}")),
-                    args: args[n].clone(),
-                };
-                cairn.wait_until_serving();
-                Some(cairn)
-            })
-            .collect();
-        (Self { members, client_addrs, args, dir }, proxies)
+        (Self::launch(dir, client_addrs, args), proxies)
     }
 
     /// Every key with its mod revision and value, as member `n` holds them, read
