@@ -15,6 +15,34 @@ use crate::storage::{AUTH, StorageError};
 /// The auth store, shared by the apply loop (writer) and request handlers (readers).
 pub(crate) type SharedAuth = Arc<RwLock<AuthStore>>;
 
+/// The metadata key under which the server passes a client certificate's common name
+/// to the gate. Clients cannot set it: only `token` and `authorization` are taken
+/// from their metadata.
+pub(crate) const CERTIFICATE_USER: &str = "cairn-certificate-user";
+
+/// Who is calling: the token's user, or else a verified client certificate's common
+/// name at the current auth revision; `None` when auth is disabled or neither is given.
+pub(crate) fn caller(
+    store: &AuthStore,
+    pairs: &[(&str, &str)],
+) -> cairn_auth::Result<Option<cairn_auth::AuthInfo>> {
+    if let Some(info) = store.auth_info(pairs.iter().copied())? {
+        return Ok(Some(info));
+    }
+    let certified = pairs.iter().find(|(key, _)| *key == CERTIFICATE_USER).map(|(_, name)| *name);
+    Ok(certified.filter(|_| store.is_enabled()).map(|name| cairn_auth::AuthInfo::new(name, store.revision())))
+}
+
+/// The gate's view of who is calling.
+#[derive(Clone)]
+pub(crate) struct ServerAuth(pub(crate) SharedAuth);
+
+impl cairn_proposal::AuthSource for ServerAuth {
+    fn auth_info(&self, metadata: &[(&str, &str)]) -> cairn_auth::Result<Option<cairn_auth::AuthInfo>> {
+        caller(&read(&self.0), metadata)
+    }
+}
+
 pub(crate) fn read(auth: &SharedAuth) -> RwLockReadGuard<'_, AuthStore> {
     auth.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -225,7 +225,7 @@ impl Config {
 
     /// The addresses to listen on for peers.
     pub(crate) async fn peer_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
-        bind(&self.listen_peer_urls).await
+        plain(bind(&self.listen_peer_urls).await?, "--listen-peer-urls")
     }
 
     /// This member's advertised client URLs.
@@ -302,15 +302,10 @@ impl Config {
                 self.peer_urls().join(",")
             );
         }
-        let tls = &self.client_tls;
-        if !tls.cert_file.is_empty()
-            || !tls.key_file.is_empty()
-            || !tls.trusted_ca_file.is_empty()
-            || !tls.client_crl_file.is_empty()
-            || tls.client_cert_auth
-            || tls.auto_tls
-        {
-            bail!("client TLS flags are set, but TLS is not available yet in cairn");
+        let tls = self.client_tls_files();
+        let https = split_urls(&self.listen_client_urls).any(|url| url.starts_with("https://"));
+        if https && tls.cert_file.is_empty() && !tls.auto_tls {
+            bail!("an https:// client URL needs --cert-file and --key-file, or --auto-tls");
         }
         // Peer TLS flags change nothing for a single member, which has no peers.
         let _ = &self.peer_tls;
@@ -320,8 +315,21 @@ impl Config {
         Ok(())
     }
 
-    /// Binds every `--listen-client-urls` address.
-    pub(crate) async fn client_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
+    /// The client TLS flags.
+    pub(crate) fn client_tls_files(&self) -> crate::tls::TlsFiles {
+        let tls = &self.client_tls;
+        crate::tls::TlsFiles {
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            trusted_ca_file: tls.trusted_ca_file.clone(),
+            client_cert_auth: tls.client_cert_auth,
+            crl_file: tls.client_crl_file.clone(),
+            auto_tls: tls.auto_tls,
+        }
+    }
+
+    /// Binds every `--listen-client-urls` address, each with whether it is `https`.
+    pub(crate) async fn client_listeners(&self) -> anyhow::Result<Vec<(TcpListener, bool)>> {
         let listeners = bind(&self.listen_client_urls).await?;
         if listeners.is_empty() {
             bail!("--listen-client-urls is empty");
@@ -331,20 +339,29 @@ impl Config {
 
     /// Binds every `--listen-metrics-urls` address (none by default).
     pub(crate) async fn metrics_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
-        bind(&self.listen_metrics_urls).await
+        plain(bind(&self.listen_metrics_urls).await?, "--listen-metrics-urls")
     }
 }
 
-/// Binds every address of the comma-separated `urls`.
-async fn bind(urls: &str) -> anyhow::Result<Vec<TcpListener>> {
+/// The listeners, which must all be plain `http`.
+fn plain(listeners: Vec<(TcpListener, bool)>, flag: &str) -> anyhow::Result<Vec<TcpListener>> {
+    if listeners.iter().any(|(_, tls)| *tls) {
+        bail!("{flag}: TLS is not available yet in cairn for this listener");
+    }
+    Ok(listeners.into_iter().map(|(listener, _)| listener).collect())
+}
+
+/// Binds every address of the comma-separated `urls`, each with whether it is `https`.
+async fn bind(urls: &str) -> anyhow::Result<Vec<(TcpListener, bool)>> {
     {
         let mut listeners = Vec::new();
         for url in split_urls(urls) {
+            let tls = url.starts_with("https://");
             for addr in resolve(url).await? {
                 let listener = TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {url} ({addr})"))?;
-                listeners.push(listener);
+                listeners.push((listener, tls));
             }
         }
         Ok(listeners)
@@ -359,8 +376,7 @@ fn split_urls(urls: &str) -> impl Iterator<Item = &str> {
 /// loopback addresses it names, as etcd binds it.
 async fn resolve(url: &str) -> anyhow::Result<Vec<SocketAddr>> {
     let host_port = match url.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(("https" | "unixs", _)) => bail!("{url}: TLS is not available yet in cairn"),
+        Some(("http" | "https", rest)) => rest,
         Some((scheme, _)) => bail!("{url}: unsupported URL scheme {scheme:?}, expected http"),
         None => bail!("{url}: a URL needs a scheme, as in http://127.0.0.1:2379"),
     };
@@ -424,8 +440,8 @@ mod tests {
     fn what_cannot_work_yet_or_is_wrong_is_refused_clearly() {
         let refused = |args: &[&str]| parse(args).validate().unwrap_err().to_string();
         assert_eq!(
-            refused(&["--auto-tls"]),
-            "client TLS flags are set, but TLS is not available yet in cairn"
+            refused(&["--listen-client-urls=https://127.0.0.1:2379"]),
+            "an https:// client URL needs --cert-file and --key-file, or --auto-tls"
         );
         assert!(
             refused(&["--initial-cluster=default=http://a:2380,other=http://b:2380"]).contains("must match")
@@ -445,8 +461,7 @@ mod tests {
     async fn urls_resolve_and_bad_ones_are_refused() {
         assert_eq!(resolve("http://127.0.0.1:2379").await.unwrap(), ["127.0.0.1:2379".parse().unwrap()]);
         assert_eq!(resolve("http://localhost:2379/").await.unwrap()[0].port(), 2379);
-        let tls = resolve("https://127.0.0.1:2379").await.unwrap_err();
-        assert_eq!(tls.to_string(), "https://127.0.0.1:2379: TLS is not available yet in cairn");
+        assert_eq!(resolve("https://127.0.0.1:2379").await.unwrap(), ["127.0.0.1:2379".parse().unwrap()]);
         assert!(resolve("127.0.0.1:2379").await.is_err());
         assert!(resolve("ftp://127.0.0.1:2379").await.is_err());
     }

@@ -16,6 +16,7 @@ mod members;
 mod metrics;
 mod node;
 mod storage;
+mod tls;
 mod transport;
 mod watch;
 
@@ -154,7 +155,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             proposer: node.proposer.clone(),
             indexes: Arc::clone(&node.shared),
             leadership: Arc::clone(&node.shared),
-            auth: Arc::clone(&auth),
+            auth: auth::ServerAuth(Arc::clone(&auth)),
             ids: Arc::new(Generator::with_system_clock(member_id)),
             wait,
         },
@@ -236,7 +237,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             () = removed.notified() => info!("the member has been permanently removed from the cluster; stopping"),
         }
     };
-    let served = grpc::serve(service, listeners, stop).await;
+    let tls = tls::server_config(&config.client_tls_files(), &data_dir)?;
+    let served = grpc::serve(service, listeners, tls, stop).await;
     node.stop();
     served
 }

@@ -22,7 +22,7 @@ impl Service {
         request: Request<M>,
         wrap: impl FnOnce(M) -> InternalRaftRequest,
     ) -> Result<(AuthApplied, Option<ResponseHeader>), Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let credentials = self.credentials(&request).await?;
         let applied = self.write(wrap(request.into_inner()), &credentials).await?;
         match applied {
             Applied::Auth(applied) => Ok((applied, self.header().await)),

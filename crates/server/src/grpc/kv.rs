@@ -20,7 +20,7 @@ use crate::error::Error;
 impl Kv for Service {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let serializable = request.get_ref().serializable;
-        let credentials = self.credentials_for(request.metadata(), serializable).await?;
+        let credentials = self.credentials_for(&request, serializable).await?;
         let request = request.into_inner();
         check_range(&request)?;
         self.check_read(&credentials, &request.key, &request.range_end)?;
@@ -34,7 +34,7 @@ impl Kv for Service {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         check_put(&request)?;
         match self
@@ -53,7 +53,7 @@ impl Kv for Service {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         if request.key.is_empty() {
             return Err(Error::EmptyKey.into());
@@ -71,7 +71,7 @@ impl Kv for Service {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         check_txn(&request, self.config.max_txn_ops)?;
         check_intervals(&request.success)?;
@@ -92,7 +92,7 @@ impl Kv for Service {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         match self
             .write(InternalRaftRequest { compaction: Some(request), ..Default::default() }, &credentials)

@@ -27,7 +27,7 @@ impl Lease for Service {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let credentials = self.credentials(&request).await?;
         let mut request = request.into_inner();
         if request.id == 0 {
             // etcd's default lease IDs: a request ID with the top bit cleared.
@@ -49,7 +49,7 @@ impl Lease for Service {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         match self
             .write(InternalRaftRequest { lease_revoke: Some(request), ..Default::default() }, &credentials)

@@ -49,7 +49,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The proposal gate as the server composes it.
-pub(crate) type ServerGate = Gate<RaftProposer, Arc<Shared>, Arc<Shared>, SharedAuth, ApplyResult>;
+pub(crate) type ServerGate =
+    Gate<RaftProposer, Arc<Shared>, Arc<Shared>, crate::auth::ServerAuth, ApplyResult>;
 
 /// What the services need to know about the member.
 #[derive(Debug, Clone)]
@@ -188,22 +189,31 @@ impl Service {
     /// The caller's credentials from the request metadata (`token`, `authorization`),
     /// once this member knows the token: a simple token issued at a raft index this
     /// member has not applied yet is waited for.
-    async fn credentials(&self, metadata: &MetadataMap) -> Result<Credentials, Status> {
-        self.credentials_for(metadata, false).await
+    async fn credentials<T>(&self, request: &tonic::Request<T>) -> Result<Credentials, Status> {
+        self.credentials_for(request, false).await
     }
 
     /// [`Service::credentials`], after the member checks; `serializable_read` for the
     /// requests a learner may serve.
-    async fn credentials_for(
+    async fn credentials_for<T>(
         &self,
-        metadata: &MetadataMap,
+        request: &tonic::Request<T>,
         serializable_read: bool,
     ) -> Result<Credentials, Status> {
+        let metadata = request.metadata();
         self.check_member(metadata, serializable_read)?;
-        let pairs: Vec<(String, String)> = ["token", "authorization"]
+        let mut pairs: Vec<(String, String)> = ["token", "authorization"]
             .into_iter()
             .filter_map(|key| Some((key.to_owned(), metadata.get(key)?.to_str().ok()?.to_owned())))
             .collect();
+        // As etcd: without a token, a verified client certificate's common name is the user.
+        if pairs.is_empty()
+            && let Some(certificates) = request.peer_certs()
+            && let Some(name) =
+                certificates.first().and_then(|certificate| crate::tls::common_name(certificate))
+        {
+            pairs.push((crate::auth::CERTIFICATE_USER.to_owned(), name));
+        }
         let token = cairn_auth::token_from_metadata(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Some(index) = token.and_then(cairn_auth::simple_token_index) {
             // A token from the future of this member's log may be one it has not applied yet.
@@ -228,7 +238,7 @@ impl Service {
     /// Checks that the caller may read `[key, range_end)`.
     fn check_read(&self, credentials: &Credentials, key: &[u8], range_end: &[u8]) -> Result<(), Status> {
         let store = crate::auth::read(&self.auth);
-        let info = store.auth_info(credentials.as_pairs().iter().copied()).map_err(Error::from)?;
+        let info = crate::auth::caller(&store, &credentials.as_pairs()).map_err(Error::from)?;
         store.is_permitted(info.as_ref(), key, range_end, cairn_auth::Access::Read).map_err(Error::from)?;
         Ok(())
     }
@@ -304,13 +314,14 @@ pub(crate) fn serve_peers(services: crate::transport::PeerServices, listeners: V
 /// Serves every service on every listener until `shutdown` completes.
 pub(crate) async fn serve(
     service: Service,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, bool)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
     let max_receive = service.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let mut servers = tokio::task::JoinSet::new();
-    for listener in listeners {
+    for (listener, is_tls) in listeners {
         let addr = listener.local_addr().context("listener has no address")?;
         let router = Server::builder()
             .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_receive))
@@ -319,15 +330,27 @@ pub(crate) async fn serve(
             .add_service(WatchServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(LeaseServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive));
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let server_shutdown = shutdown.clone();
-        servers.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, server_shutdown)
-                .await
-                .with_context(|| format!("gRPC server on {addr} failed"))
-        });
-        info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
+        if is_tls {
+            let config = tls.clone().context("an https listener needs TLS configuration")?;
+            let incoming = crate::tls::accept(listener, config);
+            servers.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, server_shutdown)
+                    .await
+                    .with_context(|| format!("gRPC server on {addr} failed"))
+            });
+            info!(address = %addr, "serving client traffic securely");
+        } else {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            servers.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, server_shutdown)
+                    .await
+                    .with_context(|| format!("gRPC server on {addr} failed"))
+            });
+            info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
+        }
     }
     info!("ready to serve client requests");
     let all_done = async {

@@ -34,7 +34,7 @@ impl Watch for Service {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
-        let credentials = self.credentials(request.metadata()).await?;
+        let credentials = self.credentials(&request).await?;
         let inbound = request.into_inner();
         let (outbound, responses) = mpsc::channel(OUTBOUND);
         let stream = WatchStreamTask {

@@ -15,3 +15,4 @@ mod t90_watch_scale;
 mod t95_cluster;
 mod t96_membership;
 mod t97_faults;
+mod t98_tls;

@@ -1,0 +1,157 @@
+//! TLS on the client URLs (`https://`), with etcd's flags: a certificate and key,
+//! optionally a trusted CA and required client certificates (`--client-cert-auth`),
+//! a certificate revocation list, or a self-signed certificate made at start
+//! (`--auto-tls`). rustls only, no OpenSSL.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// The client TLS flags.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsFiles {
+    pub(crate) cert_file: String,
+    pub(crate) key_file: String,
+    pub(crate) trusted_ca_file: String,
+    pub(crate) client_cert_auth: bool,
+    pub(crate) crl_file: String,
+    pub(crate) auto_tls: bool,
+}
+
+impl TlsFiles {
+    /// Whether any TLS flag is set.
+    pub(crate) fn any(&self) -> bool {
+        !self.cert_file.is_empty()
+            || !self.key_file.is_empty()
+            || !self.trusted_ca_file.is_empty()
+            || !self.crl_file.is_empty()
+            || self.client_cert_auth
+            || self.auto_tls
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_certificates(file: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+        .with_context(|| format!("cannot read certificate file {file}"))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot parse certificate file {file}"))?;
+    if certificates.is_empty() {
+        bail!("no certificate in {file}");
+    }
+    Ok(certificates)
+}
+
+/// The server's TLS configuration, or `None` when no TLS flag is set.
+pub(crate) fn server_config(
+    files: &TlsFiles,
+    data_dir: &Path,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    if !files.any() {
+        return Ok(None);
+    }
+    let (cert_file, key_file) = if files.cert_file.is_empty() && files.auto_tls {
+        let (cert, key) = self_signed(&data_dir.join("fixtures").join("client"))?;
+        (cert.display().to_string(), key.display().to_string())
+    } else {
+        (files.cert_file.clone(), files.key_file.clone())
+    };
+    if cert_file.is_empty() || key_file.is_empty() {
+        bail!("TLS needs both --cert-file and --key-file (or --auto-tls)");
+    }
+    let certificates = read_certificates(&cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&key_file)
+        .with_context(|| format!("cannot read key file {key_file}"))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = if files.trusted_ca_file.is_empty() {
+        if files.client_cert_auth {
+            bail!("--client-cert-auth needs --trusted-ca-file");
+        }
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in read_certificates(&files.trusted_ca_file)? {
+            roots
+                .add(certificate)
+                .with_context(|| format!("bad CA certificate in {}", files.trusted_ca_file))?;
+        }
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+        if !files.crl_file.is_empty() {
+            let crls: Vec<CertificateRevocationListDer<'static>> =
+                CertificateRevocationListDer::pem_file_iter(&files.crl_file)
+                    .with_context(|| format!("cannot read CRL file {}", files.crl_file))?
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("cannot parse CRL file {}", files.crl_file))?;
+            verifier = verifier.with_crls(crls);
+        }
+        if !files.client_cert_auth {
+            verifier = verifier.allow_unauthenticated();
+        }
+        builder.with_client_cert_verifier(verifier.build().context("client certificate verifier")?)
+    };
+    let mut config = builder
+        .with_single_cert(certificates, key)
+        .with_context(|| format!("key file {key_file} does not fit certificate file {cert_file}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`, made once.
+fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).context("cannot generate a certificate")?;
+    std::fs::write(&cert_path, certified.cert.pem())?;
+    std::fs::write(&key_path, certified.signing_key.serialize_pem())?;
+    tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate (--auto-tls)");
+    Ok((cert_path, key_path))
+}
+
+/// TLS connections accepted on `listener`, handshakes done off the accept loop.
+pub(crate) fn accept(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> impl futures::Stream<Item = Result<TlsStream<tokio::net::TcpStream>, std::io::Error>> + Send + 'static {
+    let acceptor = TlsAcceptor::from(config);
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, sender) = (acceptor.clone(), sender.clone());
+            tokio::spawn(async move {
+                // A client that fails or stalls the handshake is dropped.
+                if let Ok(Ok(stream)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                {
+                    let _ = sender.send(Ok(stream)).await;
+                }
+            });
+        }
+    });
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+/// The common name of a client certificate.
+pub(crate) fn common_name(certificate: &[u8]) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    let name = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+    Some(name)
+}

@@ -1,0 +1,220 @@
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber, date_time_ymd,
+};
+
+use crate::support::{Cairn, error_line, free_port, stdout};
+
+/// A test CA, a server certificate for 127.0.0.1, client certificates for `root`,
+/// `alice` and a revoked `mallory`, and a CRL, as PEM files in a temporary dir.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "cairn test CA");
+        ca.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let write = |name: &str, params: CertificateParams| {
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+        };
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        write("server", server);
+        for (serial, name) in [(2u64, "root"), (3, "alice"), (4, "mallory")] {
+            let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+            client.distinguished_name.push(DnType::CommonName, name);
+            client.serial_number = Some(SerialNumber::from(serial));
+            client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            write(name, client);
+        }
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2020, 1, 1),
+            next_update: date_time_ymd(2100, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(4u64),
+                revocation_time: date_time_ymd(2021, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        std::fs::write(dir.path().join("crl.pem"), crl.signed_by(&issuer).unwrap().pem().unwrap()).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, flag: &str, name: &str) -> String {
+        format!("--{flag}={}", self.path(name).display())
+    }
+}
+
+/// `etcdctl` over TLS with `tls_args` (certificates), against `cairn`'s https URL.
+fn etcdctl_tls(cairn: &Cairn, tls_args: &[String], args: &[&str]) -> std::process::Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{}", cairn.addr))
+        .arg("--command-timeout=10s")
+        .args(tls_args)
+        .args(args)
+        .output()
+        .expect("etcdctl is installed")
+}
+
+fn start_tls(data: &Path, args: Vec<String>) -> Cairn {
+    let addr = free_port();
+    let mut all = vec![
+        format!("--listen-client-urls=https://{addr}"),
+        format!("--advertise-client-urls=https://{addr}"),
+    ];
+    all.extend(args);
+    Cairn::start_on(addr, data, all)
+}
+
+#[test]
+fn clients_reach_cairn_over_tls_and_plain_urls_may_sit_beside_it() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let (secure, plain) = (free_port(), free_port());
+    let cairn = Cairn::start_on(
+        secure,
+        data.path(),
+        vec![
+            // Plain and TLS URLs may be mixed.
+            format!("--listen-client-urls=https://{secure},http://{plain}"),
+            pki.arg("cert-file", "server.pem"),
+            pki.arg("key-file", "server-key.pem"),
+        ],
+    );
+    let trust = [pki.arg("cacert", "ca.pem")];
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &trust, &["put", "secure", "yes"])), "OK\n");
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &trust, &["get", "secure", "--print-value-only"])), "yes\n");
+    let over_plain = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            format!("--endpoints=http://{plain}"),
+            "get".to_owned(),
+            "secure".to_owned(),
+            "--print-value-only".to_owned(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&over_plain), "yes\n");
+    // A client that does not trust the CA refuses the server.
+    let untrusting = ["--insecure-transport=false".to_owned()];
+    assert!(!etcdctl_tls(&cairn, &untrusting, &["get", "secure"]).status.success());
+}
+
+#[test]
+fn client_certificates_are_required_verified_and_checked_against_the_crl() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let cairn = start_tls(
+        data.path(),
+        vec![
+            pki.arg("cert-file", "server.pem"),
+            pki.arg("key-file", "server-key.pem"),
+            pki.arg("trusted-ca-file", "ca.pem"),
+            pki.arg("client-crl-file", "crl.pem"),
+            "--client-cert-auth".to_owned(),
+        ],
+    );
+    let as_user = |name: &str| {
+        vec![
+            pki.arg("cacert", "ca.pem"),
+            pki.arg("cert", &format!("{name}.pem")),
+            pki.arg("key", &format!("{name}-key.pem")),
+        ]
+    };
+    assert!(
+        !etcdctl_tls(&cairn, &[pki.arg("cacert", "ca.pem")], &["put", "k", "v"]).status.success(),
+        "no certificate"
+    );
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &as_user("alice"), &["put", "k", "v"])), "OK\n");
+    assert!(
+        !etcdctl_tls(&cairn, &as_user("mallory"), &["put", "k", "v"]).status.success(),
+        "a revoked certificate"
+    );
+
+    // With auth on, a certificate's common name is the user, as etcd does without a token.
+    let root = as_user("root");
+    assert_eq!(
+        stdout(&etcdctl_tls(&cairn, &root, &["user", "add", "root", "--new-user-password=pw"])),
+        "User root created\n"
+    );
+    assert_eq!(
+        stdout(&etcdctl_tls(&cairn, &root, &["user", "add", "alice", "--new-user-password=pw"])),
+        "User alice created\n"
+    );
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &root, &["role", "add", "app"])), "Role app created\n");
+    stdout(&etcdctl_tls(
+        &cairn,
+        &root,
+        &["role", "grant-permission", "app", "readwrite", "/app/", "--prefix"],
+    ));
+    stdout(&etcdctl_tls(&cairn, &root, &["user", "grant-role", "alice", "app"]));
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &root, &["auth", "enable"])), "Authentication Enabled\n");
+    // Root's certificate makes admin calls without a password.
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &root, &["user", "list"])), "alice\nroot\n");
+    // Alice's certificate gets alice's permissions.
+    let alice = as_user("alice");
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &alice, &["put", "/app/x", "1"])), "OK\n");
+    assert_eq!(
+        error_line(&etcdctl_tls(&cairn, &alice, &["put", "/other", "1"])),
+        "Error: etcdserver: permission denied"
+    );
+    assert_eq!(
+        error_line(&etcdctl_tls(&cairn, &alice, &["user", "list"])),
+        "Error: etcdserver: permission denied"
+    );
+}
+
+#[test]
+fn auto_tls_makes_its_own_certificate() {
+    let data = tempfile::tempdir().unwrap();
+    let cairn = start_tls(data.path(), vec!["--auto-tls".to_owned()]);
+    let skip = ["--insecure-transport=false".to_owned(), "--insecure-skip-tls-verify".to_owned()];
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &skip, &["put", "auto", "tls"])), "OK\n");
+    assert!(data.path().join("fixtures").join("client").join("cert.pem").is_file());
+}
+
+#[test]
+fn a_missing_or_mismatched_key_is_refused_naming_the_file() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[String]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg(format!("--data-dir={}", data.path().display()))
+            .arg(format!("--listen-client-urls=https://{}", free_port()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let missing = run(&[pki.arg("cert-file", "server.pem"), "--key-file=/no/such/key.pem".to_owned()]);
+    assert!(missing.contains("/no/such/key.pem"), "{missing}");
+    let mismatched = run(&[pki.arg("cert-file", "server.pem"), pki.arg("key-file", "alice-key.pem")]);
+    assert!(mismatched.contains("alice-key.pem") && mismatched.contains("does not fit"), "{mismatched}");
+}
