@@ -223,9 +223,9 @@ impl Config {
         self.initial_cluster_state == "existing"
     }
 
-    /// The addresses to listen on for peers.
-    pub(crate) async fn peer_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
-        plain(bind(&self.listen_peer_urls).await?, "--listen-peer-urls")
+    /// The addresses to listen on for peers, each with whether it is `https`.
+    pub(crate) async fn peer_listeners(&self) -> anyhow::Result<Vec<(TcpListener, bool)>> {
+        bind(&self.listen_peer_urls).await
     }
 
     /// This member's advertised client URLs.
@@ -307,8 +307,15 @@ impl Config {
         if https && tls.cert_file.is_empty() && !tls.auto_tls {
             bail!("an https:// client URL needs --cert-file and --key-file, or --auto-tls");
         }
-        // Peer TLS flags change nothing for a single member, which has no peers.
-        let _ = &self.peer_tls;
+        let peer_https = split_urls(&self.listen_peer_urls).any(|url| url.starts_with("https://"))
+            || split_urls(&self.initial_advertise_peer_urls).any(|url| url.starts_with("https://"));
+        let peer = self.peer_tls_files();
+        if peer_https && (peer.cert_file.is_empty() || peer.trusted_ca_file.is_empty()) {
+            bail!(
+                "https:// peer URLs need --peer-cert-file, --peer-key-file and --peer-trusted-ca-file \
+                 (--peer-auto-tls is not available yet for clusters)"
+            );
+        }
         let _ =
             (self.quota_backend_bytes, self.strict_reconfig_check, self.experimental_initial_corrupt_check);
         let _ = &self.listen_peer_urls;
@@ -325,6 +332,19 @@ impl Config {
             client_cert_auth: tls.client_cert_auth,
             crl_file: tls.client_crl_file.clone(),
             auto_tls: tls.auto_tls,
+        }
+    }
+
+    /// The peer TLS flags.
+    pub(crate) fn peer_tls_files(&self) -> crate::tls::TlsFiles {
+        let tls = &self.peer_tls;
+        crate::tls::TlsFiles {
+            cert_file: tls.peer_cert_file.clone(),
+            key_file: tls.peer_key_file.clone(),
+            trusted_ca_file: tls.peer_trusted_ca_file.clone(),
+            client_cert_auth: tls.peer_client_cert_auth,
+            crl_file: tls.peer_crl_file.clone(),
+            auto_tls: tls.peer_auto_tls,
         }
     }
 

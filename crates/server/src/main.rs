@@ -68,7 +68,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let mine = config.peer_urls();
         let others: Vec<String> =
             initial.values().flatten().filter(|url| !mine.contains(url)).cloned().collect();
-        let (cluster_id, members) = transport::fetch_members(&others)
+        let peer_tls = tls::peer_client_config(&config.peer_tls_files())?;
+        let (cluster_id, members) = transport::fetch_members(&others, peer_tls.as_ref())
             .await
             .context("cannot learn the cluster's members from its peers (--initial-cluster)")?;
         let Some(me) = members.iter().find(|member| {
@@ -116,7 +117,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         members.iter().map(|member| (member.id, member.peer_ur_ls.clone())).collect();
     let multi_member = peers.len() > 1;
     let removed = Arc::new(tokio::sync::Notify::new());
-    let transport = transport::Transport::start(cluster_id, member_id, &peers, Arc::clone(&removed));
+    let peer_client_tls = tls::peer_client_config(&config.peer_tls_files())?;
+    let transport =
+        transport::Transport::start(cluster_id, member_id, &peers, Arc::clone(&removed), peer_client_tls);
     let tokens = config.token_provider()?;
     let auth = Arc::new(std::sync::RwLock::new(auth::load(&db, Arc::clone(&tokens))?));
     sweep_tokens(tokens);
@@ -205,9 +208,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }),
         },
     };
+    let peer_server_tls =
+        tls::server_config(&config.peer_tls_files(), &data_dir.join("fixtures").join("peer"))?;
     match config.peer_listeners().await {
         Ok(listeners) => {
-            grpc::serve_peers(peer_services, listeners);
+            grpc::serve_peers(peer_services, listeners, peer_server_tls);
             info!(
                 member = format_args!("{:x}", transport.member_id()),
                 peers = peers.len() - 1,
@@ -237,7 +242,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             () = removed.notified() => info!("the member has been permanently removed from the cluster; stopping"),
         }
     };
-    let tls = tls::server_config(&config.client_tls_files(), &data_dir)?;
+    let tls = tls::server_config(&config.client_tls_files(), &data_dir.join("fixtures").join("client"))?;
     let served = grpc::serve(service, listeners, tls, stop).await;
     node.stop();
     served

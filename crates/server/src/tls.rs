@@ -53,16 +53,17 @@ fn read_certificates(file: &str) -> anyhow::Result<Vec<CertificateDer<'static>>>
     Ok(certificates)
 }
 
-/// The server's TLS configuration, or `None` when no TLS flag is set.
+/// The server's TLS configuration, or `None` when no TLS flag is set. `--auto-tls`
+/// certificates are kept in `auto_dir`.
 pub(crate) fn server_config(
     files: &TlsFiles,
-    data_dir: &Path,
+    auto_dir: &Path,
 ) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
     if !files.any() {
         return Ok(None);
     }
     let (cert_file, key_file) = if files.cert_file.is_empty() && files.auto_tls {
-        let (cert, key) = self_signed(&data_dir.join("fixtures").join("client"))?;
+        let (cert, key) = self_signed(auto_dir)?;
         (cert.display().to_string(), key.display().to_string())
     } else {
         (files.cert_file.clone(), files.key_file.clone())
@@ -107,6 +108,20 @@ pub(crate) fn server_config(
         .with_context(|| format!("key file {key_file} does not fit certificate file {cert_file}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Some(Arc::new(config)))
+}
+
+/// What a member presents to its peers and trusts them by, for `https://` peer URLs:
+/// its peer certificate (as a client certificate) and the peer CA.
+pub(crate) fn peer_client_config(
+    files: &TlsFiles,
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    if files.cert_file.is_empty() || files.trusted_ca_file.is_empty() {
+        return Ok(None);
+    }
+    let read = |file: &str| std::fs::read(file).with_context(|| format!("cannot read {file}"));
+    let identity = tonic::transport::Identity::from_pem(read(&files.cert_file)?, read(&files.key_file)?);
+    let ca = tonic::transport::Certificate::from_pem(read(&files.trusted_ca_file)?);
+    Ok(Some(tonic::transport::ClientTlsConfig::new().ca_certificate(ca).identity(identity)))
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`, made once.

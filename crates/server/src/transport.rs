@@ -35,6 +35,8 @@ pub(crate) struct Transport {
     runtime: tokio::runtime::Handle,
     /// Notified when a peer says this member was removed from the cluster.
     removed: Arc<tokio::sync::Notify>,
+    /// TLS for `https://` peer URLs.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     /// Messages dropped because a peer's queue was full.
     pub(crate) dropped: AtomicU64,
 }
@@ -53,6 +55,7 @@ impl Transport {
         member_id: u64,
         peers: &HashMap<u64, Vec<String>>,
         removed: Arc<tokio::sync::Notify>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Arc<Self> {
         let transport = Arc::new(Self {
             cluster_id,
@@ -60,6 +63,7 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
             removed,
+            tls,
             dropped: AtomicU64::new(0),
         });
         for (&id, urls) in peers {
@@ -89,6 +93,7 @@ impl Transport {
             messages,
             Arc::clone(&connected_since),
             Arc::clone(&self.removed),
+            self.tls.clone(),
         );
         self.runtime.spawn(task);
         peers.insert(id, PeerSender { queue, connected_since });
@@ -134,6 +139,7 @@ async fn send_loop(
     mut messages: mpsc::Receiver<Message>,
     connected_since: Arc<Mutex<Option<Instant>>>,
     removed: Arc<tokio::sync::Notify>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 ) {
     let set_connected = |value: Option<Instant>| {
         *connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
@@ -143,8 +149,8 @@ async fn send_loop(
     loop {
         let url = &urls[attempt % urls.len()];
         attempt += 1;
-        let client = match PeerClient::connect(url.clone()).await {
-            Ok(client) => client,
+        let client = match connect(url, tls.as_ref()).await {
+            Ok(channel) => PeerClient::new(channel),
             Err(error) => {
                 debug!(peer = format_args!("{to:x}"), %url, %error, "cannot reach peer");
                 set_connected(None);
@@ -214,15 +220,29 @@ impl cairn_api::cairnpb::membership_server::Membership for MembershipService {
     }
 }
 
+/// A channel to a peer URL, over TLS for `https://` ones.
+async fn connect(
+    url: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?;
+    let endpoint = match tls {
+        Some(tls) if url.starts_with("https://") => endpoint.tls_config(tls.clone())?,
+        _ => endpoint,
+    };
+    endpoint.connect().await
+}
+
 /// Asks the peers at `urls` for the cluster's ID and members, for a member joining a
 /// running cluster.
 pub(crate) async fn fetch_members(
     urls: &[String],
+    tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> anyhow::Result<(u64, Vec<cairn_api::etcdserverpb::Member>)> {
     use prost::Message as _;
     let mut last_error = None;
     for url in urls {
-        match cairn_api::cairnpb::membership_client::MembershipClient::connect(url.clone()).await {
+        match connect(url, tls).await.map(cairn_api::cairnpb::membership_client::MembershipClient::new) {
             Ok(mut client) => match client.members(cairn_api::cairnpb::MembersRequest {}).await {
                 Ok(response) => {
                     let response = response.into_inner();

@@ -295,19 +295,36 @@ impl Credentials {
 }
 
 /// Serves the peer service on every peer listener until the process ends.
-pub(crate) fn serve_peers(services: crate::transport::PeerServices, listeners: Vec<TcpListener>) {
-    for listener in listeners {
+pub(crate) fn serve_peers(
+    services: crate::transport::PeerServices,
+    listeners: Vec<(TcpListener, bool)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    for (listener, is_tls) in listeners {
         let peer = cairn_api::cairnpb::peer_server::PeerServer::new(services.peer.clone())
             .max_decoding_message_size(usize::MAX);
         let membership =
             cairn_api::cairnpb::membership_server::MembershipServer::new(services.membership.clone());
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        tokio::spawn(async move {
-            let router = Server::builder().add_service(peer).add_service(membership);
-            if let Err(error) = router.serve_with_incoming(incoming).await {
-                tracing::error!(%error, "peer server failed");
+        let router = Server::builder().add_service(peer).add_service(membership);
+        match (is_tls, &tls) {
+            (true, Some(config)) => {
+                let incoming = crate::tls::accept(listener, Arc::clone(config));
+                tokio::spawn(async move {
+                    if let Err(error) = router.serve_with_incoming(incoming).await {
+                        tracing::error!(%error, "peer server failed");
+                    }
+                });
             }
-        });
+            (true, None) => tracing::error!("an https:// peer URL without peer TLS files: not serving it"),
+            (false, _) => {
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                tokio::spawn(async move {
+                    if let Err(error) = router.serve_with_incoming(incoming).await {
+                        tracing::error!(%error, "peer server failed");
+                    }
+                });
+            }
+        }
     }
 }
 

@@ -33,7 +33,7 @@ impl Cairn {
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(member_log())
             .spawn()
             .expect("cairn starts");
         let cairn = Self { child, addr, data_dir: data_dir.to_path_buf(), args };
@@ -96,6 +96,11 @@ impl Drop for Cairn {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where a member's log goes: nowhere, unless `CAIRN_TEST_LOGS` is set to debug a test.
+fn member_log() -> Stdio {
+    if std::env::var_os("CAIRN_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() }
 }
 
 /// A loopback address no one listens on now.

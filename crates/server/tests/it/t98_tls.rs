@@ -37,6 +37,11 @@ impl Pki {
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         write("server", server);
+        // Members present their peer certificate both ways.
+        let mut peer = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        peer.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        write("peer", peer);
         for (serial, name) in [(2u64, "root"), (3, "alice"), (4, "mallory")] {
             let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
             client.distinguished_name.push(DnType::CommonName, name);
@@ -217,4 +222,86 @@ fn a_missing_or_mismatched_key_is_refused_naming_the_file() {
     assert!(missing.contains("/no/such/key.pem"), "{missing}");
     let mismatched = run(&[pki.arg("cert-file", "server.pem"), pki.arg("key-file", "alice-key.pem")]);
     assert!(mismatched.contains("alice-key.pem") && mismatched.contains("does not fit"), "{mismatched}");
+}
+
+#[test]
+fn a_three_member_cluster_with_client_and_peer_tls() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let clients: Vec<_> = (0..3).map(|_| free_port()).collect();
+    let peers: Vec<_> = (0..3).map(|_| free_port()).collect();
+    let initial: Vec<String> =
+        peers.iter().enumerate().map(|(n, peer)| format!("m{n}=https://{peer}")).collect();
+    let members: Vec<Cairn> = (0..3)
+        .map(|n| {
+            let args = vec![
+                format!("--name=m{n}"),
+                format!("--listen-client-urls=https://{}", clients[n]),
+                format!("--advertise-client-urls=https://{}", clients[n]),
+                format!("--listen-peer-urls=https://{}", peers[n]),
+                format!("--initial-advertise-peer-urls=https://{}", peers[n]),
+                format!("--initial-cluster={}", initial.join(",")),
+                pki.arg("cert-file", "server.pem"),
+                pki.arg("key-file", "server-key.pem"),
+                pki.arg("peer-cert-file", "peer.pem"),
+                pki.arg("peer-key-file", "peer-key.pem"),
+                pki.arg("peer-trusted-ca-file", "ca.pem"),
+                "--peer-client-cert-auth".to_owned(),
+            ];
+            Cairn::start_on(clients[n], &data.path().join(format!("m{n}")), args)
+        })
+        .collect();
+    let trust = [pki.arg("cacert", "ca.pem")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !etcdctl_tls(&members[0], &trust, &["put", "over", "tls"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "the cluster did not form over peer TLS");
+    }
+    for member in &members {
+        assert_eq!(stdout(&etcdctl_tls(member, &trust, &["get", "over", "--print-value-only"])), "tls\n");
+    }
+    let list = stdout(&etcdctl_tls(&members[1], &trust, &["member", "list"]));
+    assert_eq!(list.matches(", started, ").count(), 3, "{list}");
+    assert!(list.contains("https://"), "{list}");
+}
+
+#[tokio::test]
+async fn the_etcd_client_crate_connects_with_a_client_certificate() {
+    use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let cairn = start_tls(
+        data.path(),
+        vec![
+            pki.arg("cert-file", "server.pem"),
+            pki.arg("key-file", "server-key.pem"),
+            pki.arg("trusted-ca-file", "ca.pem"),
+            "--client-cert-auth".to_owned(),
+        ],
+    );
+    let read = |name: &str| std::fs::read(pki.path(name)).unwrap();
+    let tls = |client: Option<&str>| {
+        let options = TlsOptions::new().ca_certificate(Certificate::from_pem(read("ca.pem")));
+        match client {
+            Some(name) => options
+                .identity(Identity::from_pem(read(&format!("{name}.pem")), read(&format!("{name}-key.pem")))),
+            None => options,
+        }
+    };
+    let endpoint = format!("https://{}", cairn.addr);
+    let mut client = etcd_client::Client::connect(
+        [endpoint.clone()],
+        Some(ConnectOptions::new().with_tls(tls(Some("alice")))),
+    )
+    .await
+    .unwrap();
+    client.put("via", "etcd-client", None).await.unwrap();
+    assert_eq!(client.get("via", None).await.unwrap().kvs()[0].value(), b"etcd-client");
+    // Without a certificate the handshake fails.
+    let options =
+        ConnectOptions::new().with_tls(tls(None)).with_connect_timeout(std::time::Duration::from_secs(2));
+    let refused = match etcd_client::Client::connect([endpoint.clone()], Some(options)).await {
+        Ok(mut client) => client.get("via", None).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a client without a certificate is refused");
 }
