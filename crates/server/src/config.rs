@@ -310,10 +310,9 @@ impl Config {
         let peer_https = split_urls(&self.listen_peer_urls).any(|url| url.starts_with("https://"))
             || split_urls(&self.initial_advertise_peer_urls).any(|url| url.starts_with("https://"));
         let peer = self.peer_tls_files();
-        if peer_https && (peer.cert_file.is_empty() || peer.trusted_ca_file.is_empty()) {
+        if peer_https && !peer.auto_tls && (peer.cert_file.is_empty() || peer.trusted_ca_file.is_empty()) {
             bail!(
-                "https:// peer URLs need --peer-cert-file, --peer-key-file and --peer-trusted-ca-file \
-                 (--peer-auto-tls is not available yet for clusters)"
+                "https:// peer URLs need --peer-cert-file, --peer-key-file and --peer-trusted-ca-file, or --peer-auto-tls"
             );
         }
         let _ =

@@ -112,16 +112,19 @@ pub(crate) fn server_config(
 
 /// What a member presents to its peers and trusts them by, for `https://` peer URLs:
 /// its peer certificate (as a client certificate) and the peer CA.
-pub(crate) fn peer_client_config(
-    files: &TlsFiles,
-) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+pub(crate) fn peer_client_config(files: &TlsFiles) -> anyhow::Result<Option<crate::transport::PeerTls>> {
+    if files.cert_file.is_empty() && files.auto_tls {
+        return Ok(Some(crate::transport::PeerTls::Unverified(UnverifiedTls::new()?)));
+    }
     if files.cert_file.is_empty() || files.trusted_ca_file.is_empty() {
         return Ok(None);
     }
     let read = |file: &str| std::fs::read(file).with_context(|| format!("cannot read {file}"));
     let identity = tonic::transport::Identity::from_pem(read(&files.cert_file)?, read(&files.key_file)?);
     let ca = tonic::transport::Certificate::from_pem(read(&files.trusted_ca_file)?);
-    Ok(Some(tonic::transport::ClientTlsConfig::new().ca_certificate(ca).identity(identity)))
+    Ok(Some(crate::transport::PeerTls::Verified(
+        tonic::transport::ClientTlsConfig::new().ca_certificate(ca).identity(identity),
+    )))
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`, made once.
@@ -169,4 +172,94 @@ pub(crate) fn common_name(certificate: &[u8]) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
     let name = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
     Some(name)
+}
+
+/// Accepts any server certificate: for `--peer-auto-tls`, where every member's
+/// certificate is self-signed, as etcd's members skip verification there too. The
+/// connection is encrypted but not authenticated.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A connector for tonic that speaks TLS without verifying the peer (`--peer-auto-tls`).
+#[derive(Clone)]
+pub(crate) struct UnverifiedTls {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl UnverifiedTls {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let provider = provider();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self { connector: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+    }
+}
+
+type Connected = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tower_service::Service<tonic::codegen::http::Uri> for UnverifiedTls {
+    type Response = Connected;
+    type Error = std::io::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connected, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+        let connector = self.connector.clone();
+        Box::pin(async move {
+            let invalid = |what: &str| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("peer URL without {what}"))
+            };
+            let host = uri.host().ok_or_else(|| invalid("a host"))?.to_owned();
+            let port = uri.port_u16().ok_or_else(|| invalid("a port"))?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad peer host"))?;
+            let stream = connector.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
 }

@@ -36,7 +36,7 @@ pub(crate) struct Transport {
     /// Notified when a peer says this member was removed from the cluster.
     removed: Arc<tokio::sync::Notify>,
     /// TLS for `https://` peer URLs.
-    tls: Option<tonic::transport::ClientTlsConfig>,
+    tls: Option<PeerTls>,
     /// Messages dropped because a peer's queue was full.
     pub(crate) dropped: AtomicU64,
 }
@@ -55,7 +55,7 @@ impl Transport {
         member_id: u64,
         peers: &HashMap<u64, Vec<String>>,
         removed: Arc<tokio::sync::Notify>,
-        tls: Option<tonic::transport::ClientTlsConfig>,
+        tls: Option<PeerTls>,
     ) -> Arc<Self> {
         let transport = Arc::new(Self {
             cluster_id,
@@ -139,7 +139,7 @@ async fn send_loop(
     mut messages: mpsc::Receiver<Message>,
     connected_since: Arc<Mutex<Option<Instant>>>,
     removed: Arc<tokio::sync::Notify>,
-    tls: Option<tonic::transport::ClientTlsConfig>,
+    tls: Option<PeerTls>,
 ) {
     let set_connected = |value: Option<Instant>| {
         *connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
@@ -220,24 +220,48 @@ impl cairn_api::cairnpb::membership_server::Membership for MembershipService {
     }
 }
 
+/// How a member speaks TLS to `https://` peer URLs.
+#[derive(Clone)]
+pub(crate) enum PeerTls {
+    /// Verified against the peer CA, presenting this member's peer certificate.
+    Verified(tonic::transport::ClientTlsConfig),
+    /// `--peer-auto-tls`: encrypted, every member's certificate self-signed.
+    Unverified(crate::tls::UnverifiedTls),
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Verified(_) => "PeerTls::Verified",
+            Self::Unverified(_) => "PeerTls::Unverified",
+        })
+    }
+}
+
 /// A channel to a peer URL, over TLS for `https://` ones.
 async fn connect(
     url: &str,
-    tls: Option<&tonic::transport::ClientTlsConfig>,
+    tls: Option<&PeerTls>,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?;
-    let endpoint = match tls {
-        Some(tls) if url.starts_with("https://") => endpoint.tls_config(tls.clone())?,
-        _ => endpoint,
-    };
-    endpoint.connect().await
+    match tls {
+        Some(PeerTls::Verified(config)) if url.starts_with("https://") => {
+            endpoint.tls_config(config.clone())?.connect().await
+        }
+        Some(PeerTls::Unverified(connector)) if url.starts_with("https://") => {
+            // The connector speaks TLS itself; tonic sees a plain connection.
+            let plain = tonic::transport::Endpoint::from_shared(url.replacen("https://", "http://", 1))?;
+            plain.connect_with_connector(connector.clone()).await
+        }
+        _ => endpoint.connect().await,
+    }
 }
 
 /// Asks the peers at `urls` for the cluster's ID and members, for a member joining a
 /// running cluster.
 pub(crate) async fn fetch_members(
     urls: &[String],
-    tls: Option<&tonic::transport::ClientTlsConfig>,
+    tls: Option<&PeerTls>,
 ) -> anyhow::Result<(u64, Vec<cairn_api::etcdserverpb::Member>)> {
     use prost::Message as _;
     let mut last_error = None;

@@ -23,9 +23,14 @@ impl Kv for Service {
         let credentials = self.credentials_for(&request, serializable).await?;
         let request = request.into_inner();
         check_range(&request)?;
+        // As etcd: permissions are checked after the read index is reached, so that a
+        // change applied before the read is enforced by it.
+        if !request.serializable {
+            self.wait_read_index().await?;
+        }
         self.check_read(&credentials, &request.key, &request.range_end)?;
         let mut response = self
-            .read(!request.serializable, |latest, history, revisions| {
+            .read(false, |latest, history, revisions| {
                 crate::apply::range(latest, history, revisions, &request)
             })
             .await?;

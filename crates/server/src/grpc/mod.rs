@@ -243,6 +243,19 @@ impl Service {
         Ok(())
     }
 
+    /// Waits until this member has applied everything committed when the call was
+    /// made, confirmed by a read-index round: what a linearizable read needs first.
+    async fn wait_read_index(&self) -> Result<(), Status> {
+        let index = tokio::time::timeout(self.config.request_timeout, self.proposer.read_index())
+            .await
+            .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?
+            .map_err(Error::Proposal)?;
+        tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait.wait(index))
+            .await
+            .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?;
+        Ok(())
+    }
+
     /// Runs `read` on a consistent view of the store: for a linearizable read, once
     /// this member has applied everything committed when the read arrived.
     async fn read<T>(
@@ -255,13 +268,7 @@ impl Service {
         ) -> Result<T, Error>,
     ) -> Result<T, Status> {
         if linearizable {
-            let index = tokio::time::timeout(self.config.request_timeout, self.proposer.read_index())
-                .await
-                .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?
-                .map_err(Error::Proposal)?;
-            tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait.wait(index))
-                .await
-                .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?;
+            self.wait_read_index().await?;
         }
         let view = || -> Result<Result<T, Error>, StorageError> {
             let txn = self.db.begin_read()?;

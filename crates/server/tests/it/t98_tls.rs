@@ -305,3 +305,35 @@ async fn the_etcd_client_crate_connects_with_a_client_certificate() {
     };
     assert!(refused, "a client without a certificate is refused");
 }
+
+#[test]
+fn a_three_member_cluster_with_peer_auto_tls() {
+    let data = tempfile::tempdir().unwrap();
+    let clients: Vec<_> = (0..3).map(|_| free_port()).collect();
+    let peers: Vec<_> = (0..3).map(|_| free_port()).collect();
+    let initial: Vec<String> =
+        peers.iter().enumerate().map(|(n, peer)| format!("m{n}=https://{peer}")).collect();
+    let members: Vec<Cairn> = (0..3)
+        .map(|n| {
+            let args = vec![
+                format!("--name=m{n}"),
+                format!("--listen-peer-urls=https://{}", peers[n]),
+                format!("--initial-advertise-peer-urls=https://{}", peers[n]),
+                format!("--initial-cluster={}", initial.join(",")),
+                "--peer-auto-tls".to_owned(),
+            ];
+            Cairn::start_on(clients[n], &data.path().join(format!("m{n}")), args)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !crate::support::etcdctl(&members[0], &["put", "auto", "peers"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "the cluster did not form over peer auto TLS");
+    }
+    for member in &members {
+        assert_eq!(
+            stdout(&crate::support::etcdctl(member, &["get", "auto", "--print-value-only"])),
+            "peers\n"
+        );
+    }
+    assert!(data.path().join("m0").join("fixtures").join("peer").join("cert.pem").is_file());
+}
