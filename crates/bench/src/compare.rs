@@ -22,21 +22,26 @@ pub(crate) struct CompareOptions {
     /// Runs per server; medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Members per cluster (1 or more); clients spread over all of them.
+    #[arg(long, default_value_t = 1)]
+    members: usize,
     #[command(flatten)]
     load: LoadOptions,
 }
 
-/// A server process under test, on fresh ports and a fresh data dir.
+/// A cluster under test, on fresh ports and fresh data dirs.
 struct Server {
-    child: Child,
+    children: Vec<Child>,
     _data: tempfile::TempDir,
-    endpoint: String,
+    endpoints: Vec<String>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -44,32 +49,41 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn start(binary: &PathBuf, is_etcd: bool) -> anyhow::Result<Server> {
+fn start(binary: &PathBuf, is_etcd: bool, members: usize) -> anyhow::Result<Server> {
     let data = tempfile::tempdir()?;
-    let (client, peer) = (free_port()?, free_port()?);
-    let mut command = Command::new(binary);
-    command
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .arg(format!("--listen-client-urls=http://{client}"))
-        .arg(format!("--advertise-client-urls=http://{client}"))
-        .arg(format!("--listen-peer-urls=http://{peer}"))
-        .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
-        .arg(format!("--initial-cluster=default=http://{peer}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if is_etcd {
-        command.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
-    }
-    let child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
-    let server = Server { child, _data: data, endpoint: client.to_string() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(client).is_err() {
-        if Instant::now() > deadline {
-            bail!("{} did not listen on {client}", binary.display());
+    let clients: Vec<SocketAddr> = (0..members).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
+    let peers: Vec<SocketAddr> = (0..members).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
+    let initial: Vec<String> =
+        peers.iter().enumerate().map(|(n, peer)| format!("m{n}=http://{peer}")).collect();
+    let mut server = Server { children: Vec::new(), _data: data, endpoints: Vec::new() };
+    for n in 0..members {
+        let mut command = Command::new(binary);
+        command
+            .arg(format!("--name=m{n}"))
+            .arg("--data-dir")
+            .arg(server._data.path().join(format!("m{n}")))
+            .arg(format!("--listen-client-urls=http://{}", clients[n]))
+            .arg(format!("--advertise-client-urls=http://{}", clients[n]))
+            .arg(format!("--listen-peer-urls=http://{}", peers[n]))
+            .arg(format!("--initial-advertise-peer-urls=http://{}", peers[n]))
+            .arg(format!("--initial-cluster={}", initial.join(",")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if is_etcd {
+            command.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        server.children.push(command.spawn().with_context(|| format!("cannot start {}", binary.display()))?);
+        server.endpoints.push(clients[n].to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for client in &clients {
+        while TcpStream::connect(client).is_err() {
+            if Instant::now() > deadline {
+                bail!("{} did not listen on {client}", binary.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     Ok(server)
 }
@@ -77,16 +91,31 @@ fn start(binary: &PathBuf, is_etcd: bool) -> anyhow::Result<Server> {
 async fn one_run(
     binary: &PathBuf,
     is_etcd: bool,
+    members: usize,
     options: &LoadOptions,
 ) -> anyhow::Result<(Summary, Option<ProcessUsage>)> {
-    let server = start(binary, is_etcd)?;
-    // The first request waits for the leader; a short warm-up keeps it out of the figures.
+    let server = start(binary, is_etcd, members)?;
+    // The first requests wait for a leader; a warm-up, retried until the cluster
+    // answers, keeps that out of the figures.
     let mut warm_up = options.clone();
     warm_up.total = 100;
     warm_up.clients = 1;
-    load::run(std::slice::from_ref(&server.endpoint), &warm_up).await?;
-    let result = load::run(std::slice::from_ref(&server.endpoint), options).await?;
-    let usage = ProcessUsage::read(server.child.id());
+    warm_up.workload = load::Workload::Put;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(error) = load::run(&server.endpoints, &warm_up).await {
+        if Instant::now() > deadline {
+            return Err(error.context("the cluster did not answer"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let result = load::run(&server.endpoints, options).await?;
+    // CPU and memory of all members together.
+    let usages: Vec<ProcessUsage> =
+        server.children.iter().filter_map(|child| ProcessUsage::read(child.id())).collect();
+    let usage = (usages.len() == server.children.len()).then(|| ProcessUsage {
+        cpu_seconds: usages.iter().map(|u| u.cpu_seconds).sum(),
+        peak_rss_bytes: usages.iter().map(|u| u.peak_rss_bytes).sum(),
+    });
     Ok((report::summarize(&result), usage))
 }
 
@@ -112,7 +141,7 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
     for run in 0..options.runs {
         // Alternate, so that drift in the machine's state hits both alike.
         for (index, (name, binary, is_etcd)) in servers.iter().enumerate() {
-            let (summary, usage) = one_run(binary, *is_etcd, &options.load).await?;
+            let (summary, usage) = one_run(binary, *is_etcd, options.members.max(1), &options.load).await?;
             println!(
                 "run {run} {name:>5}: {:>9.1} req/s, avg {:.3} ms, p99 {:.3} ms",
                 summary.qps, summary.average_ms, summary.p99_ms
@@ -121,7 +150,8 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\n{:?}, {} clients, {} conns, {} requests, {}-byte keys over {}, {}-byte values; medians of {}:",
+        "\n{} member(s), {:?}, {} clients, {} conns, {} requests, {}-byte keys over {}, {}-byte values; medians of {}:",
+        options.members,
         options.load.workload,
         options.load.clients,
         options.load.conns,
