@@ -99,6 +99,14 @@ pub(crate) fn observe_node(meter: &Meter, shared: &Arc<Shared>, data_file: std::
         .build();
     let s = Arc::clone(shared);
     meter
+        .u64_observable_counter("etcd_server_slow_read_indexes")
+        .with_description("The total number of pending read indexes not in sync with leader's or timed out read index requests.")
+        .with_callback(move |counter| {
+            counter.observe(s.slow_read_indexes.load(std::sync::atomic::Ordering::Relaxed), &[])
+        })
+        .build();
+    let s = Arc::clone(shared);
+    meter
         .u64_observable_gauge("etcd_server_proposals_committed_total")
         .with_description("The total number of consensus proposals committed.")
         .with_callback(move |gauge| gauge.observe(s.committed_index(), &[]))

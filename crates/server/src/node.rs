@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     leader: AtomicU64,
     elected_at: Mutex<Option<Instant>>,
     pub(crate) leader_changes: AtomicU64,
+    /// Read-index rounds that went unanswered and were asked again.
+    pub(crate) slow_read_indexes: AtomicU64,
     /// Woken with the applied index after every applied batch.
     pub(crate) applied_wait: IndexWait,
     /// The voting members.
@@ -268,6 +270,7 @@ pub(crate) fn start(
         leader: AtomicU64::new(0),
         elected_at: Mutex::new(None),
         leader_changes: AtomicU64::new(0),
+        slow_read_indexes: AtomicU64::new(0),
         applied_wait: IndexWait::starting_at(applied),
         voters: Mutex::new(initial.conf_state.voters.clone()),
         members: Mutex::new(crate::members::load(&db)?),
@@ -384,9 +387,20 @@ struct Runner {
     pending_proposals: Vec<(Vec<u8>, oneshot::Sender<cairn_proposal::Result<()>>)>,
     /// Reads waiting for the next read-index round.
     pending_reads: Vec<oneshot::Sender<u64>>,
-    /// The read-index round under way: its context and the reads it answers.
-    read_in_flight: Option<(Vec<u8>, Vec<oneshot::Sender<u64>>)>,
+    /// The read-index round under way.
+    read_in_flight: Option<ReadRound>,
     next_read_context: u64,
+}
+
+/// How long a read-index round may go unanswered before it is asked again
+/// (etcd's `readIndexRetryTime`).
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+
+/// One read-index request to the leader and the reads its answer releases.
+struct ReadRound {
+    context: Vec<u8>,
+    replies: Vec<oneshot::Sender<u64>>,
+    started: std::time::Instant,
 }
 
 impl Runner {
@@ -472,19 +486,39 @@ impl Runner {
     }
 
     /// Starts one read-index round for every read waiting, as etcd's
-    /// `linearizableReadLoop` batches them.
+    /// `linearizableReadLoop` batches them. A round unanswered for
+    /// [`READ_INDEX_RETRY`] (its request or answer was lost, or leadership moved)
+    /// is asked again under a new context, keeping the reads it answers.
     fn start_read_round(&mut self) {
         self.pending_reads.retain(|reply| !reply.is_closed());
-        if self.read_in_flight.is_some()
-            || self.pending_reads.is_empty()
-            || self.node.raft.leader_id == raft::INVALID_ID
-        {
+        let mut replies = match self.read_in_flight.take() {
+            Some(round) if round.started.elapsed() < READ_INDEX_RETRY => {
+                self.read_in_flight = Some(round);
+                return;
+            }
+            Some(mut round) => {
+                self.shared.slow_read_indexes.fetch_add(1, Ordering::Relaxed);
+                round.replies.retain(|reply| !reply.is_closed());
+                round.replies
+            }
+            None => Vec::new(),
+        };
+        replies.append(&mut self.pending_reads);
+        if replies.is_empty() {
             return;
         }
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            // No one to ask yet: the reads wait for the next round.
+            self.pending_reads = replies;
+            return;
+        }
+        // The leader keeps one pending round per context, so a context names its
+        // member as well: two followers' rounds must never collide.
         self.next_read_context += 1;
-        let context = self.next_read_context.to_be_bytes().to_vec();
+        let mut context = self.node.raft.id.to_be_bytes().to_vec();
+        context.extend_from_slice(&self.next_read_context.to_be_bytes());
         self.node.read_index(context.clone());
-        self.read_in_flight = Some((context, std::mem::take(&mut self.pending_reads)));
+        self.read_in_flight = Some(ReadRound { context, replies, started: std::time::Instant::now() });
     }
 
     fn handle_ready(&mut self) -> Result<(), StorageError> {
@@ -501,13 +535,14 @@ impl Runner {
             self.restore_snapshot(ready.snapshot().clone())?;
         }
         for state in ready.take_read_states() {
-            if let Some((context, replies)) = self.read_in_flight.take() {
-                if context == state.request_ctx {
-                    for reply in replies {
+            if let Some(round) = self.read_in_flight.take() {
+                if round.context == state.request_ctx {
+                    for reply in round.replies {
                         let _ = reply.send(state.index);
                     }
                 } else {
-                    self.read_in_flight = Some((context, replies));
+                    // An answer to a round since retried: the new round answers.
+                    self.read_in_flight = Some(round);
                 }
             }
         }

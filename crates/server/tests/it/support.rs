@@ -1,6 +1,7 @@
 //! A `cairn` process on a free loopback port, and clients for it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -242,6 +243,11 @@ impl Cluster {
 
     /// A cluster whose members all get `extra` flags too.
     pub(crate) fn start_with(size: usize, extra: &[&str]) -> Self {
+        Self::start_each(size, |_| extra.iter().map(|arg| arg.to_string()).collect())
+    }
+
+    /// A cluster whose member `n` gets the flags `extra(n)` too.
+    pub(crate) fn start_each(size: usize, extra: impl Fn(usize) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let client_addrs: Vec<SocketAddr> = (0..size).map(|_| free_port()).collect();
         let peer_addrs: Vec<SocketAddr> = (0..size).map(|_| free_port()).collect();
@@ -257,7 +263,7 @@ impl Cluster {
                     "--initial-cluster-token=cluster-test".to_owned(),
                 ]
                 .into_iter()
-                .chain(extra.iter().map(|arg| arg.to_string()))
+                .chain(extra(n))
                 .collect()
             })
             .collect();
@@ -450,4 +456,14 @@ impl Cluster {
             .map(|kv| (kv.key_str().unwrap().to_owned(), kv.mod_revision(), kv.value().to_vec()))
             .collect()
     }
+}
+
+/// A plain HTTP/1.1 GET: status line and body.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
 }

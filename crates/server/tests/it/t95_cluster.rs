@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use etcd_client::GetOptions;
 
-use crate::support::{Cluster, until_ok};
+use crate::support::{Cluster, free_port, http_get, until_ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_replicate_and_any_member_serves_reads_and_writes() {
@@ -282,4 +282,39 @@ async fn tokens_and_auth_changes_hold_on_every_member() {
     .unwrap();
     let read = kv.range(with(&token, RangeRequest { key: b"/app/x".to_vec(), ..Default::default() })).await;
     assert_eq!(read.unwrap_err().message(), "etcdserver: permission denied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_linearizable_reads_on_followers_never_wait_for_a_retry() {
+    // Both followers run read-index rounds at once; were their contexts to collide,
+    // the leader would drop one round and it would only be answered after a retry.
+    let metrics: Vec<_> = (0..3).map(|_| free_port()).collect();
+    let cluster = Cluster::start_each(3, |n| vec![format!("--listen-metrics-urls=http://{}", metrics[n])]);
+    let leader = cluster.leader().await;
+    let mut client = cluster.client(leader).await;
+    client.put("k", "v", None).await.unwrap();
+    let mut readers = Vec::new();
+    for follower in (0..3).filter(|&n| n != leader) {
+        for _ in 0..8 {
+            let client = cluster.client(follower).await;
+            readers.push(tokio::spawn(async move {
+                let mut client = client;
+                for _ in 0..50 {
+                    let got = client.get("k", None).await.expect("a linearizable read");
+                    assert_eq!(got.kvs()[0].value(), b"v");
+                }
+            }));
+        }
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    for (n, addr) in metrics.iter().enumerate() {
+        let (_, body) = http_get(*addr, "/metrics");
+        let slow = body
+            .lines()
+            .find(|line| line.starts_with("etcd_server_slow_read_indexes_total"))
+            .unwrap_or_else(|| panic!("no slow_read_indexes_total on m{n}:\n{body}"));
+        assert_eq!(slow.rsplit(' ').next(), Some("0"), "m{n}: {slow}");
+    }
 }
