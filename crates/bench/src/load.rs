@@ -11,6 +11,10 @@ use cairn_api::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest};
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
+/// How long any one request or stream message may take before the run fails: a
+/// stuck server ends the run with an error instead of hanging it.
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
+
 /// What to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Workload {
@@ -81,6 +85,8 @@ pub(crate) async fn run(endpoints: &[String], options: &LoadOptions) -> anyhow::
     for n in 0..options.conns.max(1) {
         let endpoint = &endpoints[n % endpoints.len()];
         let channel = Channel::from_shared(format!("http://{endpoint}"))?
+            .connect_timeout(RESPONSE_DEADLINE)
+            .timeout(RESPONSE_DEADLINE)
             .connect()
             .await
             .with_context(|| format!("cannot connect to {endpoint}"))?;
@@ -266,7 +272,10 @@ async fn keep_alive(channels: &[Channel], options: &LoadOptions) -> anyhow::Resu
             requests.send(LeaseKeepAliveRequest { id }).await?;
             let mut responses = lease.lease_keep_alive(futures_stream(outgoing)).await?.into_inner();
             loop {
-                let response = responses.message().await?.context("the keep-alive stream ended")?;
+                let response = tokio::time::timeout(RESPONSE_DEADLINE, responses.message())
+                    .await
+                    .context("no keep-alive answer within the deadline")??
+                    .context("the keep-alive stream ended")?;
                 anyhow::ensure!(response.ttl > 0, "the lease is gone");
                 latencies.push(sent.elapsed());
                 if next.fetch_add(1, Ordering::Relaxed) >= total {
