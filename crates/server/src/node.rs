@@ -490,26 +490,16 @@ impl Runner {
     /// [`READ_INDEX_RETRY`] (its request or answer was lost, or leadership moved)
     /// is asked again under a new context, keeping the reads it answers.
     fn start_read_round(&mut self) {
-        self.pending_reads.retain(|reply| !reply.is_closed());
-        let mut replies = match self.read_in_flight.take() {
-            Some(round) if round.started.elapsed() < READ_INDEX_RETRY => {
-                self.read_in_flight = Some(round);
-                return;
-            }
-            Some(mut round) => {
-                self.shared.slow_read_indexes.fetch_add(1, Ordering::Relaxed);
-                round.replies.retain(|reply| !reply.is_closed());
-                round.replies
-            }
-            None => Vec::new(),
-        };
-        replies.append(&mut self.pending_reads);
-        if replies.is_empty() {
-            return;
+        let stale = |round: &mut ReadRound| round.started.elapsed() >= READ_INDEX_RETRY;
+        if let Some(round) = self.read_in_flight.take_if(stale) {
+            self.shared.slow_read_indexes.fetch_add(1, Ordering::Relaxed);
+            self.pending_reads.extend(round.replies);
         }
-        if self.node.raft.leader_id == raft::INVALID_ID {
-            // No one to ask yet: the reads wait for the next round.
-            self.pending_reads = replies;
+        self.pending_reads.retain(|reply| !reply.is_closed());
+        if self.read_in_flight.is_some()
+            || self.pending_reads.is_empty()
+            || self.node.raft.leader_id == raft::INVALID_ID
+        {
             return;
         }
         // The leader keeps one pending round per context, so a context names its
@@ -518,6 +508,7 @@ impl Runner {
         let mut context = self.node.raft.id.to_be_bytes().to_vec();
         context.extend_from_slice(&self.next_read_context.to_be_bytes());
         self.node.read_index(context.clone());
+        let replies = std::mem::take(&mut self.pending_reads);
         self.read_in_flight = Some(ReadRound { context, replies, started: std::time::Instant::now() });
     }
 
