@@ -1,3 +1,4 @@
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -224,33 +225,43 @@ fn a_missing_or_mismatched_key_is_refused_naming_the_file() {
     assert!(mismatched.contains("alice-key.pem") && mismatched.contains("does not fit"), "{mismatched}");
 }
 
-#[test]
-fn a_three_member_cluster_with_client_and_peer_tls() {
-    let pki = Pki::new();
-    let data = tempfile::tempdir().unwrap();
+/// Three members whose peer URLs are `https`, member `n` also given `extra(its client
+/// address)`.
+fn three_members_with_tls_peers(data: &Path, extra: impl Fn(SocketAddr) -> Vec<String>) -> Vec<Cairn> {
     let clients: Vec<_> = (0..3).map(|_| free_port()).collect();
     let peers: Vec<_> = (0..3).map(|_| free_port()).collect();
     let initial: Vec<String> =
         peers.iter().enumerate().map(|(n, peer)| format!("m{n}=https://{peer}")).collect();
-    let members: Vec<Cairn> = (0..3)
+    (0..3)
         .map(|n| {
-            let args = vec![
+            let mut args = vec![
                 format!("--name=m{n}"),
-                format!("--listen-client-urls=https://{}", clients[n]),
-                format!("--advertise-client-urls=https://{}", clients[n]),
                 format!("--listen-peer-urls=https://{}", peers[n]),
                 format!("--initial-advertise-peer-urls=https://{}", peers[n]),
                 format!("--initial-cluster={}", initial.join(",")),
-                pki.arg("cert-file", "server.pem"),
-                pki.arg("key-file", "server-key.pem"),
-                pki.arg("peer-cert-file", "peer.pem"),
-                pki.arg("peer-key-file", "peer-key.pem"),
-                pki.arg("peer-trusted-ca-file", "ca.pem"),
-                "--peer-client-cert-auth".to_owned(),
             ];
-            Cairn::start_on(clients[n], &data.path().join(format!("m{n}")), args)
+            args.extend(extra(clients[n]));
+            Cairn::start_on(clients[n], &data.join(format!("m{n}")), args)
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_three_member_cluster_with_client_and_peer_tls() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let members = three_members_with_tls_peers(data.path(), |client| {
+        vec![
+            format!("--listen-client-urls=https://{client}"),
+            format!("--advertise-client-urls=https://{client}"),
+            pki.arg("cert-file", "server.pem"),
+            pki.arg("key-file", "server-key.pem"),
+            pki.arg("peer-cert-file", "peer.pem"),
+            pki.arg("peer-key-file", "peer-key.pem"),
+            pki.arg("peer-trusted-ca-file", "ca.pem"),
+            "--peer-client-cert-auth".to_owned(),
+        ]
+    });
     let trust = [pki.arg("cacert", "ca.pem")];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !etcdctl_tls(&members[0], &trust, &["put", "over", "tls"]).status.success() {
@@ -309,22 +320,7 @@ async fn the_etcd_client_crate_connects_with_a_client_certificate() {
 #[test]
 fn a_three_member_cluster_with_peer_auto_tls() {
     let data = tempfile::tempdir().unwrap();
-    let clients: Vec<_> = (0..3).map(|_| free_port()).collect();
-    let peers: Vec<_> = (0..3).map(|_| free_port()).collect();
-    let initial: Vec<String> =
-        peers.iter().enumerate().map(|(n, peer)| format!("m{n}=https://{peer}")).collect();
-    let members: Vec<Cairn> = (0..3)
-        .map(|n| {
-            let args = vec![
-                format!("--name=m{n}"),
-                format!("--listen-peer-urls=https://{}", peers[n]),
-                format!("--initial-advertise-peer-urls=https://{}", peers[n]),
-                format!("--initial-cluster={}", initial.join(",")),
-                "--peer-auto-tls".to_owned(),
-            ];
-            Cairn::start_on(clients[n], &data.path().join(format!("m{n}")), args)
-        })
-        .collect();
+    let members = three_members_with_tls_peers(data.path(), |_| vec!["--peer-auto-tls".to_owned()]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !crate::support::etcdctl(&members[0], &["put", "auto", "peers"]).status.success() {
         assert!(std::time::Instant::now() < deadline, "the cluster did not form over peer auto TLS");
