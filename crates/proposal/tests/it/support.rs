@@ -70,6 +70,15 @@ pub(crate) fn harness_metered(
 pub(crate) const FIRST_ID: u64 = 0x0012_0000_0034_5601;
 
 impl Harness {
+    /// Proposes a request with `payload`, without a token, on another task.
+    pub(crate) fn spawn_propose(
+        &self,
+        payload: &'static str,
+    ) -> tokio::task::JoinHandle<cairn_proposal::Result<Applied>> {
+        let gate = Arc::clone(&self.gate);
+        tokio::spawn(async move { gate.propose(MemRequest::new(payload), &[]).await })
+    }
+
     /// Applies every proposal in order on another task, triggering its waiter with the
     /// decoded request, under its legacy ID if it has one (given by `legacy`).
     pub(crate) fn spawn_applier(&mut self) -> tokio::task::JoinHandle<u64> {

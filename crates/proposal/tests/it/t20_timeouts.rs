@@ -52,10 +52,7 @@ async fn a_sooner_caller_deadline_wins_and_a_later_one_does_not() {
 async fn a_proposal_made_while_the_previous_leader_failed_says_so() {
     let h = harness(Config::default());
     tokio::time::advance(Duration::from_secs(3600)).await;
-    let request = {
-        let gate = h.gate.clone();
-        tokio::spawn(async move { gate.propose(MemRequest::new("x"), &[]).await })
-    };
+    let request = h.spawn_propose("x");
     tokio::task::yield_now().await;
     // A new leader is elected one election timeout after the proposal: the proposal
     // fell in the window of two election timeouts before the election.
@@ -72,10 +69,7 @@ async fn a_proposal_made_while_the_previous_leader_failed_says_so() {
 async fn a_proposal_made_long_before_an_election_is_not_blamed_on_it() {
     let h = harness(Config::default());
     tokio::time::advance(Duration::from_secs(3600)).await;
-    let request = {
-        let gate = h.gate.clone();
-        tokio::spawn(async move { gate.propose(MemRequest::new("x"), &[]).await })
-    };
+    let request = h.spawn_propose("x");
     tokio::task::yield_now().await;
     // Elected more than two election timeouts after the proposal: the leader itself
     // was fine when it was made.

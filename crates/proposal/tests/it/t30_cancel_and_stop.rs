@@ -36,15 +36,9 @@ async fn dropping_the_callers_future_leaves_no_waiter() {
 #[tokio::test(start_paused = true)]
 async fn stopping_fails_requests_in_flight_and_later_ones() {
     let h = harness(Config::default());
-    let waiting = {
-        let gate = h.gate.clone();
-        tokio::spawn(async move { gate.propose(MemRequest::new("applied never"), &[]).await })
-    };
+    let waiting = h.spawn_propose("applied never");
     h.proposer.set_mode(ProposerMode::Hang);
-    let proposing = {
-        let gate = h.gate.clone();
-        tokio::spawn(async move { gate.propose(MemRequest::new("proposed never"), &[]).await })
-    };
+    let proposing = h.spawn_propose("proposed never");
     while h.wait.len() < 2 {
         tokio::task::yield_now().await;
     }
