@@ -132,6 +132,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         heartbeat: config.heartbeat(),
         election_ticks: config.election_ticks(),
         snapshot_count: config.snapshot_count,
+        wal_dir: data_dir.join("member").join("wal"),
         voters,
         removed: Arc::clone(&removed),
         disk: metrics::DiskMetrics::new(&metrics::meter()),

@@ -28,6 +28,7 @@ use crate::auth::{self, SharedAuth};
 use crate::error::Error;
 use crate::lease::{self, SharedLessor};
 use crate::storage::mvcc::{self, Revisions};
+use crate::storage::wal::Wal;
 use crate::storage::{LEASES, META, StorageError, raft_log, snapshot};
 use crate::transport::Transport;
 use crate::watch::Hub;
@@ -182,6 +183,8 @@ pub(crate) struct NodeConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) election_ticks: usize,
     pub(crate) snapshot_count: u64,
+    /// Where the write-ahead log lives.
+    pub(crate) wal_dir: std::path::PathBuf,
     /// The voting members a new cluster starts with.
     pub(crate) voters: Vec<u64>,
     /// Notified when this member is removed from the cluster.
@@ -218,7 +221,8 @@ pub(crate) fn start(
     hub: Hub,
     transport: Option<Arc<Transport>>,
 ) -> Result<Node, StorageError> {
-    let (storage, fresh) = match raft_log::recover(&db)? {
+    let (wal, recovered) = Wal::open(&config.wal_dir)?;
+    let (storage, fresh) = match raft_log::recover(&db, recovered)? {
         Some(storage) => (storage, false),
         None => {
             let storage = MemStorage::new_with_conf_state((config.voters.clone(), vec![]));
@@ -281,6 +285,8 @@ pub(crate) fn start(
     let mut runner = Runner {
         node,
         storage,
+        wal,
+        last_durable: std::time::Instant::now(),
         transport,
         db,
         shared: Arc::clone(&shared),
@@ -366,6 +372,9 @@ fn raft_error(error: raft::Error) -> StorageError {
 struct Runner {
     node: RawNode<SnapshotStorage>,
     storage: MemStorage,
+    wal: Wal,
+    /// When the applied state was last committed durably.
+    last_durable: std::time::Instant,
     transport: Option<Arc<Transport>>,
     db: Arc<Database>,
     shared: Arc<Shared>,
@@ -391,6 +400,10 @@ struct Runner {
     read_in_flight: Option<ReadRound>,
     next_read_context: u64,
 }
+
+/// Longest time applied state stays in memory only: its entries are replayed from
+/// the log after a crash (etcd's backend batch interval).
+const STATE_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a read-index round may go unanswered before it is asked again
 /// (etcd's `readIndexRetryTime`).
@@ -538,27 +551,16 @@ impl Runner {
             }
         }
 
-        let committed = ready.take_committed_entries();
+        let mut committed = ready.take_committed_entries();
         let entries = ready.take_entries();
         let hard_state = ready.hs().cloned();
         let must_sync = ready.must_sync();
 
-        // One transaction, one fsync: new entries and hard state, plus everything
-        // committed before them.
-        let mut txn = self.db.begin_write()?;
-        raft_log::append(&txn, &entries)?;
-        if let Some(hard_state) = &hard_state {
-            raft_log::save_hard_state(&txn, hard_state)?;
-        }
-        let results = self.apply(&txn, &committed)?;
-        txn.set_durability(if must_sync { Durability::Immediate } else { Durability::None })?;
+        // New entries and hard state: one write, one fdatasync.
         let started = std::time::Instant::now();
-        txn.commit()?;
-        let took = started.elapsed().as_secs_f64();
+        self.wal.append(&entries, hard_state.as_ref(), must_sync)?;
         if must_sync {
-            self.config.disk.wal_fsync.record(took, &[]);
-        } else {
-            self.config.disk.backend_commit.record(took, &[]);
+            self.config.disk.wal_fsync.record(started.elapsed().as_secs_f64(), &[]);
         }
         {
             let mut core = self.storage.wl();
@@ -569,25 +571,29 @@ impl Runner {
                 core.set_hardstate(hard_state);
             }
         }
-        self.publish(results);
         self.send(ready.take_persisted_messages());
 
-        let mut light = self.node.advance(ready);
+        let mut light = self.node.advance_append(ready);
         if let Some(commit) = light.commit_index() {
             self.storage.wl().mut_hard_state().set_commit(commit);
             self.publish_committed(commit);
         }
         self.send(light.take_messages());
-        let committed = light.take_committed_entries();
+        committed.extend(light.take_committed_entries());
         if !committed.is_empty() {
             // The entries are durable in the log: their effects need no fsync of
-            // their own, and are replayed from the log after a crash.
+            // their own, and are replayed from the log after a crash. A durable
+            // commit now and then bounds that replay and lets redb reuse pages.
             let mut txn = self.db.begin_write()?;
             let results = self.apply(&txn, &committed)?;
-            txn.set_durability(Durability::None)?;
+            let durable = self.last_durable.elapsed() >= STATE_SYNC_INTERVAL;
+            txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
             let started = std::time::Instant::now();
             txn.commit()?;
             self.config.disk.backend_commit.record(started.elapsed().as_secs_f64(), &[]);
+            if durable {
+                self.last_durable = std::time::Instant::now();
+            }
             self.publish(results);
         }
         self.node.advance_apply();
@@ -817,8 +823,6 @@ impl Runner {
         self.shared.applied_wait.trigger(self.applied);
     }
 
-    /// Drops log entries once more than `--snapshot-count` have been applied since
-    /// the first one kept, keeping the last few thousand.
     /// Replaces the state machine with a snapshot from the leader, for a member that
     /// fell behind its compacted log.
     fn restore_snapshot(&mut self, snapshot: raft::eraftpb::Snapshot) -> Result<(), StorageError> {
@@ -827,10 +831,13 @@ impl Runner {
         info!(index, term, bytes = snapshot.data.len(), "restoring a snapshot from the leader");
         let txn = self.db.begin_write()?;
         snapshot::restore(&txn, &snapshot.data, index)?;
-        txn.open_table(crate::storage::RAFT_LOG)?.retain(|_, _| false)?;
-        raft_log::compact(&txn, index + 1, term)?;
+        raft_log::save_restored(&txn, index, term)?;
         raft_log::save_conf_state(&txn, snapshot.get_metadata().get_conf_state())?;
         txn.commit()?;
+        // Only after the state is durable: a crash between the two is recovered
+        // from the restored state (see `raft_log::recover`).
+        self.wal.restart_at(index, term)?;
+        self.last_durable = std::time::Instant::now();
         self.storage.wl().apply_snapshot(snapshot).map_err(raft_error)?;
         // Everything kept in memory follows the restored tables.
         let read = self.db.begin_read()?;
@@ -846,6 +853,8 @@ impl Runner {
         Ok(())
     }
 
+    /// Drops log entries once more than `--snapshot-count` have been applied since
+    /// the first one kept, keeping the last few thousand.
     fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
         let first = self.storage.first_index().map_err(raft_error)?;
         if self.applied < first + self.config.snapshot_count {
@@ -854,10 +863,11 @@ impl Runner {
         let keep_from =
             self.applied.saturating_sub(CATCH_UP_ENTRIES.min(self.config.snapshot_count)).max(first + 1);
         let term = self.storage.term(keep_from - 1).map_err(raft_error)?;
-        let mut txn = self.db.begin_write()?;
-        raft_log::compact(&txn, keep_from, term)?;
-        txn.set_durability(Durability::None)?;
-        txn.commit()?;
+        // The dropped entries are no longer there to replay: the state they made
+        // must be durable first.
+        self.db.begin_write()?.commit()?;
+        self.last_durable = std::time::Instant::now();
+        self.wal.compact(keep_from - 1, term)?;
         self.storage.wl().compact(keep_from).map_err(raft_error)?;
         info!(first_kept = keep_from, applied = self.applied, "compacted the raft log");
         Ok(())

@@ -1,21 +1,23 @@
-//! Everything on disk: one redb database in the data dir holding the raft log and
-//! hard state, the MVCC key-value state, and the applied index.
+//! Everything on disk: the write-ahead log (raft entries and hard state) in
+//! `member/wal`, and one redb database in `member/cairn.redb` holding the MVCC
+//! key-value state, the applied index and the rest of the state machine.
 //!
-//! The raft log is written and fsync'd before anything is applied; the state machine
-//! and its applied index change in one transaction, so a restart never applies an
-//! entry twice nor skips one.
+//! An entry is in the fsync'd log before it is applied. The state machine and its
+//! applied index change in one transaction, committed durably only now and then: a
+//! crash loses the state since the last durable commit, and a restart replays its
+//! entries from the log, so no entry is applied twice or skipped.
 
 pub(crate) mod mvcc;
 pub(crate) mod raft_log;
 pub(crate) mod snapshot;
+pub(crate) mod wal;
 
 use std::path::Path;
 
 use redb::{Database, TableDefinition};
 
-/// Raft entries by index, protobuf-encoded (`eraftpb.Entry`).
-pub(crate) const RAFT_LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
-/// Raft state by name: `hard_state`, `conf_state`, `snapshot_meta`.
+/// Raft state that goes with the state machine, by name: `conf_state`, and
+/// `restored`, the snapshot it was last replaced by.
 pub(crate) const RAFT_STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_state");
 /// Every revision of every key: `(key, revision)` to an encoded `mvccpb.KeyValue`;
 /// a deletion is a tombstone with version 0.
@@ -68,7 +70,6 @@ pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
     std::fs::create_dir_all(&member).map_err(|error| StorageError::Redb(error.to_string()))?;
     let db = Database::create(member.join("cairn.redb"))?;
     let txn = db.begin_write()?;
-    txn.open_table(RAFT_LOG)?;
     txn.open_table(RAFT_STATE)?;
     txn.open_table(KV_HISTORY)?;
     txn.open_table(KV_LATEST)?;
