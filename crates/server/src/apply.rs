@@ -20,7 +20,7 @@ use redb::ReadableTable;
 
 use crate::error::Error;
 use crate::lease::{self, Lessor, SharedLessor};
-use crate::storage::mvcc::{self, KeySpan, LatestTable, Revisions, Tables, Writer};
+use crate::storage::mvcc::{self, KeyIndex, KeySpan, Position, Revisions, SharedIndex, Tables, Writer};
 
 /// What applying a write gives back to its caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,20 +43,16 @@ fn header(revision: u64) -> Option<ResponseHeader> {
     Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() })
 }
 
-/// A range at the store's `revisions`, through any transaction's tables.
+/// A range at the store's `revisions`, through any transaction's `kv` table.
 pub(crate) fn range(
-    latest: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    kv: &impl ReadableTable<Position, &'static [u8]>,
+    index: &KeyIndex,
     revisions: Revisions,
     request: &RangeRequest,
 ) -> Result<RangeResponse, Error> {
     let revision = check_range_revision(request, revisions)?;
     let span = KeySpan::new(&request.key, &request.range_end);
-    let mut kvs = if revision == revisions.current {
-        mvcc::range_latest(latest, span)?
-    } else {
-        mvcc::range_at(history, span, revision)?
-    };
+    let mut kvs = mvcc::range(kv, index, span, revision)?;
     let count = kvs.len() as i64;
     let within = |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
     kvs.retain(|kv| {
@@ -128,14 +124,18 @@ pub(crate) struct Applier {
     pub(crate) lessor: SharedLessor,
     /// Changes applied since last taken: each revision with its events, for watchers.
     pub(crate) published: Vec<(u64, Vec<Event>)>,
+    pub(crate) index: SharedIndex,
+    /// A compaction applied but not yet committed: the index forgets what it dropped
+    /// only once it has.
+    pub(crate) compacted: Option<u64>,
 }
 
 impl Applier {
     pub(crate) fn put(&mut self, tables: &mut Tables<'_>, request: &PutRequest) -> ApplyResult {
-        check_put(&tables.latest, &lease::lock(&self.lessor), request)?;
-        let mut writer = self.writer(tables);
-        let response = put(&mut writer, request)?;
-        self.commit(writer);
+        let response = self.write(tables, |writer, lessor| {
+            check_put(writer, lessor, request)?;
+            put(writer, request)
+        })?;
         Ok(Applied::Put(PutResponse { header: header(self.revisions.current), ..response }))
     }
 
@@ -144,21 +144,20 @@ impl Applier {
         tables: &mut Tables<'_>,
         request: &DeleteRangeRequest,
     ) -> ApplyResult {
-        let mut writer = self.writer(tables);
-        let response = delete_range(&mut writer, request)?;
-        self.commit(writer);
+        let response = self.write(tables, |writer, _| delete_range(writer, request))?;
         Ok(Applied::DeleteRange(DeleteRangeResponse { header: header(self.revisions.current), ..response }))
     }
 
     pub(crate) fn txn(&mut self, tables: &mut Tables<'_>, request: &TxnRequest) -> ApplyResult {
-        // As etcd: every compare of every nested txn is decided on the state before the
-        // txn, and every op on that path is checked before anything is written.
-        let path = txn_path(&tables.latest, request)?;
-        check_txn(&tables.latest, &lease::lock(&self.lessor), self.revisions, request, &path)?;
         let before = self.revisions;
-        let mut writer = self.writer(tables);
-        let response = txn(&mut writer, before, request, &mut path.iter().copied())?;
-        self.commit(writer);
+        let response = self.write(tables, |writer, lessor| {
+            // As etcd: every compare of every nested txn is decided on the state
+            // before the txn, and every op on that path is checked before anything is
+            // written.
+            let path = txn_path(writer, request)?;
+            check_txn(writer, lessor, before, request, &path)?;
+            txn(writer, before, request, &mut path.iter().copied())
+        })?;
         Ok(Applied::Txn(TxnResponse { header: header(self.revisions.current), ..response }))
     }
 
@@ -170,9 +169,9 @@ impl Applier {
         if revision > self.revisions.current {
             return Err(Error::FutureRevision);
         }
-        mvcc::compact(&mut tables.history, revision)?;
-        mvcc::compact_log(&mut tables.log, revision)?;
+        mvcc::compact(&mut tables.kv, &mvcc::read_index(&self.index), revision)?;
         self.revisions.compacted = revision;
+        self.compacted = Some(revision);
         Ok(Applied::Compaction(CompactionResponse { header: header(self.revisions.current) }))
     }
 
@@ -207,11 +206,12 @@ impl Applier {
         request: &LeaseRevokeRequest,
     ) -> ApplyResult {
         let keys = lease::lock(&self.lessor).keys(request.id).ok_or(Error::LeaseNotFound)?;
-        let mut writer = self.writer(tables);
-        for key in &keys {
-            writer.delete(KeySpan::Single(key))?;
-        }
-        self.commit(writer);
+        self.write(tables, |writer, _| {
+            for key in &keys {
+                writer.delete(KeySpan::Single(key))?;
+            }
+            Ok(())
+        })?;
         lease::lock(&self.lessor).revoke(request.id);
         leases.remove(request.id)?;
         Ok(Applied::LeaseRevoke(LeaseRevokeResponse { header: header(self.revisions.current) }))
@@ -233,15 +233,24 @@ impl Applier {
         Ok(Applied::LeaseCheckpoint(LeaseCheckpointResponse { header: header(self.revisions.current) }))
     }
 
-    fn writer<'a, 'txn>(&self, tables: &'a mut Tables<'txn>) -> Writer<'a, 'txn> {
-        Writer {
-            history: &mut tables.history,
-            latest: &mut tables.latest,
-            log: &mut tables.log,
+    /// Runs `write` at the next revision, and moves the store to it if it wrote.
+    fn write<T>(
+        &mut self,
+        tables: &mut Tables<'_>,
+        write: impl FnOnce(&mut Writer<'_, '_>, &Lessor) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let shared = std::sync::Arc::clone(&self.index);
+        let mut index = mvcc::write_index(&shared);
+        let mut writer = Writer {
+            kv: &mut tables.kv,
+            index: &mut index,
             events: Vec::new(),
             revision: self.revisions.current + 1,
             wrote: false,
-        }
+        };
+        let result = write(&mut writer, &lease::lock(&self.lessor))?;
+        self.commit(writer);
+        Ok(result)
     }
 
     /// Moves the store to the writer's revision if it wrote, keeps leases' keys in
@@ -272,8 +281,8 @@ impl Applier {
     }
 }
 
-fn check_put(latest: &LatestTable<'_>, lessor: &Lessor, request: &PutRequest) -> Result<(), Error> {
-    if (request.ignore_value || request.ignore_lease) && latest.get(request.key.as_slice())?.is_none() {
+fn check_put(writer: &Writer<'_, '_>, lessor: &Lessor, request: &PutRequest) -> Result<(), Error> {
+    if (request.ignore_value || request.ignore_lease) && writer.get(&request.key)?.is_none() {
         return Err(Error::KeyNotFound);
     }
     if request.lease != 0 && !lessor.contains(request.lease) {
@@ -310,13 +319,13 @@ fn delete_range(
     })
 }
 
-/// Which branch each txn takes, depth first in op order, decided on `latest`.
-fn txn_path(latest: &LatestTable<'_>, request: &TxnRequest) -> Result<Vec<bool>, Error> {
+/// Which branch each txn takes, depth first in op order, decided before it writes.
+fn txn_path(writer: &Writer<'_, '_>, request: &TxnRequest) -> Result<Vec<bool>, Error> {
     let mut path = Vec::new();
-    fn walk(latest: &LatestTable<'_>, request: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
+    fn walk(writer: &Writer<'_, '_>, request: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
         let mut succeeded = true;
         for compare in &request.compare {
-            if !compare_holds(latest, compare)? {
+            if !compare_holds(writer, compare)? {
                 succeeded = false;
                 break;
             }
@@ -325,17 +334,17 @@ fn txn_path(latest: &LatestTable<'_>, request: &TxnRequest) -> Result<Vec<bool>,
         let ops = if succeeded { &request.success } else { &request.failure };
         for op in ops {
             if let Some(Op::RequestTxn(nested)) = &op.request {
-                walk(latest, nested, path)?;
+                walk(writer, nested, path)?;
             }
         }
         Ok(())
     }
-    walk(latest, request, &mut path)?;
+    walk(writer, request, &mut path)?;
     Ok(path)
 }
 
 fn check_txn(
-    latest: &LatestTable<'_>,
+    writer: &Writer<'_, '_>,
     lessor: &Lessor,
     revisions: Revisions,
     request: &TxnRequest,
@@ -343,7 +352,7 @@ fn check_txn(
 ) -> Result<(), Error> {
     let mut path = path.iter().copied();
     fn walk(
-        latest: &LatestTable<'_>,
+        writer: &Writer<'_, '_>,
         lessor: &Lessor,
         revisions: Revisions,
         request: &TxnRequest,
@@ -355,14 +364,14 @@ fn check_txn(
                 Some(Op::RequestRange(range)) => {
                     check_range_revision(range, revisions)?;
                 }
-                Some(Op::RequestPut(put)) => check_put(latest, lessor, put)?,
-                Some(Op::RequestTxn(nested)) => walk(latest, lessor, revisions, nested, path)?,
+                Some(Op::RequestPut(put)) => check_put(writer, lessor, put)?,
+                Some(Op::RequestTxn(nested)) => walk(writer, lessor, revisions, nested, path)?,
                 Some(Op::RequestDeleteRange(_)) | None => {}
             }
         }
         Ok(())
     }
-    walk(latest, lessor, revisions, request, &mut path)
+    walk(writer, lessor, revisions, request, &mut path)
 }
 
 fn txn(
@@ -379,7 +388,7 @@ fn txn(
             Some(Op::RequestRange(range)) => {
                 // Reads see the txn's own earlier writes, at the revision they will get.
                 let revisions = Revisions { current: view(writer, before), ..before };
-                OpResponse::ResponseRange(self::range(&*writer.latest, &*writer.history, revisions, range)?)
+                OpResponse::ResponseRange(self::range(&*writer.kv, writer.index, revisions, range)?)
             }
             // Like etcd, each op's response carries the revision the txn is at after it.
             Some(Op::RequestPut(put)) => {
@@ -411,8 +420,9 @@ fn view(writer: &Writer<'_, '_>, before: Revisions) -> u64 {
 
 /// Whether `compare` holds for every key it names. A value compare on no key fails;
 /// other compares on no key compare against an absent key's zeros, as in etcd.
-fn compare_holds(latest: &LatestTable<'_>, compare: &Compare) -> Result<bool, Error> {
-    let kvs = mvcc::range_latest(latest, KeySpan::new(&compare.key, &compare.range_end))?;
+fn compare_holds(writer: &Writer<'_, '_>, compare: &Compare) -> Result<bool, Error> {
+    let span = KeySpan::new(&compare.key, &compare.range_end);
+    let kvs = mvcc::range(&*writer.kv, writer.index, span, writer.revision)?;
     let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
     if kvs.is_empty() {
         return Ok(target != CompareTarget::Value && compare_kv(compare, target, &KeyValue::default()));

@@ -199,9 +199,12 @@ pub(crate) fn min_ttl(election_timeout: Duration) -> i64 {
     (election_timeout.as_secs_f64() * 1.5).ceil() as i64
 }
 
-/// The leases saved in `db`, with the keys attached to them.
-pub(crate) fn load(db: &redb::Database) -> Result<Lessor, crate::storage::StorageError> {
-    use prost::Message as _;
+/// The leases saved in `db`, with the keys attached to them, found through `index`.
+pub(crate) fn load(
+    db: &redb::Database,
+    index: &crate::storage::mvcc::KeyIndex,
+) -> Result<Lessor, crate::storage::StorageError> {
+    use crate::storage::mvcc::{self, KeySpan};
     use redb::{ReadableDatabase, ReadableTable};
     let txn = db.begin_read()?;
     let mut lessor = Lessor::default();
@@ -210,12 +213,10 @@ pub(crate) fn load(db: &redb::Database) -> Result<Lessor, crate::storage::Storag
         let (ttl, remaining) = ttls.value();
         lessor.restore(id.value(), ttl, remaining);
     }
-    for entry in txn.open_table(crate::storage::KV_LATEST)?.iter()? {
-        let (key, value) = entry?;
-        let kv = cairn_api::mvccpb::KeyValue::decode(value.value())
-            .map_err(|_| crate::storage::StorageError::Corrupt("key-value record"))?;
+    let kv = txn.open_table(crate::storage::KV)?;
+    for kv in mvcc::range(&kv, index, KeySpan::From(b""), u64::MAX)? {
         if kv.lease != 0 {
-            lessor.attach(kv.lease, key.value());
+            lessor.attach(kv.lease, &kv.key);
         }
     }
     Ok(lessor)

@@ -123,7 +123,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tokens = config.token_provider()?;
     let auth = Arc::new(std::sync::RwLock::new(auth::load(&db, Arc::clone(&tokens))?));
     sweep_tokens(tokens);
-    let lessor = Arc::new(std::sync::Mutex::new(lease::load(&db)?));
+    let index = storage::mvcc::load_index(&db)?;
+    let lessor = Arc::new(std::sync::Mutex::new(lease::load(&db, &storage::mvcc::read_index(&index))?));
     let hub = watch::Hub::new();
     let wait = Wait::new();
     let node_config = node::NodeConfig {
@@ -141,10 +142,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let node = node::start(
         Arc::clone(&db),
         node_config,
-        wait.clone(),
-        Arc::clone(&auth),
-        Arc::clone(&lessor),
-        hub.clone(),
+        node::StateHandles {
+            wait: wait.clone(),
+            auth: Arc::clone(&auth),
+            lessor: Arc::clone(&lessor),
+            index: Arc::clone(&index),
+            hub: hub.clone(),
+        },
         Some(Arc::clone(&transport)),
     )
     .context("cannot start raft")?;
@@ -170,6 +174,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         proposer: node.proposer.clone(),
         shared: Arc::clone(&node.shared),
         db: Arc::clone(&db),
+        index,
         auth,
         lessor,
         hub,

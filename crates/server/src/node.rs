@@ -27,7 +27,7 @@ use crate::apply::{Applied, Applier, ApplyResult};
 use crate::auth::{self, SharedAuth};
 use crate::error::Error;
 use crate::lease::{self, SharedLessor};
-use crate::storage::mvcc::{self, Revisions};
+use crate::storage::mvcc::{self, KeyIndex, Revisions, SharedIndex};
 use crate::storage::wal::Wal;
 use crate::storage::{LEASES, META, StorageError, raft_log, snapshot};
 use crate::transport::Transport;
@@ -211,16 +211,23 @@ impl Node {
     }
 }
 
+/// What the apply loop keeps in step with the store, shared with the services.
+pub(crate) struct StateHandles {
+    pub(crate) wait: Wait<ApplyResult>,
+    pub(crate) auth: SharedAuth,
+    pub(crate) lessor: SharedLessor,
+    pub(crate) index: SharedIndex,
+    pub(crate) hub: Hub,
+}
+
 /// Recovers or bootstraps the node from `db` and starts its thread.
 pub(crate) fn start(
     db: Arc<Database>,
     config: NodeConfig,
-    wait: Wait<ApplyResult>,
-    auth: SharedAuth,
-    lessor: SharedLessor,
-    hub: Hub,
+    handles: StateHandles,
     transport: Option<Arc<Transport>>,
 ) -> Result<Node, StorageError> {
+    let StateHandles { wait, auth, lessor, index, hub } = handles;
     let (wal, recovered) = Wal::open(&config.wal_dir)?;
     let (storage, fresh) = match raft_log::recover(&db, recovered)? {
         Some(storage) => (storage, false),
@@ -291,7 +298,13 @@ pub(crate) fn start(
         db,
         shared: Arc::clone(&shared),
         wait,
-        applier: Applier { revisions, lessor: Arc::clone(&lessor), published: Vec::new() },
+        applier: Applier {
+            revisions,
+            lessor: Arc::clone(&lessor),
+            published: Vec::new(),
+            index,
+            compacted: None,
+        },
         promote_at: None,
         pending_conf: None,
         pending_member_writes: Vec::new(),
@@ -809,6 +822,9 @@ impl Runner {
     /// Hands changes to watchers and results to their waiters, then announces the
     /// applied index.
     fn publish(&mut self, results: Vec<(u64, ApplyResult)>) {
+        if let Some(revision) = self.applier.compacted.take() {
+            mvcc::write_index(&self.applier.index).compact(revision);
+        }
         if self.promote_at.is_some_and(|index| self.applied >= index) {
             self.promote_at = None;
             lease::lock(&self.lessor).promote(Instant::now());
@@ -842,8 +858,13 @@ impl Runner {
         // Everything kept in memory follows the restored tables.
         let read = self.db.begin_read()?;
         self.applier.revisions = Revisions::load(&read.open_table(META)?)?;
+        let mut restored = KeyIndex::load(&read.open_table(crate::storage::KV)?)?;
         drop(read);
-        *lease::lock(&self.lessor) = lease::load(&self.db)?;
+        *lease::lock(&self.lessor) = lease::load(&self.db, &restored)?;
+        let mut key_index = mvcc::write_index(&self.applier.index);
+        restored.restored_at(self.applier.revisions.current.max(key_index.floor()));
+        *key_index = restored;
+        drop(key_index);
         let tokens = Arc::clone(auth::read(&self.auth).tokens());
         *auth::write(&self.auth) = auth::load(&self.db, tokens)?;
         self.applied = index;

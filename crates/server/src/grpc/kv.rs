@@ -30,8 +30,8 @@ impl Kv for Service {
         }
         self.check_read(&credentials, &request.key, &request.range_end)?;
         let mut response = self
-            .read(false, |latest, history, revisions| {
-                crate::apply::range(latest, history, revisions, &request)
+            .read(false, |kv, index, revisions| {
+                crate::apply::range(kv, index, revisions, &request)
             })
             .await?;
         self.fill(&mut response.header);

@@ -39,7 +39,8 @@ use crate::error::Error;
 use crate::lease::SharedLessor;
 use crate::node::{RaftProposer, Shared};
 use crate::storage::mvcc::Revisions;
-use crate::storage::{KV_HISTORY, KV_LATEST, META, StorageError};
+use crate::storage::mvcc::{KeyIndex, Position, SharedIndex};
+use crate::storage::{KV, META, StorageError};
 use crate::watch::Hub;
 
 /// How long open client connections may take to finish after a shutdown signal.
@@ -78,6 +79,7 @@ pub(crate) struct Inner {
     pub(crate) proposer: RaftProposer,
     pub(crate) shared: Arc<Shared>,
     pub(crate) db: Arc<Database>,
+    pub(crate) index: SharedIndex,
     pub(crate) auth: SharedAuth,
     pub(crate) lessor: SharedLessor,
     pub(crate) hub: Hub,
@@ -261,23 +263,29 @@ impl Service {
     async fn read<T>(
         &self,
         linearizable: bool,
-        read: impl FnOnce(
-            &ReadOnlyTable<&'static [u8], &'static [u8]>,
-            &ReadOnlyTable<(&'static [u8], u64), &'static [u8]>,
-            Revisions,
-        ) -> Result<T, Error>,
+        read: impl FnOnce(&ReadOnlyTable<Position, &'static [u8]>, &KeyIndex, Revisions) -> Result<T, Error>,
     ) -> Result<T, Status> {
         if linearizable {
             self.wait_read_index().await?;
         }
-        let view = || -> Result<Result<T, Error>, StorageError> {
+        let result = self.view(|kv, index, revisions| Ok(read(kv, index, revisions)));
+        result.map_err(Error::from)?.map_err(Status::from)
+    }
+
+    /// Runs `read` on one redb snapshot and the key index, taking a newer snapshot
+    /// when a compaction or restore made the index move past the first one.
+    pub(crate) fn view<T>(
+        &self,
+        read: impl FnOnce(&ReadOnlyTable<Position, &'static [u8]>, &KeyIndex, Revisions) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        loop {
             let txn = self.db.begin_read()?;
             let revisions = Revisions::load(&txn.open_table(META)?)?;
-            let latest = txn.open_table(KV_LATEST)?;
-            let history = txn.open_table(KV_HISTORY)?;
-            Ok(read(&latest, &history, revisions))
-        };
-        view().map_err(Error::from)?.map_err(Status::from)
+            let index = crate::storage::mvcc::read_index(&self.index);
+            if index.serves(revisions.current) {
+                return read(&txn.open_table(KV)?, &index, revisions);
+            }
+        }
     }
 
     /// etcd's `header.fill`: cluster and member IDs and the raft term; the revision

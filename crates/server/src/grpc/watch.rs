@@ -17,7 +17,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Credentials, Service};
 use crate::error::Error;
 use crate::storage::mvcc::{self, KeySpan};
-use crate::storage::{KV_EVENTS, KV_HISTORY};
 use crate::watch::Batch;
 
 /// Responses queued for a slow client before the stream stops reading changes (and
@@ -312,10 +311,6 @@ impl WatchStreamTask {
 impl Service {
     /// The changes in `span` from revision `from` on, a chunk at a time.
     fn events_since(&self, span: KeySpan<'_>, from: u64) -> Result<Vec<(u64, Event)>, Error> {
-        use redb::ReadableDatabase;
-        let txn = self.db.begin_read().map_err(crate::storage::StorageError::from)?;
-        let log = txn.open_table(KV_EVENTS).map_err(crate::storage::StorageError::from)?;
-        let history = txn.open_table(KV_HISTORY).map_err(crate::storage::StorageError::from)?;
-        Ok(mvcc::events_since(&log, &history, span, from, CATCH_UP_CHUNK)?)
+        Ok(self.view(|kv, index, _| mvcc::events_since(kv, index, span, from, CATCH_UP_CHUNK))?)
     }
 }

@@ -19,14 +19,9 @@ use redb::{Database, TableDefinition};
 /// Raft state that goes with the state machine, by name: `conf_state`, and
 /// `restored`, the snapshot it was last replaced by.
 pub(crate) const RAFT_STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_state");
-/// Every revision of every key: `(key, revision)` to an encoded `mvccpb.KeyValue`;
-/// a deletion is a tombstone with version 0.
-pub(crate) const KV_HISTORY: TableDefinition<'_, (&[u8], u64), &[u8]> = TableDefinition::new("kv_history");
-/// The live keys at the current revision, for fast current reads.
-pub(crate) const KV_LATEST: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv_latest");
-/// Every change by revision: `(revision, position in the revision)` to the key, so
-/// that watchers can catch up in revision order.
-pub(crate) const KV_EVENTS: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("kv_events");
+/// Every change of every key by position (revision, place in the revision) to an
+/// encoded `mvccpb.KeyValue`; a deletion is a tombstone with version 0.
+pub(crate) const KV: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("kv");
 /// Leases: ID to `(granted TTL, remaining TTL at the last checkpoint)`, in seconds.
 pub(crate) const LEASES: TableDefinition<'_, i64, (i64, i64)> = TableDefinition::new("leases");
 /// The members of the cluster: ID to an encoded `etcdserverpb.Member`.
@@ -71,11 +66,9 @@ pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
     let db = Database::create(member.join("cairn.redb"))?;
     let txn = db.begin_write()?;
     txn.open_table(RAFT_STATE)?;
-    txn.open_table(KV_HISTORY)?;
-    txn.open_table(KV_LATEST)?;
+    txn.open_table(KV)?;
     txn.open_table(META)?;
     txn.open_table(AUTH)?;
-    txn.open_table(KV_EVENTS)?;
     txn.open_table(LEASES)?;
     txn.open_table(MEMBERS)?;
     txn.commit()?;

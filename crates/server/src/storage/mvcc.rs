@@ -3,20 +3,22 @@
 //! A store revision counts write requests (a txn is one revision). Each key carries
 //! the revision it was created at, the revision of its last change and its version
 //! (changes since creation). Every revision of a key stays readable until compacted.
+//!
+//! As in etcd, changes are stored by revision (`kv`, appended to at its end, which
+//! keeps each commit's dirty pages few) and found by key through an in-memory index.
 
 use cairn_api::mvccpb::event::EventType;
 use cairn_api::mvccpb::{Event, KeyValue};
 use prost::Message;
 use redb::{ReadableTable, Table};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{KV_EVENTS, KV_HISTORY, KV_LATEST, META, StorageError};
+use super::{KV, META, StorageError};
 
-/// The `(key, revision)` history table, in a write transaction.
-pub(crate) type HistoryTable<'txn> = Table<'txn, (&'static [u8], u64), &'static [u8]>;
-/// The live keys table, in a write transaction.
-pub(crate) type LatestTable<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
-/// The changes-by-revision table, in a write transaction.
-pub(crate) type EventsTable<'txn> = Table<'txn, (u64, u32), &'static [u8]>;
+/// The changes by position, in a write transaction.
+pub(crate) type KvTable<'txn> = Table<'txn, Position, &'static [u8]>;
 
 /// Which keys a request names, by etcd's `key`/`range_end` conventions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,71 +58,173 @@ fn decode(bytes: &[u8]) -> Result<KeyValue, StorageError> {
     KeyValue::decode(bytes).map_err(|_| StorageError::Corrupt("key-value record"))
 }
 
-/// The live keys in `span` at the current revision, in key order.
-pub(crate) fn range_latest(
-    latest: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    span: KeySpan<'_>,
-) -> Result<Vec<KeyValue>, StorageError> {
-    let mut kvs = Vec::new();
-    if span.is_empty() {
-        return Ok(kvs);
-    }
-    let entries = match span {
-        KeySpan::Single(key) => {
-            if let Some(value) = latest.get(key)? {
-                kvs.push(decode(value.value())?);
-            }
-            return Ok(kvs);
-        }
-        KeySpan::From(key) => latest.range::<&[u8]>(key..)?,
-        KeySpan::Range(key, end) => latest.range::<&[u8]>(key..end)?,
-    };
-    for entry in entries {
-        let (_, value) = entry?;
-        kvs.push(decode(value.value())?);
-    }
-    Ok(kvs)
+/// Where a change is stored: its revision, and its place among that revision's
+/// changes (etcd's main and sub revision).
+pub(crate) type Position = (u64, u32);
+
+/// One change of a key in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Change {
+    at: Position,
+    deleted: bool,
 }
 
-/// The keys in `span` as they were at `revision`, in key order. Keys deleted at or
-/// before `revision` are absent.
-pub(crate) fn range_at(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+/// Every key's changes, in memory (etcd's `treeIndex`): the `kv` table is keyed by
+/// revision, so this is how a key's value is found. Rebuilt from the table at start.
+///
+/// The apply loop adds changes before its transaction commits, so the index may run
+/// ahead of a reader's snapshot: reads look only at changes at or below their
+/// snapshot's revision. Compaction removes changes, after its commit; a reader whose
+/// snapshot predates [`KeyIndex::floor`] must take a new one.
+#[derive(Debug, Default)]
+pub(crate) struct KeyIndex {
+    keys: BTreeMap<Vec<u8>, Vec<Change>>,
+    floor: u64,
+}
+
+/// The key index, shared by the apply loop and readers.
+pub(crate) type SharedIndex = Arc<RwLock<KeyIndex>>;
+
+/// Reads the shared index.
+pub(crate) fn read_index(index: &SharedIndex) -> RwLockReadGuard<'_, KeyIndex> {
+    index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Changes the shared index.
+pub(crate) fn write_index(index: &SharedIndex) -> RwLockWriteGuard<'_, KeyIndex> {
+    index.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl KeyIndex {
+    /// Builds the index from every change stored in `kv`.
+    pub(crate) fn load(kv: &impl ReadableTable<Position, &'static [u8]>) -> Result<Self, StorageError> {
+        let mut index = Self::default();
+        for entry in kv.iter()? {
+            let (at, value) = entry?;
+            let kv = decode(value.value())?;
+            index.push(&kv.key, at.value(), kv.version == 0);
+        }
+        Ok(index)
+    }
+
+    /// Whether a reader whose snapshot is at store revision `revision` can use the
+    /// index; if not, a newer snapshot can.
+    pub(crate) fn serves(&self, revision: u64) -> bool {
+        revision >= self.floor
+    }
+
+    /// The lowest snapshot revision the index serves.
+    pub(crate) fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Records a change of `key` at `at`, a deletion when `deleted`.
+    fn push(&mut self, key: &[u8], at: Position, deleted: bool) {
+        let change = Change { at, deleted };
+        match self.keys.get_mut(key) {
+            Some(changes) => changes.push(change),
+            None => {
+                self.keys.insert(key.to_vec(), vec![change]);
+            }
+        }
+    }
+
+    /// Where the value `key` had at `revision` is stored; `None` when it had none.
+    fn live(changes: &[Change], revision: u64) -> Option<Position> {
+        let visible = changes.partition_point(|change| change.at.0 <= revision);
+        changes[..visible].last().filter(|change| !change.deleted).map(|change| change.at)
+    }
+
+    /// The live keys in `span` at `revision`, in key order, and where their values are.
+    fn range(&self, span: KeySpan<'_>, revision: u64) -> Vec<Position> {
+        let live = |changes: &Vec<Change>| Self::live(changes, revision);
+        match span {
+            _ if span.is_empty() => Vec::new(),
+            KeySpan::Single(key) => self.keys.get(key).and_then(live).into_iter().collect(),
+            KeySpan::From(key) => {
+                let keys = self.keys.range::<[u8], _>((Bound::Included(key), Bound::Unbounded));
+                keys.filter_map(|(_, changes)| live(changes)).collect()
+            }
+            KeySpan::Range(key, end) => {
+                let keys = self.keys.range::<[u8], _>((Bound::Included(key), Bound::Excluded(end)));
+                keys.filter_map(|(_, changes)| live(changes)).collect()
+            }
+        }
+    }
+
+    /// The value `key` had just before its change at `at`, if it had one.
+    fn before(&self, key: &[u8], at: Position) -> Option<Position> {
+        let changes = self.keys.get(key)?;
+        let earlier = changes.partition_point(|change| change.at < at);
+        changes[..earlier].last().filter(|change| !change.deleted).map(|change| change.at)
+    }
+
+    /// The changes no read at `revision` or later can see: of each key, all but its
+    /// last change at or before `revision`, and that one too when it is a deletion.
+    fn obsolete(&self, revision: u64) -> Vec<Position> {
+        let mut doomed = Vec::new();
+        for changes in self.keys.values() {
+            let visible = changes.partition_point(|change| change.at.0 <= revision);
+            let Some(last) = visible.checked_sub(1) else { continue };
+            doomed.extend(changes[..last].iter().map(|change| change.at));
+            if changes[last].deleted {
+                doomed.push(changes[last].at);
+            }
+        }
+        doomed
+    }
+
+    /// Forgets what compaction at `revision` dropped from the `kv` table, once its
+    /// transaction has committed.
+    pub(crate) fn compact(&mut self, revision: u64) {
+        self.keys.retain(|_, changes| {
+            let visible = changes.partition_point(|change| change.at.0 <= revision);
+            if let Some(last) = visible.checked_sub(1) {
+                let keep_last = usize::from(!changes[last].deleted);
+                changes.drain(..visible - keep_last);
+            }
+            !changes.is_empty()
+        });
+        self.floor = self.floor.max(revision);
+    }
+
+    /// Makes readers of snapshots below `revision` take new ones: the index was
+    /// replaced by one restored at `revision`.
+    pub(crate) fn restored_at(&mut self, revision: u64) {
+        self.floor = self.floor.max(revision);
+    }
+}
+
+/// Builds the shared key index from the `kv` table in `db`.
+pub(crate) fn load_index(db: &redb::Database) -> Result<SharedIndex, StorageError> {
+    use redb::ReadableDatabase as _;
+    let txn = db.begin_read()?;
+    Ok(Arc::new(RwLock::new(KeyIndex::load(&txn.open_table(KV)?)?)))
+}
+
+fn get(kv: &impl ReadableTable<Position, &'static [u8]>, at: Position) -> Result<KeyValue, StorageError> {
+    let value = kv.get(at)?.ok_or(StorageError::Corrupt("key index names a missing change"))?;
+    decode(value.value())
+}
+
+/// The live keys in `span` as they were at `revision`, in key order.
+pub(crate) fn range(
+    kv: &impl ReadableTable<Position, &'static [u8]>,
+    index: &KeyIndex,
     span: KeySpan<'_>,
     revision: u64,
 ) -> Result<Vec<KeyValue>, StorageError> {
-    let mut kvs = Vec::new();
-    if span.is_empty() {
-        return Ok(kvs);
-    }
-    let entries = match span {
-        KeySpan::Single(key) => history.range((key, 0)..=(key, u64::MAX))?,
-        KeySpan::From(key) => history.range((key, 0)..)?,
-        KeySpan::Range(key, end) => history.range((key, 0)..(end, 0))?,
-    };
-    // Entries come grouped by key, revisions ascending: keep each key's last one at
-    // or before `revision`.
-    let mut current: Option<(Vec<u8>, Option<KeyValue>)> = None;
-    for entry in entries {
-        let (stored_key, value) = entry?;
-        let (key, stored_revision) = stored_key.value();
-        if current.as_ref().is_none_or(|(held, _)| held.as_slice() != key) {
-            if let Some((_, Some(kv))) = current.take() {
-                kvs.push(kv);
-            }
-            current = Some((key.to_vec(), None));
-        }
-        if stored_revision <= revision
-            && let Some((_, visible)) = current.as_mut()
-        {
-            let kv = decode(value.value())?;
-            *visible = (kv.version != 0).then_some(kv);
-        }
-    }
-    if let Some((_, Some(kv))) = current {
-        kvs.push(kv);
-    }
-    Ok(kvs)
+    index.range(span, revision).into_iter().map(|at| get(kv, at)).collect()
+}
+
+/// The live value of `key` at `revision`.
+pub(crate) fn live(
+    kv: &impl ReadableTable<Position, &'static [u8]>,
+    index: &KeyIndex,
+    key: &[u8],
+    revision: u64,
+) -> Result<Option<KeyValue>, StorageError> {
+    index.keys.get(key).and_then(|changes| KeyIndex::live(changes, revision)).map(|at| get(kv, at)).transpose()
 }
 
 /// The store's counters, kept by the apply loop and persisted with every change.
@@ -148,9 +252,8 @@ impl Revisions {
 
 /// Writes at one revision: a put or delete request, or every write of a txn.
 pub(crate) struct Writer<'a, 'txn> {
-    pub(crate) history: &'a mut HistoryTable<'txn>,
-    pub(crate) latest: &'a mut LatestTable<'txn>,
-    pub(crate) log: &'a mut EventsTable<'txn>,
+    pub(crate) kv: &'a mut KvTable<'txn>,
+    pub(crate) index: &'a mut KeyIndex,
     /// The changes made, in order, for watchers.
     pub(crate) events: Vec<Event>,
     /// The revision the writes get.
@@ -162,7 +265,7 @@ pub(crate) struct Writer<'a, 'txn> {
 impl Writer<'_, '_> {
     /// The live value of `key`, seeing this writer's own writes.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-        self.latest.get(key)?.map(|value| decode(value.value())).transpose()
+        live(&*self.kv, self.index, key, self.revision)
     }
 
     /// Puts `key`, returning its previous live value.
@@ -181,21 +284,16 @@ impl Writer<'_, '_> {
             value,
             lease,
         };
-        let encoded = kv.encode_to_vec();
-        self.latest.insert(key, encoded.as_slice())?;
-        self.history.insert((key, self.revision), encoded.as_slice())?;
         self.record(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: previous.clone() })?;
         Ok(previous)
     }
 
     /// Deletes the live keys in `span`, returning them.
     pub(crate) fn delete(&mut self, span: KeySpan<'_>) -> Result<Vec<KeyValue>, StorageError> {
-        let deleted = range_latest(self.latest, span)?;
+        let deleted = range(&*self.kv, self.index, span, self.revision)?;
         for kv in &deleted {
-            self.latest.remove(kv.key.as_slice())?;
             let tombstone =
                 KeyValue { key: kv.key.clone(), mod_revision: self.revision as i64, ..KeyValue::default() };
-            self.history.insert((kv.key.as_slice(), self.revision), tombstone.encode_to_vec().as_slice())?;
             self.record(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(tombstone),
@@ -205,105 +303,106 @@ impl Writer<'_, '_> {
         Ok(deleted)
     }
 
+    /// Stores a change at the next position of this revision.
     fn record(&mut self, event: Event) -> Result<(), StorageError> {
-        let position =
-            u32::try_from(self.events.len()).map_err(|_| StorageError::Corrupt("too many changes"))?;
-        let key = event.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or_default();
-        self.log.insert((self.revision, position), key)?;
+        let sub = u32::try_from(self.events.len()).map_err(|_| StorageError::Corrupt("too many changes"))?;
+        let kv = event.kv.as_ref().ok_or(StorageError::Corrupt("change without a key"))?;
+        self.kv.insert((self.revision, sub), kv.encode_to_vec().as_slice())?;
+        self.index.push(&kv.key, (self.revision, sub), kv.version == 0);
         self.events.push(event);
         self.wrote = true;
         Ok(())
     }
 }
 
-/// Drops every revision below `revision` that no read at `revision` or later can see:
-/// of each key, all but its last revision at or before `revision`, and that one too
-/// when it is a tombstone.
-pub(crate) fn compact(history: &mut HistoryTable<'_>, revision: u64) -> Result<usize, StorageError> {
-    let mut doomed: Vec<(Vec<u8>, u64)> = Vec::new();
-    {
-        let mut last: Option<(Vec<u8>, u64, bool)> = None;
-        for entry in history.iter()? {
-            let (stored_key, value) = entry?;
-            let (key, stored_revision) = stored_key.value();
-            if stored_revision > revision {
-                continue;
-            }
-            let tombstone = decode(value.value())?.version == 0;
-            // The entry held is superseded by this one of the same key, or is its key's
-            // last at or before `revision` and is kept unless it is a tombstone.
-            if let Some((held, held_revision, held_tombstone)) = last.take()
-                && (held.as_slice() == key || held_tombstone)
-            {
-                doomed.push((held, held_revision));
-            }
-            last = Some((key.to_vec(), stored_revision, tombstone));
-        }
-        if let Some((held, held_revision, true)) = last {
-            doomed.push((held, held_revision));
-        }
-    }
-    for (key, stored_revision) in &doomed {
-        history.remove((key.as_slice(), *stored_revision))?;
+/// Drops from `kv` every change that no read at `revision` or later can see; the
+/// index forgets them with [`KeyIndex::compact`] once this commits.
+pub(crate) fn compact(kv: &mut KvTable<'_>, index: &KeyIndex, revision: u64) -> Result<usize, StorageError> {
+    let doomed = index.obsolete(revision);
+    for at in &doomed {
+        kv.remove(*at)?;
     }
     Ok(doomed.len())
 }
 
 /// The key-value tables of a write transaction.
 pub(crate) struct Tables<'txn> {
-    pub(crate) history: HistoryTable<'txn>,
-    pub(crate) latest: LatestTable<'txn>,
-    pub(crate) log: EventsTable<'txn>,
+    pub(crate) kv: KvTable<'txn>,
     pub(crate) meta: Table<'txn, &'static str, u64>,
 }
 
 /// Opens the key-value tables of a write transaction.
 pub(crate) fn open_tables(txn: &redb::WriteTransaction) -> Result<Tables<'_>, StorageError> {
-    Ok(Tables {
-        history: txn.open_table(KV_HISTORY)?,
-        latest: txn.open_table(KV_LATEST)?,
-        log: txn.open_table(KV_EVENTS)?,
-        meta: txn.open_table(META)?,
-    })
-}
-
-/// Drops the change log below `revision`, which compaction made unreadable.
-pub(crate) fn compact_log(log: &mut EventsTable<'_>, revision: u64) -> Result<(), StorageError> {
-    log.retain_in(..(revision, 0), |_, _| false)?;
-    Ok(())
+    Ok(Tables { kv: txn.open_table(KV)?, meta: txn.open_table(META)? })
 }
 
 /// The changes to keys in `span` from revision `from` on, in revision order, at most
 /// `limit` of them (more may follow when as many come back): each with its revision.
 pub(crate) fn events_since(
-    log: &impl ReadableTable<(u64, u32), &'static [u8]>,
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    kv: &impl ReadableTable<Position, &'static [u8]>,
+    index: &KeyIndex,
     span: KeySpan<'_>,
     from: u64,
     limit: usize,
 ) -> Result<Vec<(u64, Event)>, StorageError> {
     let mut events = Vec::new();
-    for entry in log.range((from, 0)..)? {
+    for entry in kv.range((from, 0)..)? {
         if events.len() >= limit {
             break;
         }
-        let (position, key) = entry?;
-        let (revision, _) = position.value();
-        let key = key.value();
-        if !span.contains(key) {
+        let (at, value) = entry?;
+        let at = at.value();
+        let kv_now = decode(value.value())?;
+        if !span.contains(&kv_now.key) {
             continue;
         }
-        let kv = match history.get((key, revision))? {
-            Some(value) => decode(value.value())?,
-            None => continue,
-        };
-        let previous = history.range((key, 0)..(key, revision))?.next_back().transpose()?;
-        let prev_kv = match previous {
-            Some((_, value)) => Some(decode(value.value())?).filter(|kv| kv.version != 0),
+        // The change before one at the compaction revision itself may be compacted.
+        let prev_kv = match index.before(&kv_now.key, at) {
+            Some(before) => kv.get(before)?.map(|value| decode(value.value())).transpose()?,
             None => None,
         };
-        let kind = if kv.version == 0 { EventType::Delete } else { EventType::Put };
-        events.push((revision, Event { r#type: kind as i32, kv: Some(kv), prev_kv }));
+        let kind = if kv_now.version == 0 { EventType::Delete } else { EventType::Put };
+        events.push((at.0, Event { r#type: kind as i32, kv: Some(kv_now), prev_kv }));
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(index: &mut KeyIndex, key: &str, revision: u64, deleted: bool) {
+        index.push(key.as_bytes(), (revision, 0), deleted);
+    }
+
+    #[test]
+    fn reads_see_each_key_as_it_was_at_their_revision() {
+        let mut index = KeyIndex::default();
+        change(&mut index, "a", 2, false);
+        change(&mut index, "b", 3, false);
+        change(&mut index, "a", 4, true);
+        change(&mut index, "a", 5, false);
+        assert_eq!(index.range(KeySpan::From(b""), 3), [(2, 0), (3, 0)]);
+        assert_eq!(index.range(KeySpan::From(b""), 4), [(3, 0)]);
+        assert_eq!(index.range(KeySpan::Single(b"a"), 9), [(5, 0)]);
+        assert_eq!(index.range(KeySpan::Range(b"a", b"b"), 1), []);
+        assert_eq!(index.before(b"a", (5, 0)), None, "the change before is a deletion");
+        assert_eq!(index.before(b"a", (4, 0)), Some((2, 0)));
+    }
+
+    #[test]
+    fn compaction_keeps_what_reads_at_or_after_it_can_see() {
+        let mut index = KeyIndex::default();
+        change(&mut index, "a", 2, false);
+        change(&mut index, "a", 3, false);
+        change(&mut index, "b", 4, false);
+        change(&mut index, "b", 5, true);
+        change(&mut index, "a", 6, false);
+        assert_eq!(index.obsolete(5), [(2, 0), (4, 0), (5, 0)]);
+        index.compact(5);
+        assert!(!index.serves(4) && index.serves(5));
+        assert_eq!(index.range(KeySpan::From(b""), 5), [(3, 0)]);
+        assert_eq!(index.range(KeySpan::From(b""), 6), [(6, 0)]);
+        assert!(!index.keys.contains_key(b"b".as_slice()));
+    }
 }

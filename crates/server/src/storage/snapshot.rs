@@ -1,8 +1,8 @@
 //! The state machine as bytes, for raft snapshots sent to members that fell behind
 //! the leader's compacted log.
 //!
-//! A snapshot holds every table the state machine owns: the key history (from which
-//! the live keys are rebuilt), the change log, leases, the auth store and the store
+//! A snapshot holds every table the state machine owns: every change of every key
+//! (from which the key index is rebuilt), leases, the auth store and the store
 //! revisions. Restoring one replaces all of it, with the applied index, in one
 //! transaction.
 
@@ -10,14 +10,12 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::mvcc::Revisions;
-use super::{AUTH, KV_EVENTS, KV_HISTORY, KV_LATEST, LEASES, MEMBERS, META, StorageError};
+use super::{AUTH, KV, LEASES, MEMBERS, META, StorageError};
 
 #[derive(Clone, PartialEq, Message)]
 struct StateSnapshot {
     #[prost(message, repeated, tag = "1")]
-    history: Vec<HistoryEntry>,
-    #[prost(message, repeated, tag = "2")]
-    events: Vec<EventEntry>,
+    changes: Vec<Change>,
     #[prost(message, repeated, tag = "3")]
     leases: Vec<LeaseEntry>,
     #[prost(bytes = "vec", tag = "4")]
@@ -32,24 +30,15 @@ struct StateSnapshot {
     members: Vec<cairn_api::etcdserverpb::Member>,
 }
 
+/// One row of the `kv` table.
 #[derive(Clone, PartialEq, Message)]
-struct HistoryEntry {
-    #[prost(bytes = "vec", tag = "1")]
-    key: Vec<u8>,
-    #[prost(uint64, tag = "2")]
-    revision: u64,
-    #[prost(bytes = "vec", tag = "3")]
-    value: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct EventEntry {
+struct Change {
     #[prost(uint64, tag = "1")]
     revision: u64,
     #[prost(uint32, tag = "2")]
-    position: u32,
+    sub: u32,
     #[prost(bytes = "vec", tag = "3")]
-    key: Vec<u8>,
+    value: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -74,15 +63,10 @@ pub(crate) fn take(db: &Database) -> Result<(u64, Vec<u8>), StorageError> {
         applied_index,
         ..StateSnapshot::default()
     };
-    for entry in txn.open_table(KV_HISTORY)?.iter()? {
-        let (key, value) = entry?;
-        let (key, revision) = key.value();
-        snapshot.history.push(HistoryEntry { key: key.to_vec(), revision, value: value.value().to_vec() });
-    }
-    for entry in txn.open_table(KV_EVENTS)?.iter()? {
-        let (position, key) = entry?;
-        let (revision, position) = position.value();
-        snapshot.events.push(EventEntry { revision, position, key: key.value().to_vec() });
+    for entry in txn.open_table(KV)?.iter()? {
+        let (at, value) = entry?;
+        let (revision, sub) = at.value();
+        snapshot.changes.push(Change { revision, sub, value: value.value().to_vec() });
     }
     for entry in txn.open_table(LEASES)?.iter()? {
         let (id, ttls) = entry?;
@@ -104,9 +88,7 @@ pub(crate) fn take(db: &Database) -> Result<(u64, Vec<u8>), StorageError> {
 /// Replaces the state machine in `txn` with `data`, applied up to `index`.
 pub(crate) fn restore(txn: &WriteTransaction, data: &[u8], index: u64) -> Result<(), StorageError> {
     let snapshot = StateSnapshot::decode(data).map_err(|_| StorageError::Corrupt("state snapshot"))?;
-    let mut history = txn.open_table(KV_HISTORY)?;
-    let mut latest = txn.open_table(KV_LATEST)?;
-    let mut events = txn.open_table(KV_EVENTS)?;
+    let mut kv = txn.open_table(KV)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut auth = txn.open_table(AUTH)?;
     let mut meta = txn.open_table(META)?;
@@ -115,25 +97,11 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &[u8], index: u64) -> Result
     for member in &snapshot.members {
         members.insert(member.id, member.encode_to_vec().as_slice())?;
     }
-    history.retain(|_, _| false)?;
-    latest.retain(|_, _| false)?;
-    events.retain(|_, _| false)?;
+    kv.retain(|_, _| false)?;
     leases.retain(|_, _| false)?;
     auth.retain(|_, _| false)?;
-    for entry in &snapshot.history {
-        history.insert((entry.key.as_slice(), entry.revision), entry.value.as_slice())?;
-        // Entries come by key, revisions ascending: the last one of a key is its
-        // current state, live unless it is a tombstone.
-        let kv = cairn_api::mvccpb::KeyValue::decode(entry.value.as_slice())
-            .map_err(|_| StorageError::Corrupt("key-value record"))?;
-        if kv.version == 0 {
-            latest.remove(entry.key.as_slice())?;
-        } else {
-            latest.insert(entry.key.as_slice(), entry.value.as_slice())?;
-        }
-    }
-    for entry in &snapshot.events {
-        events.insert((entry.revision, entry.position), entry.key.as_slice())?;
+    for change in &snapshot.changes {
+        kv.insert((change.revision, change.sub), change.value.as_slice())?;
     }
     for entry in &snapshot.leases {
         leases.insert(entry.id, (entry.ttl, entry.remaining))?;
