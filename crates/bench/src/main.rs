@@ -11,6 +11,11 @@ mod report;
 
 use clap::{Parser, Subcommand};
 
+/// The load generator shares the machine with the servers it measures: the less CPU
+/// it takes per request, the more they get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "cairn-bench", about = "Load for etcd v3 endpoints; Cairn against etcd side by side")]
 struct Cli {
