@@ -276,7 +276,11 @@ impl Service {
     /// when a compaction or restore made the index move past the first one.
     pub(crate) fn view<T>(
         &self,
-        read: impl FnOnce(&ReadOnlyTable<Position, &'static [u8]>, &KeyIndex, Revisions) -> Result<T, StorageError>,
+        read: impl FnOnce(
+            &ReadOnlyTable<Position, &'static [u8]>,
+            &KeyIndex,
+            Revisions,
+        ) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         loop {
             let txn = self.db.begin_read()?;

@@ -224,7 +224,12 @@ pub(crate) fn live(
     key: &[u8],
     revision: u64,
 ) -> Result<Option<KeyValue>, StorageError> {
-    index.keys.get(key).and_then(|changes| KeyIndex::live(changes, revision)).map(|at| get(kv, at)).transpose()
+    index
+        .keys
+        .get(key)
+        .and_then(|changes| KeyIndex::live(changes, revision))
+        .map(|at| get(kv, at))
+        .transpose()
 }
 
 /// The store's counters, kept by the apply loop and persisted with every change.

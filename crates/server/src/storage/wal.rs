@@ -211,7 +211,8 @@ impl Wal {
             },
             None => {
                 let path = segment_path(dir, 0);
-                let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io)?;
+                let file =
+                    OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io)?;
                 sync_dir(dir)?;
                 Self {
                     dir: dir.to_owned(),
@@ -371,7 +372,8 @@ fn replay(recovered: &mut Recovered, kind: u8, payload: &[u8]) -> Result<u64, St
             Ok(index)
         }
         HARD_STATE => {
-            recovered.hard_state = Some(HardState::parse_from_bytes(payload).map_err(|_| decode("wal hard state"))?);
+            recovered.hard_state =
+                Some(HardState::parse_from_bytes(payload).map_err(|_| decode("wal hard state"))?);
             Ok(0)
         }
         COMPACT => {
@@ -410,8 +412,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, recovered) = Wal::open(dir.path()).unwrap();
         assert!(recovered.entries.is_empty() && recovered.hard_state.is_none());
-        wal.append(&[entry(1, 1), entry(2, 1)], Some(&HardState { term: 1, vote: 7, commit: 1, ..Default::default() }), true)
-            .unwrap();
+        wal.append(
+            &[entry(1, 1), entry(2, 1)],
+            Some(&HardState { term: 1, vote: 7, commit: 1, ..Default::default() }),
+            true,
+        )
+        .unwrap();
         wal.append(&[entry(3, 1)], None, true).unwrap();
         drop(wal);
         let (_, recovered) = Wal::open(dir.path()).unwrap();
