@@ -25,6 +25,9 @@ pub(crate) struct CompareOptions {
     /// Members per cluster (1 or more); clients spread over all of them.
     #[arg(long, default_value_t = 1)]
     members: usize,
+    /// Write an SVG plot of each server's latency distribution (all runs) here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     #[command(flatten)]
     load: LoadOptions,
 }
@@ -93,12 +96,14 @@ async fn one_run(
     is_etcd: bool,
     members: usize,
     options: &LoadOptions,
-) -> anyhow::Result<(Summary, Option<ProcessUsage>)> {
+) -> anyhow::Result<(Summary, Option<ProcessUsage>, Vec<Duration>)> {
     let server = start(binary, is_etcd, members)?;
     // The first requests wait for a leader; a warm-up, retried until the cluster
     // answers, keeps that out of the figures.
     let mut warm_up = options.clone();
-    warm_up.total = 100;
+    warm_up.total = Some(100);
+    warm_up.duration = None;
+    warm_up.quiet = true;
     warm_up.clients = 1;
     warm_up.workload = load::Workload::Put;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -116,7 +121,7 @@ async fn one_run(
         cpu_seconds: usages.iter().map(|u| u.cpu_seconds).sum(),
         peak_rss_bytes: usages.iter().map(|u| u.peak_rss_bytes).sum(),
     });
-    Ok((report::summarize(&result), usage))
+    Ok((report::summarize(&result), usage, result.latencies))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -138,10 +143,15 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
         println!("etcd not found at {}: measuring Cairn alone", options.etcd.display());
     }
     let mut results: Vec<Vec<(Summary, Option<ProcessUsage>)>> = vec![Vec::new(); servers.len()];
+    let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
     for run in 0..options.runs {
         // Alternate, so that drift in the machine's state hits both alike.
         for (index, (name, binary, is_etcd)) in servers.iter().enumerate() {
-            let (summary, usage) = one_run(binary, *is_etcd, options.members.max(1), &options.load).await?;
+            let (summary, usage, run_latencies) =
+                one_run(binary, *is_etcd, options.members.max(1), &options.load).await?;
+            if options.plot.is_some() {
+                latencies[index].extend(run_latencies);
+            }
             println!(
                 "run {run} {name:>5}: {:>9.1} req/s, avg {:.3} ms, p99 {:.3} ms",
                 summary.qps, summary.average_ms, summary.p99_ms
@@ -149,18 +159,30 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
             results[index].push((summary, usage));
         }
     }
-    println!(
-        "\n{} member(s), {:?}, {} clients, {} conns, {} requests, {}-byte keys over {}, {}-byte values; medians of {}:",
+    let limit = match (options.load.total, options.load.duration) {
+        (None, Some(seconds)) => format!("{seconds} s"),
+        _ => format!("{} requests", options.load.total()),
+    };
+    let title = format!(
+        "{} member(s), {:?}, {} clients, {} conns, {limit}, {}-byte keys over {}, {}-byte values",
         options.members,
         options.load.workload,
         options.load.clients,
         options.load.conns,
-        options.load.total,
         options.load.key_size,
         options.load.key_space,
         options.load.val_size,
-        options.runs
     );
+    println!("\n{title}; medians of {}:", options.runs);
+    if let Some(path) = &options.plot {
+        for series in &mut latencies {
+            series.sort_unstable();
+        }
+        let named: Vec<(&str, &[Duration])> =
+            servers.iter().zip(&latencies).map(|((name, _, _), series)| (*name, series.as_slice())).collect();
+        std::fs::write(path, crate::plot::latency_svg(&title, &named))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     println!(
         "{:>6} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9}",
         "server", "req/s", "avg ms", "p50 ms", "p99 ms", "cpu s", "rss MiB"

@@ -43,9 +43,12 @@ pub(crate) struct LoadOptions {
     /// gRPC connections the clients share.
     #[arg(long, default_value_t = 1)]
     pub(crate) conns: usize,
-    /// Requests in all.
-    #[arg(long, default_value_t = 10_000)]
-    pub(crate) total: u64,
+    /// Requests in all [default: 10000, or no limit with `--duration`].
+    #[arg(long)]
+    pub(crate) total: Option<u64>,
+    /// Seconds to send for, at most; the run also ends at `--total` requests.
+    #[arg(long)]
+    pub(crate) duration: Option<f64>,
     /// Key size in bytes.
     #[arg(long, default_value_t = 8)]
     pub(crate) key_size: usize,
@@ -64,6 +67,95 @@ pub(crate) struct LoadOptions {
     /// Watchers for the watch workload, all on one stream.
     #[arg(long, default_value_t = 1000)]
     pub(crate) watchers: usize,
+    /// No progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+impl LoadOptions {
+    /// The most requests the run sends.
+    pub(crate) fn total(&self) -> u64 {
+        self.total.unwrap_or(if self.duration.is_some() { u64::MAX } else { 10_000 })
+    }
+}
+
+/// What a run may still send: request numbers up to `--total`, until `--duration`
+/// has passed; and how many came back, for the progress bar.
+#[derive(Debug)]
+struct Budget {
+    next: AtomicU64,
+    done: AtomicU64,
+    total: u64,
+    started: Instant,
+    duration: Option<Duration>,
+}
+
+impl Budget {
+    fn new(options: &LoadOptions) -> Arc<Self> {
+        Arc::new(Self {
+            next: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            total: options.total(),
+            started: Instant::now(),
+            duration: options.duration.map(Duration::from_secs_f64),
+        })
+    }
+
+    /// The next request's number, or `None` when the run is over.
+    fn take(&self) -> Option<u64> {
+        if self.duration.is_some_and(|duration| self.started.elapsed() >= duration) {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n < self.total).then_some(n)
+    }
+
+    fn finished_one(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Draws a progress bar on stderr, when it is a terminal, until dropped.
+    fn show(self: &Arc<Self>, options: &LoadOptions) -> Option<Progress> {
+        use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+        if options.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return None;
+        }
+        let by_time = self.duration.filter(|_| self.total == u64::MAX);
+        let length = by_time.map_or(self.total, |duration| duration.as_millis() as u64);
+        let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
+        let template = if by_time.is_some() {
+            "{bar:40} {elapsed}/{duration} {msg}"
+        } else {
+            "{bar:40} {pos}/{len} requests {msg}"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let (budget, shown) = (Arc::clone(self), bar.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let done = budget.done.load(Ordering::Relaxed);
+                let elapsed = budget.started.elapsed();
+                shown.set_position(if by_time.is_some() { elapsed.as_millis() as u64 } else { done });
+                shown.set_message(format!("{:.0} req/s", done as f64 / elapsed.as_secs_f64()));
+            }
+        });
+        Some(Progress { bar, task })
+    }
+}
+
+/// A progress bar on screen; cleared when dropped.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
 }
 
 /// What a run measured.
@@ -101,23 +193,23 @@ pub(crate) async fn run(endpoints: &[String], options: &LoadOptions) -> anyhow::
         // Something to read: the key space, once.
         prefill(&channels[0], options).await?;
     }
-    let next = Arc::new(AtomicU64::new(0));
+    let budget = Budget::new(options);
+    let progress = budget.show(options);
     let value = Arc::new(vec![b'v'; options.val_size]);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..options.clients.max(1) {
         let mut kv =
             KvClient::new(channels[client % channels.len()].clone()).max_decoding_message_size(usize::MAX);
-        let (next, value, options) = (Arc::clone(&next), Arc::clone(&value), options.clone());
+        let (budget, value, options) = (Arc::clone(&budget), Arc::clone(&value), options.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             // A small per-client generator that can cross await points.
             let mut rng = rand::rngs::SmallRng::seed_from_u64(client as u64);
             loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= options.total {
+                let Some(n) = budget.take() else {
                     return Ok::<_, anyhow::Error>(latencies);
-                }
+                };
                 let key_number = if options.sequential_keys {
                     n % options.key_space
                 } else {
@@ -147,14 +239,16 @@ pub(crate) async fn run(endpoints: &[String], options: &LoadOptions) -> anyhow::
                     }
                 }
                 latencies.push(sent.elapsed());
+                budget.finished_one();
             }
         }));
     }
-    let mut latencies = Vec::with_capacity(options.total as usize);
+    let mut latencies = Vec::with_capacity(options.total().min(10_000_000) as usize);
     for task in tasks {
         latencies.extend(task.await??);
     }
     let elapsed = started.elapsed();
+    drop(progress);
     latencies.sort_unstable();
     Ok(LoadResult { elapsed, latencies })
 }
@@ -195,7 +289,11 @@ async fn watch(channel: &Channel, options: &LoadOptions) -> anyhow::Result<LoadR
         let response = responses.message().await?.context("the watch stream ended")?;
         created += usize::from(response.created);
     }
-    let expected = options.total as usize * options.watchers;
+    anyhow::ensure!(
+        options.duration.is_none(),
+        "the watch workload runs to --total puts, not for a duration"
+    );
+    let expected = options.total() as usize * options.watchers;
     let started = Instant::now();
     let writer = {
         let mut put_options = options.clone();
@@ -229,7 +327,7 @@ async fn run_puts(channel: &Channel, options: &LoadOptions) -> anyhow::Result<()
         tasks.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= options.total {
+                if n >= options.total() {
                     return Ok::<_, anyhow::Error>(());
                 }
                 let put = PutRequest {
@@ -254,16 +352,17 @@ async fn keep_alive(channels: &[Channel], options: &LoadOptions) -> anyhow::Resu
     use cairn_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
     let mut lease = LeaseClient::new(channels[0].clone());
     let id = lease.lease_grant(LeaseGrantRequest { ttl: 600, id: 0 }).await?.into_inner().id;
-    let next = Arc::new(AtomicU64::new(0));
+    let budget = Budget::new(options);
+    let progress = budget.show(options);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..options.clients.max(1) {
         let mut lease = LeaseClient::new(channels[client % channels.len()].clone());
-        let (next, total) = (Arc::clone(&next), options.total);
+        let budget = Arc::clone(&budget);
         tasks.push(tokio::spawn(async move {
             let (requests, outgoing) = tokio::sync::mpsc::channel(1);
             let mut latencies = Vec::new();
-            if next.fetch_add(1, Ordering::Relaxed) >= total {
+            if budget.take().is_none() {
                 return Ok(latencies);
             }
             // The first request goes before the call: a grpc-go server (etcd) sends no
@@ -278,7 +377,8 @@ async fn keep_alive(channels: &[Channel], options: &LoadOptions) -> anyhow::Resu
                     .context("the keep-alive stream ended")?;
                 anyhow::ensure!(response.ttl > 0, "the lease is gone");
                 latencies.push(sent.elapsed());
-                if next.fetch_add(1, Ordering::Relaxed) >= total {
+                budget.finished_one();
+                if budget.take().is_none() {
                     return Ok::<_, anyhow::Error>(latencies);
                 }
                 sent = Instant::now();
@@ -291,6 +391,7 @@ async fn keep_alive(channels: &[Channel], options: &LoadOptions) -> anyhow::Resu
         latencies.extend(task.await??);
     }
     let elapsed = started.elapsed();
+    drop(progress);
     latencies.sort_unstable();
     Ok(LoadResult { elapsed, latencies })
 }

@@ -7,6 +7,7 @@
 
 mod compare;
 mod load;
+mod plot;
 mod report;
 
 use clap::{Parser, Subcommand};
