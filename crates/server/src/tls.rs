@@ -151,6 +151,8 @@ pub(crate) fn accept(
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            // Small raft and gRPC frames must not wait for the peer's delayed ACK.
+            let _ = tcp.set_nodelay(true);
             let (acceptor, sender) = (acceptor.clone(), sender.clone());
             tokio::spawn(async move {
                 // A client that fails or stalls the handshake is dropped.

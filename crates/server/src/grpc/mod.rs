@@ -313,6 +313,13 @@ impl Credentials {
     }
 }
 
+/// Plain TCP connections accepted on `listener`, with `TCP_NODELAY`: without it a
+/// small frame written while another is unacknowledged waits for the peer's delayed
+/// ACK (40 ms on Linux), which made every linearizable read on a follower take 44 ms.
+fn plain_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves the peer service on every peer listener until the process ends.
 pub(crate) fn serve_peers(
     services: crate::transport::PeerServices,
@@ -336,7 +343,7 @@ pub(crate) fn serve_peers(
             }
             (true, None) => tracing::error!("an https:// peer URL without peer TLS files: not serving it"),
             (false, _) => {
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                let incoming = plain_incoming(listener);
                 tokio::spawn(async move {
                     if let Err(error) = router.serve_with_incoming(incoming).await {
                         tracing::error!(%error, "peer server failed");
@@ -378,7 +385,7 @@ pub(crate) async fn serve(
             });
             info!(address = %addr, "serving client traffic securely");
         } else {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let incoming = plain_incoming(listener);
             servers.spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, server_shutdown)
@@ -408,4 +415,19 @@ pub(crate) async fn serve(
     }
     info!("stopped serving client traffic");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_frames_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut incoming = super::plain_incoming(listener);
+        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }
