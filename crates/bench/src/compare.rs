@@ -184,8 +184,8 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!(
-        "{:>6} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9}",
-        "server", "req/s", "avg ms", "p50 ms", "p99 ms", "cpu s", "rss MiB"
+        "{:>6} {:>10} {:>9} {:>9} {:>9} {:>11} {:>9}",
+        "server", "req/s", "avg ms", "p50 ms", "p99 ms", "cpu µs/req", "rss MiB"
     );
     let mut medians = Vec::new();
     for ((name, _, _), runs) in servers.iter().zip(&results) {
@@ -195,11 +195,12 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
             pick(|r| r.0.average_ms),
             pick(|r| r.0.p50_ms),
             pick(|r| r.0.p99_ms),
-            pick(|r| r.1.map_or(f64::NAN, |u| u.cpu_seconds)),
+            // Server CPU (all members) per measured request; start and warm-up included.
+            pick(|r| r.1.map_or(f64::NAN, |u| u.cpu_seconds * 1e6 / r.0.requests.max(1) as f64)),
             pick(|r| r.1.map_or(f64::NAN, |u| u.peak_rss_bytes as f64 / 1048576.0)),
         ];
         println!(
-            "{name:>6} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>8.2} {:>9.1}",
+            "{name:>6} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>11.1} {:>9.1}",
             row[0], row[1], row[2], row[3], row[4], row[5]
         );
         medians.push(row);
@@ -207,7 +208,7 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
     if medians.len() == 2 {
         let ratio: Vec<f64> = medians[0].iter().zip(&medians[1]).map(|(c, e)| c / e).collect();
         println!(
-            "{:>6} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>9.2}   (Cairn / etcd)",
+            "{:>6} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>9.2}   (Cairn / etcd)",
             "ratio", ratio[0], ratio[1], ratio[2], ratio[3], ratio[4], ratio[5]
         );
     }

@@ -221,7 +221,7 @@ impl WatchStreamTask {
             return self.send(response).await;
         }
         self.watchers.insert(id, watcher);
-        self.catch_up(id).await
+        self.catch_up(&[id]).await
     }
 
     /// Delivers one published revision to every watcher that has not seen it. A
@@ -234,9 +234,7 @@ impl WatchStreamTask {
             .filter(|(_, watcher)| watcher.next < batch.revision)
             .map(|(id, _)| *id)
             .collect();
-        for id in behind {
-            self.catch_up(id).await?;
-        }
+        self.catch_up(&behind).await?;
         let mut responses = Vec::new();
         for (id, watcher) in &mut self.watchers {
             if batch.revision < watcher.next {
@@ -257,39 +255,55 @@ impl WatchStreamTask {
 
     async fn catch_up_all(&mut self) -> Result<(), Gone> {
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
-        for id in ids {
-            self.catch_up(id).await?;
-        }
-        Ok(())
+        self.catch_up(&ids).await
     }
 
-    /// Reads the changes a watcher has not seen yet from disk, up to now.
-    async fn catch_up(&mut self, id: i64) -> Result<(), Gone> {
+    /// Reads the changes the watchers `ids` have not seen yet from disk, up to now:
+    /// one read for all of them, from the earliest revision any of them needs (as
+    /// etcd syncs its unsynced watchers as a group).
+    async fn catch_up(&mut self, ids: &[i64]) -> Result<(), Gone> {
         loop {
-            let Some(watcher) = self.watchers.get(&id) else { return Ok(()) };
-            let events = match self.service.events_since(watcher.span(), watcher.next) {
-                Ok(events) => events,
-                Err(_) => return Ok(()),
+            let behind: Vec<(i64, u64)> = ids
+                .iter()
+                .filter_map(|id| self.watchers.get(id).map(|watcher| (*id, watcher.next)))
+                .collect();
+            let Some(from) = behind.iter().map(|(_, next)| *next).min() else { return Ok(()) };
+            let read = match ids {
+                [id] => self
+                    .watchers
+                    .get(id)
+                    .map(|watcher| self.service.events_since(watcher.span(), from, watcher.prev_kv)),
+                _ => {
+                    let prev_kv =
+                        behind.iter().any(|(id, _)| self.watchers.get(id).is_some_and(|w| w.prev_kv));
+                    Some(self.service.events_since(KeySpan::From(b""), from, prev_kv))
+                }
             };
+            let Some(Ok(events)) = read else { return Ok(()) };
             let Some(&(last, _)) = events.last() else { return Ok(()) };
             // Group by revision, one response each, as they were published.
             let mut by_revision: BTreeMap<u64, Vec<&Event>> = BTreeMap::new();
             for (revision, event) in &events {
                 by_revision.entry(*revision).or_default().push(event);
             }
-            let mut responses = Vec::new();
-            for (revision, events) in by_revision {
-                let selected = watcher.select(events.into_iter());
-                if !selected.is_empty() {
-                    responses.push((revision, selected));
+            // Each response goes out as soon as it is made: a slow client holds at
+            // most the outbound queue, however many watchers are behind.
+            for (revision, events) in &by_revision {
+                for &(watch_id, next) in &behind {
+                    let Some(watcher) = self.watchers.get(&watch_id).filter(|_| *revision >= next) else {
+                        continue;
+                    };
+                    let events = watcher.select(events.iter().copied());
+                    if !events.is_empty() {
+                        let header = self.header(*revision);
+                        self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
+                    }
                 }
             }
-            for (revision, events) in responses {
-                let header = self.header(revision);
-                self.send(WatchResponse { header, watch_id: id, events, ..Default::default() }).await?;
-            }
-            if let Some(watcher) = self.watchers.get_mut(&id) {
-                watcher.next = watcher.next.max(last + 1);
+            for (id, _) in &behind {
+                if let Some(watcher) = self.watchers.get_mut(id) {
+                    watcher.next = watcher.next.max(last + 1);
+                }
             }
             if events.len() < CATCH_UP_CHUNK {
                 return Ok(());
@@ -309,8 +323,9 @@ impl WatchStreamTask {
 }
 
 impl Service {
-    /// The changes in `span` from revision `from` on, a chunk at a time.
-    fn events_since(&self, span: KeySpan<'_>, from: u64) -> Result<Vec<(u64, Event)>, Error> {
-        Ok(self.view(|kv, index, _| mvcc::events_since(kv, index, span, from, CATCH_UP_CHUNK))?)
+    /// The changes in `span` from revision `from` on, a chunk at a time, with the
+    /// previous values when `prev_kv`.
+    fn events_since(&self, span: KeySpan<'_>, from: u64, prev_kv: bool) -> Result<Vec<(u64, Event)>, Error> {
+        Ok(self.view(|kv, index, _| mvcc::events_since(kv, index, span, from, CATCH_UP_CHUNK, prev_kv))?)
     }
 }

@@ -342,13 +342,15 @@ pub(crate) fn open_tables(txn: &redb::WriteTransaction) -> Result<Tables<'_>, St
 }
 
 /// The changes to keys in `span` from revision `from` on, in revision order, at most
-/// `limit` of them (more may follow when as many come back): each with its revision.
+/// `limit` of them (more may follow when as many come back): each with its revision,
+/// and with the key's previous value when `with_prev`.
 pub(crate) fn events_since(
     kv: &impl ReadableTable<Position, &'static [u8]>,
     index: &KeyIndex,
     span: KeySpan<'_>,
     from: u64,
     limit: usize,
+    with_prev: bool,
 ) -> Result<Vec<(u64, Event)>, StorageError> {
     let mut events = Vec::new();
     for entry in kv.range((from, 0)..)? {
@@ -362,7 +364,7 @@ pub(crate) fn events_since(
             continue;
         }
         // The change before one at the compaction revision itself may be compacted.
-        let prev_kv = match index.before(&kv_now.key, at) {
+        let prev_kv = match index.before(&kv_now.key, at).filter(|_| with_prev) {
             Some(before) => kv.get(before)?.map(|value| decode(value.value())).transpose()?,
             None => None,
         };
