@@ -142,6 +142,14 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
     } else {
         println!("etcd not found at {}: measuring Cairn alone", options.etcd.display());
     }
+    let floor = crate::floor::measure().context("cannot measure the fsync and round-trip floor")?;
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    println!(
+        "floor here: fsync {:.3} ms (4 KiB append + fdatasync, median) + loopback round trip {:.3} ms = {:.3} ms per write",
+        ms(floor.fsync),
+        ms(floor.round_trip),
+        ms(floor.total())
+    );
     let mut results: Vec<Vec<(Summary, Option<ProcessUsage>)>> = vec![Vec::new(); servers.len()];
     let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
     for run in 0..options.runs {
@@ -211,6 +219,16 @@ pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
             "{:>6} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>9.2}   (Cairn / etcd)",
             "ratio", ratio[0], ratio[1], ratio[2], ratio[3], ratio[4], ratio[5]
         );
+    }
+    let writes = matches!(options.load.workload, load::Workload::Put | load::Workload::TxnPut);
+    if writes && options.load.clients == 1 {
+        for ((name, _, _), row) in servers.iter().zip(&medians) {
+            println!(
+                "{name:>6}: average {:.2}x the floor of {:.3} ms",
+                row[1] / ms(floor.total()),
+                ms(floor.total())
+            );
+        }
     }
     Ok(())
 }

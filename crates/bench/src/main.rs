@@ -6,6 +6,7 @@
 //! fails the run instead of being counted.
 
 mod compare;
+mod floor;
 mod load;
 mod plot;
 mod report;
