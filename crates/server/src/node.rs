@@ -244,8 +244,15 @@ pub(crate) fn start(
         let meta = txn.open_table(META)?;
         (meta.get("applied_index")?.map_or(0, |v| v.value()), Revisions::load(&meta)?)
     };
-    // Entries are applied only once committed and durable in the log, so an applied
-    // index beyond the saved commit index only means the commit index was saved late.
+    // Entries are applied only once durable in the WAL, so a state machine ahead of
+    // the log means the log was lost or replaced: refuse to start rather than let raft
+    // run on a log that contradicts the state.
+    let last = storage.last_index().map_err(raft_error)?;
+    if applied > last {
+        return Err(StorageError::Corrupt("write-ahead log: it ends before the applied index"));
+    }
+    // An applied index beyond the saved commit index only means the commit index was
+    // saved late (it is synced with entries, not on its own).
     if applied > storage.rl().hard_state().commit {
         storage.wl().mut_hard_state().commit = applied;
     }

@@ -219,3 +219,26 @@ async fn data_survives_a_restart() {
     );
     assert_eq!(client.put("next", "1", None).await.unwrap().header().unwrap().revision(), 4);
 }
+
+#[tokio::test]
+async fn a_data_dir_whose_wal_is_gone_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    client.put("durable", "yes", None).await.unwrap();
+    assert!(cairn.terminate().success());
+
+    std::fs::remove_dir_all(dir.path().join("member").join("wal")).unwrap();
+    let port = crate::support::free_port();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg(format!("--data-dir={}", dir.path().display()))
+        .arg(format!("--listen-client-urls=http://{port}"))
+        .arg(format!("--advertise-client-urls=http://{port}"))
+        .arg(format!("--listen-peer-urls=http://{}", crate::support::free_port()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("write-ahead log: it ends before the applied index"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
