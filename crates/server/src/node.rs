@@ -228,8 +228,8 @@ pub(crate) fn start(
     transport: Option<Arc<Transport>>,
 ) -> Result<Node, StorageError> {
     let StateHandles { wait, auth, lessor, index, hub } = handles;
-    let (wal, recovered) = Wal::open(&config.wal_dir)?;
-    let (storage, fresh) = match raft_log::recover(&db, recovered)? {
+    let (mut wal, recovered) = Wal::open(&config.wal_dir)?;
+    let (storage, fresh) = match raft_log::recover(&db, &mut wal, recovered)? {
         Some(storage) => (storage, false),
         None => {
             let storage = MemStorage::new_with_conf_state((config.voters.clone(), vec![]));
@@ -852,6 +852,9 @@ impl Runner {
         let index = snapshot.get_metadata().index;
         let term = snapshot.get_metadata().term;
         info!(index, term, bytes = snapshot.data.len(), "restoring a snapshot from the leader");
+        // Readers wait from the commit until the index matches the restored tables.
+        let shared_index = Arc::clone(&self.applier.index);
+        let mut key_index = mvcc::write_index(&shared_index);
         let txn = self.db.begin_write()?;
         snapshot::restore(&txn, &snapshot.data, index)?;
         raft_log::save_restored(&txn, index, term)?;
@@ -867,10 +870,9 @@ impl Runner {
         self.applier.revisions = Revisions::load(&read.open_table(META)?)?;
         let mut restored = KeyIndex::load(&read.open_table(crate::storage::KV)?)?;
         drop(read);
-        *lease::lock(&self.lessor) = lease::load(&self.db, &restored)?;
-        let mut key_index = mvcc::write_index(&self.applier.index);
-        restored.restored_at(self.applier.revisions.current.max(key_index.floor()));
+        restored.restored_at(self.applier.revisions);
         *key_index = restored;
+        *lease::lock(&self.lessor) = lease::load(&self.db, &key_index)?;
         drop(key_index);
         let tokens = Arc::clone(auth::read(&self.auth).tokens());
         *auth::write(&self.auth) = auth::load(&self.db, tokens)?;

@@ -282,13 +282,14 @@ impl Service {
             Revisions,
         ) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        // The floor only moves after a commit that takes the store past it, so the
-        // second snapshot is enough; more tries only guard against a broken store.
+        // The index only moves past a snapshot after a commit that takes the store
+        // past it too, so the second snapshot is enough; more tries only guard
+        // against a broken store.
         for _ in 0..100 {
             let txn = self.db.begin_read()?;
             let revisions = Revisions::load(&txn.open_table(META)?)?;
             let index = crate::storage::mvcc::read_index(&self.index);
-            if index.serves(revisions.current) {
+            if index.serves(revisions) {
                 return read(&txn.open_table(KV)?, &index, revisions);
             }
         }

@@ -74,12 +74,16 @@ struct Change {
 ///
 /// The apply loop adds changes before its transaction commits, so the index may run
 /// ahead of a reader's snapshot: reads look only at changes at or below their
-/// snapshot's revision. Compaction removes changes, after its commit; a reader whose
-/// snapshot predates [`KeyIndex::floor`] must take a new one.
+/// snapshot's revision. Compaction removes changes after its commit, and a restore
+/// replaces the index after its commit: a reader whose snapshot predates either must
+/// take a new one ([`KeyIndex::serves`]).
 #[derive(Debug, Default)]
 pub(crate) struct KeyIndex {
     keys: BTreeMap<Vec<u8>, Vec<Change>>,
-    floor: u64,
+    /// The compaction revision the index reflects.
+    compacted: u64,
+    /// The store revision of the snapshot the index was restored from.
+    restored: u64,
 }
 
 /// The key index, shared by the apply loop and readers.
@@ -107,15 +111,11 @@ impl KeyIndex {
         Ok(index)
     }
 
-    /// Whether a reader whose snapshot is at store revision `revision` can use the
-    /// index; if not, a newer snapshot can.
-    pub(crate) fn serves(&self, revision: u64) -> bool {
-        revision >= self.floor
-    }
-
-    /// The lowest snapshot revision the index serves.
-    pub(crate) fn floor(&self) -> u64 {
-        self.floor
+    /// Whether a reader whose snapshot has `revisions` can use the index: the
+    /// snapshot must include every compaction and restore the index reflects; if it
+    /// does not, a newer snapshot does.
+    pub(crate) fn serves(&self, revisions: Revisions) -> bool {
+        revisions.compacted >= self.compacted && revisions.current >= self.restored
     }
 
     /// Records a change of `key` at `at`, a deletion when `deleted`.
@@ -185,13 +185,14 @@ impl KeyIndex {
             }
             !changes.is_empty()
         });
-        self.floor = self.floor.max(revision);
+        self.compacted = self.compacted.max(revision);
     }
 
-    /// Makes readers of snapshots below `revision` take new ones: the index was
-    /// replaced by one restored at `revision`.
-    pub(crate) fn restored_at(&mut self, revision: u64) {
-        self.floor = self.floor.max(revision);
+    /// Marks the index as built from a store restored at `revisions`, so that readers
+    /// of older snapshots take new ones.
+    pub(crate) fn restored_at(&mut self, revisions: Revisions) {
+        self.compacted = revisions.compacted;
+        self.restored = revisions.current;
     }
 }
 
@@ -341,8 +342,9 @@ pub(crate) fn open_tables(txn: &redb::WriteTransaction) -> Result<Tables<'_>, St
     Ok(Tables { kv: txn.open_table(KV)?, meta: txn.open_table(META)? })
 }
 
-/// The changes to keys in `span` from revision `from` on, in revision order, at most
-/// `limit` of them (more may follow when as many come back): each with its revision,
+/// The changes to keys in `span` from revision `from` on, in revision order, about
+/// `limit` of them and whole revisions (more may follow when at least as many come
+/// back): each with its revision,
 /// and with the key's previous value when `with_prev`.
 pub(crate) fn events_since(
     kv: &impl ReadableTable<Position, &'static [u8]>,
@@ -354,11 +356,13 @@ pub(crate) fn events_since(
 ) -> Result<Vec<(u64, Event)>, StorageError> {
     let mut events = Vec::new();
     for entry in kv.range((from, 0)..)? {
-        if events.len() >= limit {
-            break;
-        }
         let (at, value) = entry?;
         let at = at.value();
+        // A chunk ends between revisions, never inside one: callers go on from the
+        // revision after the last one returned.
+        if events.len() >= limit && events.last().is_some_and(|(revision, _)| *revision < at.0) {
+            break;
+        }
         let kv_now = decode(value.value())?;
         if !span.contains(&kv_now.key) {
             continue;
@@ -407,9 +411,48 @@ mod tests {
         change(&mut index, "a", 6, false);
         assert_eq!(index.obsolete(5), [(2, 0), (4, 0), (5, 0)]);
         index.compact(5);
-        assert!(!index.serves(4) && index.serves(5));
+        let at = |current, compacted| Revisions { current, compacted };
+        assert!(!index.serves(at(9, 0)) && index.serves(at(9, 5)));
+        index.restored_at(at(12, 5));
+        assert!(!index.serves(at(9, 5)) && index.serves(at(12, 5)));
         assert_eq!(index.range(KeySpan::From(b""), 5), [(3, 0)]);
         assert_eq!(index.range(KeySpan::From(b""), 6), [(6, 0)]);
         assert!(!index.keys.contains_key(b"b".as_slice()));
+    }
+}
+
+#[cfg(test)]
+mod catch_up_tests {
+    use redb::ReadableDatabase as _;
+
+    use super::*;
+
+    #[test]
+    fn a_chunk_of_changes_never_ends_inside_a_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut index = KeyIndex::default();
+        {
+            let mut table = txn.open_table(KV).unwrap();
+            let mut writer =
+                Writer { kv: &mut table, index: &mut index, events: Vec::new(), revision: 2, wrote: false };
+            for key in ["a", "b", "c"] {
+                writer.put(key.as_bytes(), b"v".to_vec(), 0).unwrap();
+            }
+            let mut writer =
+                Writer { kv: &mut table, index: &mut index, events: Vec::new(), revision: 3, wrote: false };
+            writer.put(b"a", b"w".to_vec(), 0).unwrap();
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(KV).unwrap();
+        let revisions =
+            |events: Vec<(u64, Event)>| events.into_iter().map(|(revision, _)| revision).collect::<Vec<_>>();
+        let first = events_since(&table, &index, KeySpan::From(b""), 2, 2, true).unwrap();
+        assert_eq!(revisions(first), [2, 2, 2]);
+        let rest = events_since(&table, &index, KeySpan::From(b""), 3, 2, true).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].1.prev_kv.as_ref().map(|kv| kv.value.as_slice()), Some(&b"v"[..]));
     }
 }

@@ -6,7 +6,7 @@ use raft::eraftpb::{ConfState, Snapshot, SnapshotMetadata};
 use raft::storage::MemStorage;
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
-use super::wal::Recovered;
+use super::wal::{Recovered, Wal};
 use super::{RAFT_STATE, StorageError};
 
 fn encode(message: &impl protobuf::Message) -> Result<Vec<u8>, StorageError> {
@@ -34,7 +34,11 @@ pub(crate) fn save_restored(txn: &WriteTransaction, index: u64, term: u64) -> Re
 /// Rebuilds raft-rs's storage from the state in `db` and what the write-ahead log
 /// held. `None` when nothing was ever saved: a fresh member, which the caller
 /// bootstraps.
-pub(crate) fn recover(db: &Database, mut wal: Recovered) -> Result<Option<MemStorage>, StorageError> {
+pub(crate) fn recover(
+    db: &Database,
+    log: &mut Wal,
+    mut wal: Recovered,
+) -> Result<Option<MemStorage>, StorageError> {
     let txn = db.begin_read()?;
     let state = txn.open_table(RAFT_STATE)?;
     let Some(conf_state) = state.get("conf_state")?.map(|v| decode::<ConfState>(v.value())).transpose()?
@@ -43,10 +47,12 @@ pub(crate) fn recover(db: &Database, mut wal: Recovered) -> Result<Option<MemSto
     };
     let restored = state.get("restored")?.map(|v| decode::<SnapshotMetadata>(v.value())).transpose()?;
     if let Some(restored) = restored
-        && restored.index > wal.snapshot_index
+        && restored.index > wal.compacted.0
     {
-        // The state machine was replaced by a snapshot, but the log was not restarted
-        // after it: everything in the log predates the snapshot.
+        // The state machine was replaced by a snapshot, but the process stopped
+        // before the log was restarted after it: everything in the log predates the
+        // snapshot. Restart it now, before anything is appended after it.
+        log.restart_at(restored.index, restored.term)?;
         wal.entries.clear();
         wal.compacted = (restored.index, restored.term);
     }
@@ -69,4 +75,66 @@ pub(crate) fn recover(db: &Database, mut wal: Recovered) -> Result<Option<MemSto
         }
     }
     Ok(Some(storage))
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage as _;
+    use raft::eraftpb::Entry;
+
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { index, term, data: vec![0; 1000].into(), ..Default::default() }
+    }
+
+    fn restored_at(db: &Database, index: u64, term: u64) {
+        let txn = db.begin_write().unwrap();
+        save_conf_state(&txn, &ConfState { voters: vec![1], ..Default::default() }).unwrap();
+        save_restored(&txn, index, term).unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_restore_the_log_never_heard_of_restarts_it_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open(dir.path()).unwrap();
+        let wal_dir = dir.path().join("wal");
+        // Stale entries, then a crash after the restore committed but before the
+        // log was restarted after it.
+        let (mut wal, _) = Wal::open(&wal_dir).unwrap();
+        wal.append(&[entry(40, 1), entry(41, 1)], None, true).unwrap();
+        drop(wal);
+        restored_at(&db, 100, 3);
+
+        let (mut wal, recovered) = Wal::open(&wal_dir).unwrap();
+        let storage = recover(&db, &mut wal, recovered).unwrap().unwrap();
+        assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (101, 100));
+        wal.append(&[entry(101, 3)], None, true).unwrap();
+        drop(wal);
+
+        // The entry written after the restart survives the next start.
+        let (mut wal, recovered) = Wal::open(&wal_dir).unwrap();
+        let storage = recover(&db, &mut wal, recovered).unwrap().unwrap();
+        assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (101, 101));
+    }
+
+    #[test]
+    fn a_restore_survives_the_compaction_of_the_segment_that_recorded_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open(dir.path()).unwrap();
+        let wal_dir = dir.path().join("wal");
+        restored_at(&db, 100, 3);
+        let (mut wal, _) = Wal::open_sized(&wal_dir, 4096).unwrap();
+        wal.restart_at(100, 3).unwrap();
+        for index in 101..=130 {
+            wal.append(&[entry(index, 3)], None, true).unwrap();
+        }
+        wal.compact(120, 3).unwrap();
+        drop(wal);
+
+        let (mut wal, recovered) = Wal::open_sized(&wal_dir, 4096).unwrap();
+        let storage = recover(&db, &mut wal, recovered).unwrap().unwrap();
+        assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (121, 130));
+    }
 }

@@ -50,8 +50,6 @@ pub(crate) struct Recovered {
     pub(crate) hard_state: Option<HardState>,
     /// Index and term of the last entry dropped by a compaction or snapshot.
     pub(crate) compacted: (u64, u64),
-    /// Index of the last snapshot the log was restarted from, 0 for none.
-    pub(crate) snapshot_index: u64,
 }
 
 /// An open write-ahead log.
@@ -153,7 +151,7 @@ impl Wal {
         Self::open_sized(dir, SEGMENT_BYTES)
     }
 
-    fn open_sized(dir: &Path, segment_bytes: u64) -> Result<(Self, Recovered), StorageError> {
+    pub(super) fn open_sized(dir: &Path, segment_bytes: u64) -> Result<(Self, Recovered), StorageError> {
         std::fs::create_dir_all(dir).map_err(io)?;
         let _ = std::fs::remove_file(spare_path(dir));
         let mut seqs = Vec::new();
@@ -368,6 +366,11 @@ fn replay(recovered: &mut Recovered, kind: u8, payload: &[u8]) -> Result<u64, St
             while recovered.entries.last().is_some_and(|last| last.index >= index) {
                 recovered.entries.pop();
             }
+            if recovered.entries.last().is_some_and(|last| last.index + 1 < index) {
+                // Only a log restarted after a snapshot jumps ahead: what came before
+                // the jump is stale.
+                recovered.entries.clear();
+            }
             recovered.entries.push(entry);
             Ok(index)
         }
@@ -387,7 +390,6 @@ fn replay(recovered: &mut Recovered, kind: u8, payload: &[u8]) -> Result<u64, St
         SNAPSHOT => {
             let (index, term) = point(payload)?;
             recovered.compacted = (index, term);
-            recovered.snapshot_index = index;
             recovered.entries.clear();
             Ok(index)
         }
@@ -485,7 +487,7 @@ mod tests {
         wal.append(&[entry(101, 3)], None, true).unwrap();
         drop(wal);
         let (_, recovered) = Wal::open(dir.path()).unwrap();
-        assert_eq!((recovered.compacted, recovered.snapshot_index), ((100, 3), 100));
+        assert_eq!(recovered.compacted, (100, 3));
         assert_eq!(indexes(&recovered), [(101, 3)]);
     }
 }
