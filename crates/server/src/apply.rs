@@ -52,8 +52,29 @@ pub(crate) fn range(
 ) -> Result<RangeResponse, Error> {
     let revision = check_range_revision(request, revisions)?;
     let span = KeySpan::new(&request.key, &request.range_end);
-    let mut kvs = mvcc::range(kv, index, span, revision)?;
-    let count = kvs.len() as i64;
+    let positions = mvcc::positions(index, span, revision);
+    let count = positions.len() as i64;
+    // Without revision filters, the index alone answers a count, and a limit in key
+    // order reads only the values returned (a paginated list of a big prefix).
+    let filtered = [
+        request.min_mod_revision,
+        request.max_mod_revision,
+        request.min_create_revision,
+        request.max_create_revision,
+    ] != [0; 4];
+    if request.count_only && !filtered {
+        return Ok(RangeResponse { header: header(revisions.current), kvs: Vec::new(), more: false, count });
+    }
+    let limit = usize::try_from(request.limit).unwrap_or(0);
+    if !filtered && limit > 0 && in_key_order(request) {
+        let mut kvs = mvcc::fetch(kv, &positions[..limit.min(positions.len())])?;
+        if request.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        let more = positions.len() > limit;
+        return Ok(RangeResponse { header: header(revisions.current), kvs, more, count });
+    }
+    let mut kvs = mvcc::fetch(kv, &positions)?;
     let within = |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
     kvs.retain(|kv| {
         within(kv.mod_revision, request.min_mod_revision, request.max_mod_revision)
@@ -92,14 +113,25 @@ fn check_range_revision(request: &RangeRequest, revisions: Revisions) -> Result<
     Ok(revision)
 }
 
-/// etcd's sort: by key ascending unless asked otherwise; a target other than the key
-/// with no order sorts ascending.
-fn sort(kvs: &mut [KeyValue], request: &RangeRequest) {
+/// The sort a range asks for, as etcd reads it: a target other than the key with no
+/// order sorts ascending.
+fn sort_of(request: &RangeRequest) -> (SortTarget, SortOrder) {
     let target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
-    let mut order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
+    let order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
     if target != SortTarget::Key && order == SortOrder::None {
-        order = SortOrder::Ascend;
+        return (target, SortOrder::Ascend);
     }
+    (target, order)
+}
+
+/// Whether the range's results come in key order, as the index gives them.
+fn in_key_order(request: &RangeRequest) -> bool {
+    matches!(sort_of(request), (SortTarget::Key, SortOrder::None | SortOrder::Ascend))
+}
+
+/// etcd's sort: by key ascending unless asked otherwise.
+fn sort(kvs: &mut [KeyValue], request: &RangeRequest) {
+    let (target, order) = sort_of(request);
     let by = |a: &KeyValue, b: &KeyValue| -> Ordering {
         match target {
             SortTarget::Key => a.key.cmp(&b.key),

@@ -215,7 +215,21 @@ pub(crate) fn range(
     span: KeySpan<'_>,
     revision: u64,
 ) -> Result<Vec<KeyValue>, StorageError> {
-    index.range(span, revision).into_iter().map(|at| get(kv, at)).collect()
+    fetch(kv, &positions(index, span, revision))
+}
+
+/// Where the values of the live keys in `span` at `revision` are, in key order:
+/// counting them reads nothing from disk.
+pub(crate) fn positions(index: &KeyIndex, span: KeySpan<'_>, revision: u64) -> Vec<Position> {
+    index.range(span, revision)
+}
+
+/// The values at `positions`, in that order.
+pub(crate) fn fetch(
+    kv: &impl ReadableTable<Position, &'static [u8]>,
+    positions: &[Position],
+) -> Result<Vec<KeyValue>, StorageError> {
+    positions.iter().map(|at| get(kv, *at)).collect()
 }
 
 /// The live value of `key` at `revision`.

@@ -82,6 +82,18 @@ async fn every_range_form_and_option() {
         (keys(&limited), limited.more(), limited.count()),
         (vec!["k1".to_owned(), "k2".to_owned()], true, 4)
     );
+    let exact = client.get("k", Some(GetOptions::new().with_prefix().with_limit(4))).await.unwrap();
+    assert_eq!((exact.kvs().len(), exact.more(), exact.count()), (4, false, 4));
+    let names =
+        client.get("k", Some(GetOptions::new().with_prefix().with_limit(1).with_keys_only())).await.unwrap();
+    assert_eq!(
+        (keys(&names), names.kvs()[0].value().is_empty(), names.more()),
+        (vec!["k1".to_owned()], true, true)
+    );
+    // A limit with a revision filter counts the range but pages the filtered keys.
+    let late_page = GetOptions::new().with_prefix().with_min_mod_revision(6).with_limit(1);
+    let page = client.get("k", Some(late_page)).await.unwrap();
+    assert_eq!((keys(&page), page.more(), page.count()), (vec!["k1".to_owned()], true, 4));
 
     let by_value = GetOptions::new().with_prefix().with_sort(SortTarget::Value, SortOrder::Descend);
     assert_eq!(keys(&client.get("k", Some(by_value)).await.unwrap()), ["k2x", "k1", "k3", "k2"]);
