@@ -281,23 +281,20 @@ impl WatchStreamTask {
             };
             let Some(Ok(events)) = read else { return Ok(()) };
             let Some(&(last, _)) = events.last() else { return Ok(()) };
-            // Group by revision, one response each, as they were published.
-            let mut by_revision: BTreeMap<u64, Vec<&Event>> = BTreeMap::new();
-            for (revision, event) in &events {
-                by_revision.entry(*revision).or_default().push(event);
-            }
-            // Each response goes out as soon as it is made: a slow client holds at
-            // most the outbound queue, however many watchers are behind.
-            for (revision, events) in &by_revision {
-                for &(watch_id, next) in &behind {
-                    let Some(watcher) = self.watchers.get(&watch_id).filter(|_| *revision >= next) else {
-                        continue;
-                    };
-                    let events = watcher.select(events.iter().copied());
-                    if !events.is_empty() {
-                        let header = self.header(*revision);
-                        self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
-                    }
+            // One response per watcher for the whole chunk, as etcd's syncWatchers
+            // batches a catching-up watcher's events; each goes out as soon as it
+            // is made, so a slow client holds at most the outbound queue.
+            for &(watch_id, next) in &behind {
+                let Some(watcher) = self.watchers.get(&watch_id) else { continue };
+                let unseen = events.iter().filter(|(at, _)| *at >= next).map(|(_, event)| event);
+                let selected = watcher.select(unseen);
+                let revision =
+                    selected.last().and_then(|event| event.kv.as_ref()).map_or(0, |kv| kv.mod_revision);
+                let revision = u64::try_from(revision).unwrap_or_default();
+                if !selected.is_empty() {
+                    let header = self.header(revision);
+                    let response = WatchResponse { header, watch_id, events: selected, ..Default::default() };
+                    self.send(response).await?;
                 }
             }
             for (id, _) in &behind {
