@@ -22,6 +22,8 @@ use crate::watch::Batch;
 /// Responses queued for a slow client before the stream stops reading changes (and
 /// later catches up from disk).
 const OUTBOUND: usize = 128;
+/// Bytes of events after which a catch-up response ends at the next revision.
+const RESPONSE_BYTES: usize = 1024 * 1024;
 /// Changes read from disk at a time while catching up.
 const CATCH_UP_CHUNK: usize = 1000;
 
@@ -281,20 +283,33 @@ impl WatchStreamTask {
             };
             let Some(Ok(events)) = read else { return Ok(()) };
             let Some(&(last, _)) = events.last() else { return Ok(()) };
-            // One response per watcher for the whole chunk, as etcd's syncWatchers
-            // batches a catching-up watcher's events; each goes out as soon as it
-            // is made, so a slow client holds at most the outbound queue.
+            // A watcher's events of the whole chunk go out together, as etcd's
+            // syncWatchers batches a catching-up watcher's events, in responses of
+            // whole revisions of about RESPONSE_BYTES at most (clients take 4 MiB by
+            // default). Each goes out as soon as it is made, so a slow client holds
+            // at most the outbound queue.
             for &(watch_id, next) in &behind {
                 let Some(watcher) = self.watchers.get(&watch_id) else { continue };
                 let unseen = events.iter().filter(|(at, _)| *at >= next).map(|(_, event)| event);
-                let selected = watcher.select(unseen);
-                let revision =
-                    selected.last().and_then(|event| event.kv.as_ref()).map_or(0, |kv| kv.mod_revision);
-                let revision = u64::try_from(revision).unwrap_or_default();
-                if !selected.is_empty() {
-                    let header = self.header(revision);
-                    let response = WatchResponse { header, watch_id, events: selected, ..Default::default() };
-                    self.send(response).await?;
+                let mut batch: Vec<Event> = Vec::new();
+                let (mut batch_bytes, mut batch_revision) = (0, 0);
+                for event in watcher.select(unseen) {
+                    let revision =
+                        event.kv.as_ref().map_or(0, |kv| u64::try_from(kv.mod_revision).unwrap_or(0));
+                    if revision != batch_revision && batch_bytes >= RESPONSE_BYTES {
+                        let events = std::mem::take(&mut batch);
+                        let header = self.header(batch_revision);
+                        self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
+                        batch_bytes = 0;
+                    }
+                    batch_bytes += prost::Message::encoded_len(&event);
+                    batch_revision = revision;
+                    batch.push(event);
+                }
+                if !batch.is_empty() {
+                    let header = self.header(batch_revision);
+                    self.send(WatchResponse { header, watch_id, events: batch, ..Default::default() })
+                        .await?;
                 }
             }
             for (id, _) in &behind {

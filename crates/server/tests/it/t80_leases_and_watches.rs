@@ -134,3 +134,29 @@ fn etcdctl_lock_and_elect() {
     assert!(leader[0].starts_with("my-election/"), "{leader:?}");
     assert_eq!(leader[1], "proposal-1");
 }
+
+#[tokio::test]
+async fn a_watcher_catching_up_on_big_values_gets_responses_a_client_can_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    // 25 values of 200 KB: 5 MB of history, over the 4 MiB a gRPC client takes in one
+    // message by default.
+    let value = vec![b'v'; 200 * 1024];
+    let first = client.put("big/0", value.clone(), None).await.unwrap().header().unwrap().revision();
+    for n in 1..25 {
+        client.put(format!("big/{n}"), value.clone(), None).await.unwrap();
+    }
+    let options = etcd_client::WatchOptions::new().with_prefix().with_start_revision(first);
+    let mut stream = client.watch("big/", Some(options)).await.unwrap();
+    let mut seen = 0;
+    while seen < 25 {
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("events arrive in time")
+            .expect("each response fits the client's limit")
+            .expect("the stream stays open");
+        seen += response.events().len();
+    }
+    assert_eq!(seen, 25);
+}
