@@ -66,12 +66,15 @@ pub(crate) fn range(
         return Ok(RangeResponse { header: header(revisions.current), kvs: Vec::new(), more: false, count });
     }
     let limit = usize::try_from(request.limit).unwrap_or(0);
-    if !filtered && limit > 0 && in_key_order(request) {
-        let mut kvs = mvcc::fetch(kv, &positions[..limit.min(positions.len())])?;
+    if !filtered && limit > 0 && limits_before_sorting(request) {
+        // As etcd: the first `limit + 1` keys in key order, sorted, then truncated.
+        let mut kvs = mvcc::fetch(kv, &positions[..(limit + 1).min(positions.len())])?;
+        sort(&mut kvs, request);
+        let more = kvs.len() > limit;
+        kvs.truncate(limit);
         if request.keys_only {
             kvs.iter_mut().for_each(|kv| kv.value.clear());
         }
-        let more = positions.len() > limit;
         return Ok(RangeResponse { header: header(revisions.current), kvs, more, count });
     }
     let mut kvs = mvcc::fetch(kv, &positions)?;
@@ -124,9 +127,12 @@ fn sort_of(request: &RangeRequest) -> (SortTarget, SortOrder) {
     (target, order)
 }
 
-/// Whether the range's results come in key order, as the index gives them.
-fn in_key_order(request: &RangeRequest) -> bool {
-    matches!(sort_of(request), (SortTarget::Key, SortOrder::None | SortOrder::Ascend))
+/// Whether etcd applies the range's limit in key order before sorting: with no sort
+/// order asked for (a target other than the key then sorts only the keys kept), or
+/// when the sort is by key ascending anyway.
+fn limits_before_sorting(request: &RangeRequest) -> bool {
+    let order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
+    order == SortOrder::None || sort_of(request) == (SortTarget::Key, SortOrder::Ascend)
 }
 
 /// etcd's sort: by key ascending unless asked otherwise.

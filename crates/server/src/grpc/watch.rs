@@ -16,13 +16,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{Credentials, Service};
 use crate::error::Error;
-use crate::storage::mvcc::{self, KeySpan};
+use crate::storage::mvcc::{self, KeySpan, Revisions};
 use crate::watch::Batch;
 
 /// Responses queued for a slow client before the stream stops reading changes (and
 /// later catches up from disk).
 const OUTBOUND: usize = 128;
-/// Bytes of events after which a catch-up response ends at the next revision.
+/// Most bytes of events in a catch-up response, unless one revision alone is more.
 const RESPONSE_BYTES: usize = 1024 * 1024;
 /// Changes read from disk at a time while catching up.
 const CATCH_UP_CHUNK: usize = 1000;
@@ -90,6 +90,11 @@ impl Watcher {
             })
             .collect()
     }
+}
+
+/// The revision of a change.
+fn revision_of(event: &Event) -> u64 {
+    event.kv.as_ref().map_or(0, |kv| u64::try_from(kv.mod_revision).unwrap_or(0))
 }
 
 struct WatchStreamTask {
@@ -161,7 +166,7 @@ impl WatchStreamTask {
                 .await
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                let header = self.header(self.current_revision());
+                let header = self.header(self.sent_through(self.watchers.values()));
                 self.send(WatchResponse { header, watch_id: -1, ..Default::default() }).await
             }
             None => Ok(()),
@@ -281,30 +286,42 @@ impl WatchStreamTask {
                     Some(self.service.events_since(KeySpan::From(b""), from, prev_kv))
                 }
             };
-            let Some(Ok(events)) = read else { return Ok(()) };
-            let Some(&(last, _)) = events.last() else { return Ok(()) };
+            let Some(Ok((events, current))) = read else { return Ok(()) };
+            // A short read saw every change up to the snapshot's current revision.
+            let complete = events.len() < CATCH_UP_CHUNK;
+            let Some(last) = events.last().map(|(revision, _)| *revision).or(complete.then_some(current))
+            else {
+                return Ok(());
+            };
+            let seen_through = if complete { current.max(last) } else { last };
             // A watcher's events of the whole chunk go out together, as etcd's
             // syncWatchers batches a catching-up watcher's events, in responses of
-            // whole revisions of about RESPONSE_BYTES at most (clients take 4 MiB by
-            // default). Each goes out as soon as it is made, so a slow client holds
-            // at most the outbound queue.
+            // whole revisions of RESPONSE_BYTES at most (clients take 4 MiB by
+            // default) unless one revision alone is more. Each goes out as soon as it
+            // is made, so a slow client holds at most the outbound queue.
             for &(watch_id, next) in &behind {
                 let Some(watcher) = self.watchers.get(&watch_id) else { continue };
                 let unseen = events.iter().filter(|(at, _)| *at >= next).map(|(_, event)| event);
+                let mut selected = watcher.select(unseen).into_iter().peekable();
                 let mut batch: Vec<Event> = Vec::new();
                 let (mut batch_bytes, mut batch_revision) = (0, 0);
-                for event in watcher.select(unseen) {
-                    let revision =
-                        event.kv.as_ref().map_or(0, |kv| u64::try_from(kv.mod_revision).unwrap_or(0));
-                    if revision != batch_revision && batch_bytes >= RESPONSE_BYTES {
+                while let Some(first) = selected.next() {
+                    // One revision's events, whole.
+                    let revision = revision_of(&first);
+                    let mut group = vec![first];
+                    while let Some(event) = selected.next_if(|event| revision_of(event) == revision) {
+                        group.push(event);
+                    }
+                    let group_bytes: usize = group.iter().map(prost::Message::encoded_len).sum();
+                    if !batch.is_empty() && batch_bytes + group_bytes > RESPONSE_BYTES {
                         let events = std::mem::take(&mut batch);
                         let header = self.header(batch_revision);
                         self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
                         batch_bytes = 0;
                     }
-                    batch_bytes += prost::Message::encoded_len(&event);
+                    batch_bytes += group_bytes;
                     batch_revision = revision;
-                    batch.push(event);
+                    batch.extend(group);
                 }
                 if !batch.is_empty() {
                     let header = self.header(batch_revision);
@@ -314,21 +331,34 @@ impl WatchStreamTask {
             }
             for (id, _) in &behind {
                 if let Some(watcher) = self.watchers.get_mut(id) {
-                    watcher.next = watcher.next.max(last + 1);
+                    watcher.next = watcher.next.max(seen_through + 1);
                 }
             }
-            if events.len() < CATCH_UP_CHUNK {
+            if complete {
                 return Ok(());
             }
         }
     }
 
-    async fn notify_progress(&mut self) -> Result<(), Gone> {
+    /// The revision through which every change `watchers` want has been sent to the
+    /// client (the current one for none): what a progress notification may promise.
+    /// Changes published but still queued for this stream are not sent yet, and a
+    /// client resuming after the promised revision must not miss them.
+    fn sent_through<'a>(&self, watchers: impl Iterator<Item = &'a Watcher>) -> u64 {
         let current = self.current_revision();
-        let ids: Vec<i64> =
-            self.watchers.iter().filter(|(_, w)| w.progress_notify).map(|(id, _)| *id).collect();
-        for watch_id in ids {
-            self.send(WatchResponse { header: self.header(current), watch_id, ..Default::default() }).await?;
+        watchers.map(|watcher| watcher.next.saturating_sub(1)).min().unwrap_or(current).min(current)
+    }
+
+    async fn notify_progress(&mut self) -> Result<(), Gone> {
+        let progress: Vec<(i64, u64)> = self
+            .watchers
+            .iter()
+            .filter(|(_, watcher)| watcher.progress_notify)
+            .map(|(id, watcher)| (*id, self.sent_through(std::iter::once(watcher))))
+            .collect();
+        for (watch_id, revision) in progress {
+            self.send(WatchResponse { header: self.header(revision), watch_id, ..Default::default() })
+                .await?;
         }
         Ok(())
     }
@@ -336,8 +366,18 @@ impl WatchStreamTask {
 
 impl Service {
     /// The changes in `span` from revision `from` on, a chunk at a time, with the
-    /// previous values when `prev_kv`.
-    fn events_since(&self, span: KeySpan<'_>, from: u64, prev_kv: bool) -> Result<Vec<(u64, Event)>, Error> {
-        Ok(self.view(|kv, index, _| mvcc::events_since(kv, index, span, from, CATCH_UP_CHUNK, prev_kv))?)
+    /// previous values when `prev_kv`; and the current revision of the snapshot they
+    /// were read from.
+    fn events_since(
+        &self,
+        span: KeySpan<'_>,
+        from: u64,
+        prev_kv: bool,
+    ) -> Result<(Vec<(u64, Event)>, u64), Error> {
+        let read = |kv: &_, index: &_, revisions: Revisions| {
+            let events = mvcc::events_since(kv, index, span, from, CATCH_UP_CHUNK, prev_kv)?;
+            Ok((events, revisions.current))
+        };
+        Ok(self.view(read)?)
     }
 }

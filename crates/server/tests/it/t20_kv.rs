@@ -254,3 +254,25 @@ async fn a_data_dir_whose_wal_is_gone_is_refused_at_start() {
     assert!(stderr.contains("write-ahead log: it ends before the applied index"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_sort_without_an_order_sorts_only_the_keys_a_limit_keeps_as_etcd_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    // Modified in the order d, c, a, b; in key order a, b, c, d.
+    for key in ["d", "c", "a", "b"] {
+        client.put(key, "v", None).await.unwrap();
+    }
+    // etcd takes the first limit + 1 keys in key order (a, b, c), sorts them by
+    // modification (c, a, b) and keeps two: d, modified first, is not among them.
+    let unordered =
+        GetOptions::new().with_all_keys().with_sort(SortTarget::Mod, SortOrder::None).with_limit(2);
+    let got = client.get("", Some(unordered)).await.unwrap();
+    assert_eq!((keys(&got), got.more(), got.count()), (vec!["c".to_owned(), "a".to_owned()], true, 4));
+    // With an order, the whole range is sorted first.
+    let ascending =
+        GetOptions::new().with_all_keys().with_sort(SortTarget::Mod, SortOrder::Ascend).with_limit(2);
+    let got = client.get("", Some(ascending)).await.unwrap();
+    assert_eq!((keys(&got), got.more(), got.count()), (vec!["d".to_owned(), "c".to_owned()], true, 4));
+}

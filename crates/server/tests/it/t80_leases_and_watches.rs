@@ -160,3 +160,51 @@ async fn a_watcher_catching_up_on_big_values_gets_responses_a_client_can_take() 
     }
     assert_eq!(seen, 25);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_never_promises_a_revision_whose_events_are_still_to_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    let mut stream = client.watch("p/", Some(etcd_client::WatchOptions::new().with_prefix())).await.unwrap();
+    let created = stream.message().await.unwrap().unwrap();
+    assert!(created.created());
+
+    const WRITES: usize = 2000;
+    let mut writer = client.clone();
+    let writes = tokio::spawn(async move {
+        for n in 0..WRITES {
+            writer.put(format!("p/{}", n % 50), "v", None).await.unwrap();
+        }
+    });
+    // Ask for progress all along the writes; every event must come after no
+    // progress notification that claimed its revision was already delivered.
+    let (mut promised, mut seen, mut asked) = (0, 0, 0);
+    while seen < WRITES {
+        if asked < 200 {
+            stream.request_progress().await.unwrap();
+            asked += 1;
+        }
+        let response = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+            .await
+            .expect("responses arrive in time")
+            .unwrap()
+            .expect("the stream stays open");
+        let revision = response.header().unwrap().revision();
+        if response.events().is_empty() {
+            assert!(revision >= promised, "progress went back from {promised} to {revision}");
+            promised = revision;
+        }
+        for event in response.events() {
+            let at = event.kv().unwrap().mod_revision();
+            assert!(at > promised, "event at {at} arrived after progress promised {promised}");
+            seen += 1;
+        }
+    }
+    writes.await.unwrap();
+    // Once everything is delivered, progress reaches the current revision.
+    let current = client.get("p/", None).await.unwrap().header().unwrap().revision();
+    stream.request_progress().await.unwrap();
+    let progress = stream.message().await.unwrap().unwrap();
+    assert_eq!((progress.events().len(), progress.header().unwrap().revision()), (0, current));
+}
