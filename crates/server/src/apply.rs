@@ -52,7 +52,7 @@ pub(crate) fn range(
 ) -> Result<RangeResponse, Error> {
     let revision = check_range_revision(request, revisions)?;
     let span = KeySpan::new(&request.key, &request.range_end);
-    let positions = mvcc::positions(index, span, revision);
+    let positions = index.positions(span, revision);
     let count = positions.len() as i64;
     // Without revision filters, the index alone answers a count, and a limit in key
     // order reads only the values returned (a paginated list of a big prefix).

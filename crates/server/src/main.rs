@@ -1,8 +1,8 @@
-//! The `cairn` binary: etcd's command line, serving etcd's v3 gRPC API from a
-//! single raft member.
+//! The `cairn` binary: etcd's command line, serving etcd's v3 gRPC API as one member
+//! of a raft cluster (a cluster of one by default).
 //!
-//! **Invariant:** a write is acknowledged only after its raft entry is fsync'd and
-//! applied; `cairn` accepts etcd's flag names and forms (`--flag value`,
+//! **Invariant:** a write is acknowledged only after its raft entry is fsync'd in the
+//! write-ahead log and applied; `cairn` accepts etcd's flag names and forms (`--flag value`,
 //! `--flag=value`, `ETCD_*` environment variables), and an unknown flag is an error.
 
 mod apply;

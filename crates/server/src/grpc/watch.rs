@@ -97,6 +97,35 @@ fn revision_of(event: &Event) -> u64 {
     event.kv.as_ref().map_or(0, |kv| u64::try_from(kv.mod_revision).unwrap_or(0))
 }
 
+/// `events` (in revision order) cut into responses of whole revisions holding at
+/// most [`RESPONSE_BYTES`] (clients take 4 MiB by default), unless one revision alone
+/// holds more; each with the revision of its last event.
+fn in_responses(events: Vec<Event>) -> Vec<(u64, Vec<Event>)> {
+    let mut responses: Vec<(u64, Vec<Event>)> = Vec::new();
+    let mut bytes = 0;
+    let mut events = events.into_iter().peekable();
+    while let Some(first) = events.next() {
+        let revision = revision_of(&first);
+        let mut whole = vec![first];
+        while let Some(event) = events.next_if(|event| revision_of(event) == revision) {
+            whole.push(event);
+        }
+        let whole_bytes: usize = whole.iter().map(prost::Message::encoded_len).sum();
+        match responses.last_mut() {
+            Some((last, batch)) if bytes + whole_bytes <= RESPONSE_BYTES => {
+                *last = revision;
+                batch.extend(whole);
+                bytes += whole_bytes;
+            }
+            _ => {
+                responses.push((revision, whole));
+                bytes = whole_bytes;
+            }
+        }
+    }
+    responses
+}
+
 struct WatchStreamTask {
     service: Service,
     credentials: Credentials,
@@ -166,7 +195,8 @@ impl WatchStreamTask {
                 .await
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                let header = self.header(self.sent_through(self.watchers.values()));
+                let current = self.current_revision();
+                let header = self.header(sent_through(self.watchers.values(), current));
                 self.send(WatchResponse { header, watch_id: -1, ..Default::default() }).await
             }
             None => Ok(()),
@@ -287,46 +317,22 @@ impl WatchStreamTask {
                 }
             };
             let Some(Ok((events, current))) = read else { return Ok(()) };
-            // A short read saw every change up to the snapshot's current revision.
+            // A short read saw every change up to its snapshot's current revision.
             let complete = events.len() < CATCH_UP_CHUNK;
-            let Some(last) = events.last().map(|(revision, _)| *revision).or(complete.then_some(current))
-            else {
-                return Ok(());
+            let seen_through = match events.last() {
+                Some((last, _)) if !complete => *last,
+                _ => current,
             };
-            let seen_through = if complete { current.max(last) } else { last };
             // A watcher's events of the whole chunk go out together, as etcd's
-            // syncWatchers batches a catching-up watcher's events, in responses of
-            // whole revisions of RESPONSE_BYTES at most (clients take 4 MiB by
-            // default) unless one revision alone is more. Each goes out as soon as it
-            // is made, so a slow client holds at most the outbound queue.
+            // syncWatchers batches a catching-up watcher's events. Each response goes
+            // out as soon as it is made, so a slow client holds at most the outbound
+            // queue.
             for &(watch_id, next) in &behind {
                 let Some(watcher) = self.watchers.get(&watch_id) else { continue };
                 let unseen = events.iter().filter(|(at, _)| *at >= next).map(|(_, event)| event);
-                let mut selected = watcher.select(unseen).into_iter().peekable();
-                let mut batch: Vec<Event> = Vec::new();
-                let (mut batch_bytes, mut batch_revision) = (0, 0);
-                while let Some(first) = selected.next() {
-                    // One revision's events, whole.
-                    let revision = revision_of(&first);
-                    let mut group = vec![first];
-                    while let Some(event) = selected.next_if(|event| revision_of(event) == revision) {
-                        group.push(event);
-                    }
-                    let group_bytes: usize = group.iter().map(prost::Message::encoded_len).sum();
-                    if !batch.is_empty() && batch_bytes + group_bytes > RESPONSE_BYTES {
-                        let events = std::mem::take(&mut batch);
-                        let header = self.header(batch_revision);
-                        self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
-                        batch_bytes = 0;
-                    }
-                    batch_bytes += group_bytes;
-                    batch_revision = revision;
-                    batch.extend(group);
-                }
-                if !batch.is_empty() {
-                    let header = self.header(batch_revision);
-                    self.send(WatchResponse { header, watch_id, events: batch, ..Default::default() })
-                        .await?;
+                for (revision, events) in in_responses(watcher.select(unseen)) {
+                    let header = self.header(revision);
+                    self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
                 }
             }
             for (id, _) in &behind {
@@ -340,21 +346,13 @@ impl WatchStreamTask {
         }
     }
 
-    /// The revision through which every change `watchers` want has been sent to the
-    /// client (the current one for none): what a progress notification may promise.
-    /// Changes published but still queued for this stream are not sent yet, and a
-    /// client resuming after the promised revision must not miss them.
-    fn sent_through<'a>(&self, watchers: impl Iterator<Item = &'a Watcher>) -> u64 {
-        let current = self.current_revision();
-        watchers.map(|watcher| watcher.next.saturating_sub(1)).min().unwrap_or(current).min(current)
-    }
-
     async fn notify_progress(&mut self) -> Result<(), Gone> {
+        let current = self.current_revision();
         let progress: Vec<(i64, u64)> = self
             .watchers
             .iter()
             .filter(|(_, watcher)| watcher.progress_notify)
-            .map(|(id, watcher)| (*id, self.sent_through(std::iter::once(watcher))))
+            .map(|(id, watcher)| (*id, sent_through(std::iter::once(watcher), current)))
             .collect();
         for (watch_id, revision) in progress {
             self.send(WatchResponse { header: self.header(revision), watch_id, ..Default::default() })
@@ -362,6 +360,14 @@ impl WatchStreamTask {
         }
         Ok(())
     }
+}
+
+/// The revision through which every change `watchers` want has been sent to the
+/// client (`current` for none): what a progress notification may promise. Changes
+/// published but still queued for the stream are not sent yet, and a client resuming
+/// after the promised revision must not miss them.
+fn sent_through<'a>(watchers: impl Iterator<Item = &'a Watcher>, current: u64) -> u64 {
+    watchers.map(|watcher| watcher.next.saturating_sub(1)).min().unwrap_or(current).min(current)
 }
 
 impl Service {
@@ -379,5 +385,40 @@ impl Service {
             Ok((events, revisions.current))
         };
         Ok(self.view(read)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_api::mvccpb::KeyValue;
+
+    use super::*;
+
+    fn event(revision: i64, bytes: usize) -> Event {
+        let kv = KeyValue {
+            key: b"k".to_vec(),
+            mod_revision: revision,
+            value: vec![0; bytes],
+            ..Default::default()
+        };
+        Event { kv: Some(kv), ..Default::default() }
+    }
+
+    fn shape(responses: &[(u64, Vec<Event>)]) -> Vec<(u64, Vec<i64>)> {
+        let revisions =
+            |events: &Vec<Event>| events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect();
+        responses.iter().map(|(revision, events)| (*revision, revisions(events))).collect()
+    }
+
+    #[test]
+    fn responses_hold_whole_revisions_up_to_the_byte_limit() {
+        let third = RESPONSE_BYTES / 3;
+        // Revision 3 alone is over the limit; 2 would not fit after 1 with 3's bulk.
+        let events =
+            vec![event(1, third), event(2, third), event(2, 10), event(3, RESPONSE_BYTES), event(4, 10)];
+        assert_eq!(shape(&in_responses(events)), [(2, vec![1, 2, 2]), (3, vec![3]), (4, vec![4])]);
+        let small: Vec<Event> = (1..=100).map(|revision| event(revision, 100)).collect();
+        assert_eq!(in_responses(small).len(), 1);
+        assert!(in_responses(Vec::new()).is_empty());
     }
 }

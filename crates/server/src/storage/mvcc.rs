@@ -135,8 +135,9 @@ impl KeyIndex {
         changes[..visible].last().filter(|change| !change.deleted).map(|change| change.at)
     }
 
-    /// The live keys in `span` at `revision`, in key order, and where their values are.
-    fn range(&self, span: KeySpan<'_>, revision: u64) -> Vec<Position> {
+    /// Where the values of the live keys in `span` at `revision` are, in key order:
+    /// counting them reads nothing from disk.
+    pub(crate) fn positions(&self, span: KeySpan<'_>, revision: u64) -> Vec<Position> {
         let live = |changes: &Vec<Change>| Self::live(changes, revision);
         match span {
             _ if span.is_empty() => Vec::new(),
@@ -215,13 +216,7 @@ pub(crate) fn range(
     span: KeySpan<'_>,
     revision: u64,
 ) -> Result<Vec<KeyValue>, StorageError> {
-    fetch(kv, &positions(index, span, revision))
-}
-
-/// Where the values of the live keys in `span` at `revision` are, in key order:
-/// counting them reads nothing from disk.
-pub(crate) fn positions(index: &KeyIndex, span: KeySpan<'_>, revision: u64) -> Vec<Position> {
-    index.range(span, revision)
+    fetch(kv, &index.positions(span, revision))
 }
 
 /// The values at `positions`, in that order.
@@ -407,10 +402,10 @@ mod tests {
         change(&mut index, "b", 3, false);
         change(&mut index, "a", 4, true);
         change(&mut index, "a", 5, false);
-        assert_eq!(index.range(KeySpan::From(b""), 3), [(2, 0), (3, 0)]);
-        assert_eq!(index.range(KeySpan::From(b""), 4), [(3, 0)]);
-        assert_eq!(index.range(KeySpan::Single(b"a"), 9), [(5, 0)]);
-        assert_eq!(index.range(KeySpan::Range(b"a", b"b"), 1), []);
+        assert_eq!(index.positions(KeySpan::From(b""), 3), [(2, 0), (3, 0)]);
+        assert_eq!(index.positions(KeySpan::From(b""), 4), [(3, 0)]);
+        assert_eq!(index.positions(KeySpan::Single(b"a"), 9), [(5, 0)]);
+        assert_eq!(index.positions(KeySpan::Range(b"a", b"b"), 1), []);
         assert_eq!(index.before(b"a", (5, 0)), None, "the change before is a deletion");
         assert_eq!(index.before(b"a", (4, 0)), Some((2, 0)));
     }
@@ -429,8 +424,8 @@ mod tests {
         assert!(!index.serves(at(9, 0)) && index.serves(at(9, 5)));
         index.restored_at(at(12, 5));
         assert!(!index.serves(at(9, 5)) && index.serves(at(12, 5)));
-        assert_eq!(index.range(KeySpan::From(b""), 5), [(3, 0)]);
-        assert_eq!(index.range(KeySpan::From(b""), 6), [(6, 0)]);
+        assert_eq!(index.positions(KeySpan::From(b""), 5), [(3, 0)]);
+        assert_eq!(index.positions(KeySpan::From(b""), 6), [(6, 0)]);
         assert!(!index.keys.contains_key(b"b".as_slice()));
     }
 }

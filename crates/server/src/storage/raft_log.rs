@@ -32,12 +32,12 @@ pub(crate) fn save_restored(txn: &WriteTransaction, index: u64, term: u64) -> Re
 }
 
 /// Rebuilds raft-rs's storage from the state in `db` and what the write-ahead log
-/// held. `None` when nothing was ever saved: a fresh member, which the caller
-/// bootstraps.
+/// `log` held when opened (`recovered`). `None` when nothing was ever saved: a fresh
+/// member, which the caller bootstraps.
 pub(crate) fn recover(
     db: &Database,
     log: &mut Wal,
-    mut wal: Recovered,
+    mut recovered: Recovered,
 ) -> Result<Option<MemStorage>, StorageError> {
     let txn = db.begin_read()?;
     let state = txn.open_table(RAFT_STATE)?;
@@ -47,20 +47,20 @@ pub(crate) fn recover(
     };
     let restored = state.get("restored")?.map(|v| decode::<SnapshotMetadata>(v.value())).transpose()?;
     if let Some(restored) = restored
-        && restored.index > wal.compacted.0
+        && restored.index > recovered.compacted.0
     {
         // The state machine was replaced by a snapshot, but the process stopped
         // before the log was restarted after it: everything in the log predates the
         // snapshot. Restart it now, before anything is appended after it.
         log.restart_at(restored.index, restored.term)?;
-        wal.entries.clear();
-        wal.compacted = (restored.index, restored.term);
+        recovered.entries.clear();
+        recovered.compacted = (restored.index, restored.term);
     }
 
     let storage = MemStorage::new();
     {
         let mut core = storage.wl();
-        let (index, term) = wal.compacted;
+        let (index, term) = recovered.compacted;
         if index > 0 {
             let mut meta = SnapshotMetadata { index, term, ..Default::default() };
             meta.set_conf_state(conf_state.clone());
@@ -69,8 +69,8 @@ pub(crate) fn recover(
             core.apply_snapshot(snapshot).map_err(|_| StorageError::Corrupt("snapshot metadata"))?;
         }
         core.set_conf_state(conf_state);
-        core.append(&wal.entries).map_err(|_| StorageError::Corrupt("raft log is not contiguous"))?;
-        if let Some(hard_state) = wal.hard_state {
+        core.append(&recovered.entries).map_err(|_| StorageError::Corrupt("raft log is not contiguous"))?;
+        if let Some(hard_state) = recovered.hard_state {
             core.set_hardstate(hard_state);
         }
     }
