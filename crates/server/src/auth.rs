@@ -104,6 +104,14 @@ pub(crate) fn check_write(
     Ok(())
 }
 
+/// Checks that `info` may write every key in `keys` (the keys attached to a lease).
+pub(crate) fn check_lease_keys(store: &AuthStore, info: &AuthInfo, keys: &[Vec<u8>]) -> Result<(), Error> {
+    for key in keys {
+        store.is_permitted(Some(info), key, &[], Access::Write)?;
+    }
+    Ok(())
+}
+
 fn check_txn(store: &AuthStore, info: Option<&AuthInfo>, txn: &TxnRequest) -> Result<(), Error> {
     for compare in &txn.compare {
         store.is_permitted(info, &compare.key, &compare.range_end, Access::Read)?;

@@ -29,6 +29,8 @@ pub(crate) enum Error {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
     #[error("etcdserver: {0}")]
     Storage(String),
     #[error(transparent)]
@@ -62,6 +64,7 @@ impl From<Error> for Status {
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,
             Error::LeaseTtlTooLarge => Code::OutOfRange,
+            Error::LeaderChanged => Code::Unavailable,
             Error::Storage(_) => Code::Internal,
             Error::Proposal(inner) => Code::from(inner.grpc_code()),
             Error::Auth(inner) => Code::from(inner.grpc_code()),

@@ -1,11 +1,18 @@
 //! Leases: the lessor's state, applied through raft, with expiry kept by the leader.
 //!
 //! What raft applies (grants, revocations, checkpoints, which keys are attached) is
-//! the same on every member. Expiry times are the leader's alone: it renews leases on
-//! keep-alive, proposes the revocation of expired ones, and, when it becomes leader,
-//! gives every lease its remaining TTL again from that moment, so that no lease
-//! expires only because leadership moved.
-
+//! the same on every member. Expiry times are the leader's alone (the primary
+//! lessor): it renews leases on keep-alive (other members forward keep-alives to
+//! it), proposes the revocation of expired ones, and, when it becomes leader, gives
+//! every lease its remaining TTL again from that moment plus an election timeout
+//! (etcd's `Promote(extend)`), so that no lease expires only because leadership
+//! moved: a client was never granted more than that by the old leader, which stepped
+//! down before the new one could be elected.
+//!
+//! The remaining TTL a new leader starts from is the granted TTL unless a checkpoint
+//! recorded less: a renewal clears a recorded remainder (a checkpoint of the full
+//! TTL), and the periodic checkpoint records remainders only for leases that would
+//! outlive the next one, as etcd schedules them.
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,6 +41,18 @@ struct Lease {
     keys: BTreeSet<Vec<u8>>,
     /// Whether a revocation for it has been proposed.
     revoking: bool,
+}
+
+/// What renewing a lease came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// Renewed for this TTL, in seconds.
+    Renewed(i64),
+    /// No such lease, or it expired and is being revoked (etcd waits for the
+    /// revocation and then answers not found).
+    NotFound,
+    /// This member does not keep expiry times: the leader must renew it.
+    NotPrimary,
 }
 
 /// Every lease of the member.
@@ -102,14 +121,26 @@ impl Lessor {
         self.leases.get(&id).map(|lease| (lease.ttl, lease.remaining))
     }
 
-    /// Renews `id` for its whole TTL from `now`, giving the TTL; `None` if unknown.
-    pub(crate) fn renew(&mut self, id: i64, now: Instant) -> Option<i64> {
-        let lease = self.leases.get_mut(&id)?;
-        if self.primary {
-            lease.expiry = Some(now + seconds(lease.ttl));
+    /// Renews `id` for its whole TTL from `now`, on the primary lessor only.
+    pub(crate) fn renew(&mut self, id: i64, now: Instant) -> Renewal {
+        if !self.primary {
+            return Renewal::NotPrimary;
         }
-        self.dirty.insert(id);
-        Some(lease.ttl)
+        let Some(lease) = self.leases.get_mut(&id) else { return Renewal::NotFound };
+        if lease.revoking || lease.expiry.is_some_and(|expiry| expiry <= now) {
+            return Renewal::NotFound;
+        }
+        lease.expiry = Some(now + seconds(lease.ttl));
+        if lease.remaining != lease.ttl {
+            // A recorded remainder no longer holds: clear it at the next checkpoint.
+            self.dirty.insert(id);
+        }
+        Renewal::Renewed(lease.ttl)
+    }
+
+    /// Whether this member keeps expiry times.
+    pub(crate) fn is_primary(&self) -> bool {
+        self.primary
     }
 
     /// The granted TTL and the whole seconds left of `id`, and its keys.
@@ -129,11 +160,12 @@ impl Lessor {
         ids
     }
 
-    /// This member became leader at `now`: every lease gets its remaining TTL from now.
-    pub(crate) fn promote(&mut self, now: Instant) {
+    /// This member became leader at `now`: every lease gets its remaining TTL from
+    /// now, plus `extend` (an election timeout, as etcd's `Promote(extend)`).
+    pub(crate) fn promote(&mut self, now: Instant, extend: Duration) {
         self.primary = true;
         for lease in self.leases.values_mut() {
-            lease.expiry = Some(now + seconds(lease.remaining.max(1)));
+            lease.expiry = Some(now + extend + seconds(lease.remaining.max(1)));
             lease.revoking = false;
         }
     }
@@ -171,21 +203,34 @@ impl Lessor {
         }
     }
 
-    /// Remaining TTLs to checkpoint: the renewed leases, or every lease when `all`.
-    pub(crate) fn take_checkpoints(&mut self, now: Instant, all: bool) -> Vec<(i64, i64)> {
-        let ids: Vec<i64> =
-            if all { self.ids() } else { std::mem::take(&mut self.dirty).into_iter().collect() };
+    /// Remaining TTLs to checkpoint, leaving out what is already recorded: with
+    /// `all`, the remainder of every lease that will outlive `interval` (the next full
+    /// checkpoint), as etcd schedules them; and the full TTL of every lease renewed
+    /// since the last call, which clears a recorded remainder.
+    pub(crate) fn take_checkpoints(
+        &mut self,
+        now: Instant,
+        all: bool,
+        interval: Duration,
+    ) -> Vec<(i64, i64)> {
+        let mut checkpoints = std::collections::BTreeMap::new();
         if all {
-            self.dirty.clear();
+            for (&id, lease) in &self.leases {
+                let Some(expiry) = lease.expiry else { continue };
+                let left = expiry.saturating_duration_since(now);
+                if left > interval {
+                    checkpoints.insert(id, (left.as_secs_f64().ceil() as i64).clamp(1, lease.ttl));
+                }
+            }
         }
-        ids.into_iter()
-            .filter_map(|id| {
-                let lease = self.leases.get(&id)?;
-                let expiry = lease.expiry?;
-                let left = expiry.saturating_duration_since(now).as_secs_f64().ceil() as i64;
-                Some((id, left.max(1)))
-            })
-            .collect()
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(lease) = self.leases.get(&id) {
+                checkpoints.insert(id, lease.ttl);
+            }
+        }
+        checkpoints
+            .retain(|id, remaining| self.leases.get(id).is_some_and(|lease| lease.remaining != *remaining));
+        checkpoints.into_iter().collect()
     }
 }
 
@@ -220,4 +265,63 @@ pub(crate) fn load(
         }
     }
     Ok(lessor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn primary_with(id: i64, ttl: i64, now: Instant) -> Lessor {
+        let mut lessor = Lessor::default();
+        lessor.promote(now, Duration::ZERO);
+        assert!(lessor.grant(id, ttl, now));
+        lessor
+    }
+
+    #[test]
+    fn only_the_primary_renews_and_an_expired_lease_is_not_found() {
+        let now = Instant::now();
+        let mut follower = Lessor::default();
+        assert!(follower.grant(1, 10, now));
+        assert_eq!(follower.renew(1, now), Renewal::NotPrimary);
+        let mut lessor = primary_with(1, 10, now);
+        assert_eq!(lessor.renew(1, now + 9 * SECOND), Renewal::Renewed(10));
+        assert_eq!(lessor.renew(2, now), Renewal::NotFound);
+        // Expired, revocation not even proposed yet: it will not come back.
+        assert_eq!(lessor.renew(1, now + 20 * SECOND), Renewal::NotFound);
+        lessor.demote();
+        assert_eq!(lessor.renew(1, now), Renewal::NotPrimary);
+    }
+
+    #[test]
+    fn a_new_leader_extends_every_lease_by_the_election_timeout() {
+        let now = Instant::now();
+        let mut lessor = Lessor::default();
+        assert!(lessor.grant(1, 10, now));
+        lessor.checkpoint(1, 4);
+        lessor.promote(now, SECOND);
+        assert_eq!(lessor.time_to_live(1, now).map(|(granted, left, _)| (granted, left)), Some((10, 5)));
+        assert!(lessor.take_expired(now + 4 * SECOND, 10).is_empty());
+        assert_eq!(lessor.take_expired(now + 5 * SECOND, 10), [1]);
+    }
+
+    #[test]
+    fn a_renewal_clears_a_recorded_remainder_and_full_checkpoints_skip_short_leases() {
+        let now = Instant::now();
+        let mut lessor = primary_with(1, 100, now);
+        assert!(lessor.grant(2, 3, now));
+        // Nothing renewed, nothing recorded: nothing to say.
+        assert!(lessor.take_checkpoints(now, false, 5 * SECOND).is_empty());
+        // A full checkpoint records what outlives the next one (lease 2 does not).
+        assert_eq!(lessor.take_checkpoints(now + 10 * SECOND, true, 5 * SECOND), [(1, 90)]);
+        lessor.checkpoint(1, 90);
+        assert_eq!(lessor.renew(1, now + 20 * SECOND), Renewal::Renewed(100));
+        assert_eq!(lessor.take_checkpoints(now + 20 * SECOND, false, 5 * SECOND), [(1, 100)]);
+        lessor.checkpoint(1, 100);
+        // A renewal of a lease whose full TTL is recorded needs no checkpoint.
+        assert_eq!(lessor.renew(1, now + 21 * SECOND), Renewal::Renewed(100));
+        assert!(lessor.take_checkpoints(now + 21 * SECOND, false, 5 * SECOND).is_empty());
+    }
 }

@@ -190,6 +190,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             request_timeout,
             bcrypt_cost: config.bcrypt_cost,
             watch_progress_notify_interval: config.watch_progress_notify_interval()?,
+            leader_loss_grace: config.election_timeout() / 2,
             data_file,
         },
     });
@@ -206,6 +207,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 Arc::new(move |id| shared.is_removed(id))
             },
         },
+        leases: grpc::PeerLeases(service.clone()),
         membership: transport::MembershipService {
             cluster_id,
             members: Arc::new(move || {

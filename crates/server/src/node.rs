@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) members: Mutex<crate::members::Members>,
     /// Notified when this member is removed from the cluster.
     pub(crate) removed: Arc<tokio::sync::Notify>,
+    /// Since when this member has had no leader; `None` while it has one.
+    pub(crate) leaderless_since: tokio::sync::watch::Sender<Option<Instant>>,
     /// The peer transport, in a cluster of more than one member.
     transport: Option<Arc<Transport>>,
 }
@@ -79,6 +81,11 @@ impl Shared {
 
     pub(crate) fn leader_id(&self) -> u64 {
         self.leader.load(Ordering::Acquire)
+    }
+
+    /// Channels to member `id`'s peer URLs, for calls other than raft messages.
+    pub(crate) fn peer_channels(&self, id: u64) -> Vec<tonic::transport::Channel> {
+        self.transport.as_ref().map_or_else(Vec::new, |transport| transport.channels(id))
     }
 }
 
@@ -114,6 +121,10 @@ impl Leadership for Shared {
     }
 }
 
+/// Where a read-index round's answer goes: the index to read at, or
+/// [`Error::LeaderChanged`] when leadership moved before the round was answered.
+type ReadReply = oneshot::Sender<Result<u64, Error>>;
+
 /// Where a membership change's outcome goes once it is applied.
 type ChangeReply = oneshot::Sender<Result<(), String>>;
 
@@ -122,7 +133,7 @@ pub(crate) enum Command {
     /// Propose `data`; the reply says whether raft took it.
     Propose(Vec<u8>, oneshot::Sender<cairn_proposal::Result<()>>),
     /// Confirm leadership and reply with the commit index to read at.
-    ReadIndex(oneshot::Sender<u64>),
+    ReadIndex(ReadReply),
     /// A raft message from a peer.
     Step(raft::eraftpb::Message),
     /// Change the membership; the reply comes once the change is applied here.
@@ -167,11 +178,18 @@ impl RaftProposer {
         let _ = self.commands.send(Command::Step(message));
     }
 
-    /// The commit index to serve a linearizable read at, once applied.
-    pub(crate) async fn read_index(&self) -> Result<u64, cairn_proposal::Error> {
+    /// The commit index to serve a linearizable read at, once applied. The round
+    /// confirms that a quorum still follows the leader, so it also tells a leader
+    /// that it still leads (etcd's `ensureLeadership`).
+    ///
+    /// # Errors
+    /// [`Error::LeaderChanged`] when leadership moved before the round was answered;
+    /// `etcdserver: server stopped` when the node stops.
+    pub(crate) async fn read_index(&self) -> Result<u64, Error> {
+        let stopped = || Error::Proposal(cairn_proposal::Error::Stopped);
         let (reply, index) = oneshot::channel();
-        self.commands.send(Command::ReadIndex(reply)).map_err(|_| cairn_proposal::Error::Stopped)?;
-        index.await.map_err(|_| cairn_proposal::Error::Stopped)
+        self.commands.send(Command::ReadIndex(reply)).map_err(|_| stopped())?;
+        index.await.map_err(|_| stopped())?
     }
 }
 
@@ -268,6 +286,11 @@ pub(crate) fn start(
         max_size_per_msg: 1024 * 1024,
         max_inflight_msgs: 256,
         pre_vote: true,
+        // As etcd: a leader that has not heard from a quorum for an election timeout
+        // steps down, so that a leader cut off from the majority stops taking writes
+        // and keeping leases, and followers that hear from their leader ignore
+        // disruptive votes.
+        check_quorum: true,
         ..raft::Config::default()
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -293,6 +316,7 @@ pub(crate) fn start(
         voters: Mutex::new(initial.conf_state.voters.clone()),
         members: Mutex::new(crate::members::load(&db)?),
         removed: Arc::clone(&config.removed),
+        leaderless_since: tokio::sync::watch::Sender::new(Some(Instant::now())),
         transport: transport.clone(),
     });
     let (commands, receiver) = std::sync::mpsc::channel();
@@ -415,7 +439,7 @@ struct Runner {
     /// Proposals waiting for a leader.
     pending_proposals: Vec<(Vec<u8>, oneshot::Sender<cairn_proposal::Result<()>>)>,
     /// Reads waiting for the next read-index round.
-    pending_reads: Vec<oneshot::Sender<u64>>,
+    pending_reads: Vec<ReadReply>,
     /// The read-index round under way.
     read_in_flight: Option<ReadRound>,
     next_read_context: u64,
@@ -432,7 +456,7 @@ const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 /// One read-index request to the leader and the reads its answer releases.
 struct ReadRound {
     context: Vec<u8>,
-    replies: Vec<oneshot::Sender<u64>>,
+    replies: Vec<ReadReply>,
     started: std::time::Instant,
 }
 
@@ -562,7 +586,7 @@ impl Runner {
             if let Some(round) = self.read_in_flight.take() {
                 if round.context == state.request_ctx {
                     for reply in round.replies {
-                        let _ = reply.send(state.index);
+                        let _ = reply.send(Ok(state.index));
                     }
                 } else {
                     // An answer to a round since retried: the new round answers.
@@ -633,6 +657,14 @@ impl Runner {
     fn observe_leader(&mut self, leader: u64) {
         let previous = self.shared.leader.swap(leader, Ordering::AcqRel);
         if leader != previous {
+            let leaderless = (leader == raft::INVALID_ID).then(Instant::now);
+            self.shared.leaderless_since.send_if_modified(|since| {
+                let modified = since.is_some() != leaderless.is_some();
+                if modified {
+                    *since = leaderless;
+                }
+                modified
+            });
             // Lease expiry is the leader's: a new leader restarts every lease's clock,
             // once it has applied what was committed before it led, checkpoints
             // included.
@@ -641,6 +673,15 @@ impl Runner {
             } else {
                 self.promote_at = None;
                 lease::lock(&self.lessor).demote();
+            }
+            if previous != raft::INVALID_ID {
+                // Reads waiting for a round confirm nothing about a leadership that
+                // ended: they fail, as etcd's read loop fails them, and are retried by
+                // clients (etcd's `ErrLeaderChanged` is Unavailable).
+                let replies = self.read_in_flight.take().into_iter().flat_map(|round| round.replies);
+                for reply in replies.chain(self.pending_reads.drain(..)) {
+                    let _ = reply.send(Err(Error::LeaderChanged));
+                }
             }
         }
         if leader != previous && leader != raft::INVALID_ID {
@@ -730,6 +771,27 @@ impl Runner {
                 .map(Applied::Auth);
         }
         auth::check_write(&auth::read(&self.auth), &proposer, request)?;
+        // etcd's `checkLeasePuts`: revoking a lease deletes its keys, so it needs write
+        // permission on every one of them; attaching a key to a lease needs the same,
+        // or the caller could not revoke what it attached to.
+        let lease = match (&request.lease_revoke, &request.put) {
+            (Some(revoke), _) => revoke.id,
+            (None, Some(put)) => put.lease,
+            (None, None) => 0,
+        };
+        let store = auth::read(&self.auth);
+        if store.is_enabled()
+            && (request.lease_grant.is_some() || request.lease_revoke.is_some())
+            && proposer.username.is_empty()
+        {
+            // As etcd 3.5.28: granting and revoking need a logged-in user.
+            return Err(cairn_auth::Error::UserEmpty.into());
+        }
+        if lease != 0 && store.is_enabled() {
+            let keys = lease::lock(&self.lessor).keys(lease).unwrap_or_default();
+            auth::check_lease_keys(&store, &proposer, &keys)?;
+        }
+        drop(store);
         if let Some(put) = &request.put {
             self.applier.put(tables, put)
         } else if let Some(delete) = &request.delete_range {
@@ -834,7 +896,8 @@ impl Runner {
         }
         if self.promote_at.is_some_and(|index| self.applied >= index) {
             self.promote_at = None;
-            lease::lock(&self.lessor).promote(Instant::now());
+            let extend = self.config.heartbeat * self.config.election_ticks as u32;
+            lease::lock(&self.lessor).promote(Instant::now(), extend);
         }
         for (revision, events) in self.applier.published.drain(..) {
             self.hub.publish(revision, events);

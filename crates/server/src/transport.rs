@@ -45,6 +45,10 @@ pub(crate) struct Transport {
 struct PeerSender {
     queue: mpsc::Sender<Message>,
     connected_since: Arc<Mutex<Option<Instant>>>,
+    urls: Vec<String>,
+    /// Channels for calls to the peer (lease forwarding), one per URL, made on first
+    /// use; they connect lazily and reconnect by themselves.
+    channels: Vec<tonic::transport::Channel>,
 }
 
 impl Transport {
@@ -89,14 +93,14 @@ impl Transport {
         let connected_since = Arc::new(Mutex::new(None));
         let task = send_loop(
             (self.cluster_id, self.member_id, id),
-            urls,
+            urls.clone(),
             messages,
             Arc::clone(&connected_since),
             Arc::clone(&self.removed),
             self.tls.clone(),
         );
         self.runtime.spawn(task);
-        peers.insert(id, PeerSender { queue, connected_since });
+        peers.insert(id, PeerSender { queue, connected_since, urls, channels: Vec::new() });
     }
 
     /// Stops sending to a removed member.
@@ -128,6 +132,28 @@ impl Transport {
 
     pub(crate) fn member_id(&self) -> u64 {
         self.member_id
+    }
+
+    /// Channels to `peer`, one per peer URL, for calls other than raft messages;
+    /// empty for an unknown peer.
+    pub(crate) fn channels(&self, peer: u64) -> Vec<tonic::transport::Channel> {
+        let mut peers = self.lock();
+        let Some(sender) = peers.get_mut(&peer) else { return Vec::new() };
+        if sender.channels.is_empty() {
+            let _runtime = self.runtime.enter();
+            sender.channels = sender
+                .urls
+                .iter()
+                .filter_map(|url| match lazy_channel(url, self.tls.as_ref()) {
+                    Ok(channel) => Some(channel),
+                    Err(error) => {
+                        warn!(peer = format_args!("{peer:x}"), %url, %error, "bad peer URL");
+                        None
+                    }
+                })
+                .collect();
+        }
+        sender.channels.clone()
     }
 }
 
@@ -199,6 +225,8 @@ async fn send_loop(
 pub(crate) struct PeerServices {
     pub(crate) peer: PeerService,
     pub(crate) membership: MembershipService,
+    /// Lease calls forwarded by other members to this one while it leads.
+    pub(crate) leases: crate::grpc::PeerLeases,
 }
 
 /// Answers a joining member with the cluster's members.
@@ -255,6 +283,28 @@ async fn connect(
         }
         _ => endpoint.connect().await,
     }
+}
+
+/// A channel to a peer URL that connects on first use, over TLS for `https://` ones.
+fn lazy_channel(
+    url: &str,
+    tls: Option<&PeerTls>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true);
+    Ok(match tls {
+        Some(PeerTls::Verified(config)) if url.starts_with("https://") => {
+            endpoint.tls_config(config.clone())?.connect_lazy()
+        }
+        Some(PeerTls::Unverified(connector)) if url.starts_with("https://") => {
+            let plain = tonic::transport::Endpoint::from_shared(url.replacen("https://", "http://", 1))?
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true);
+            plain.connect_with_connector_lazy(connector.clone())
+        }
+        _ => endpoint.connect_lazy(),
+    })
 }
 
 /// Asks the peers at `urls` for the cluster's ID and members, for a member joining a

@@ -3,6 +3,8 @@
 
 use std::pin::Pin;
 
+use cairn_api::cairnpb::leases_client::LeasesClient;
+use cairn_api::cairnpb::{LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest, LeaseTtlResponse};
 use cairn_api::etcdserverpb::lease_server::Lease;
 use cairn_api::etcdserverpb::{
     InternalRaftRequest, LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse,
@@ -17,7 +19,13 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Credentials, Service};
 use crate::apply::Applied;
 use crate::error::Error;
-use crate::lease;
+use crate::lease::{self, Renewal};
+
+/// How long a member waits before asking the leader again when it could not reach
+/// it (etcd's 50 ms).
+const FORWARD_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+/// Most lease checkpoints in one proposal (etcd's `maxLeaseCheckpointBatchSize`).
+const CHECKPOINT_BATCH: usize = 1000;
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
 
@@ -67,18 +75,32 @@ impl Lease for Service {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
+        self.check_member(request.metadata(), false)?;
+        let lost = self.leader_lost_signal(request.metadata());
         let service = self.clone();
         let inbound = request.into_inner();
-        let responses = futures::stream::unfold((service, inbound), |(service, mut inbound)| async move {
-            match inbound.message().await {
-                Ok(Some(request)) => {
-                    let ttl = lease::lock(&service.lessor).renew(request.id, Instant::now()).unwrap_or(0);
-                    let response =
-                        LeaseKeepAliveResponse { header: service.plain_header(), id: request.id, ttl };
-                    Some((Ok(response), (service, inbound)))
-                }
-                Ok(None) | Err(_) => None,
+        let state = (service, inbound, lost, false);
+        let responses = futures::stream::unfold(state, |(service, mut inbound, mut lost, done)| async move {
+            if done {
+                return None;
             }
+            let next = async {
+                let request = inbound.message().await.ok()??;
+                // As etcd: the header is taken before the renewal, so that its revision
+                // is never past a revocation the renewal raced with.
+                let header = service.plain_header();
+                Some(match service.renew(request.id).await {
+                    Ok(ttl) => Ok(LeaseKeepAliveResponse { header, id: request.id, ttl: ttl.unwrap_or(0) }),
+                    Err(status) => Err(status),
+                })
+            };
+            let item = tokio::select! {
+                item = next => item?,
+                () = super::leader_lost(&mut lost) => Err(Status::from(Error::Proposal(cairn_proposal::Error::NoLeader))),
+            };
+            // Any error ends the stream, as etcd's keep-alive loop ends.
+            let done = item.is_err();
+            Some((item, (service, inbound, lost, done)))
         });
         Ok(Response::new(Box::pin(responses)))
     }
@@ -87,16 +109,26 @@ impl Lease for Service {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
-        let found = lease::lock(&self.lessor).time_to_live(request.id, Instant::now());
+        let found = self.time_to_live(request.id, request.keys).await?;
         let response = match found {
-            Some((granted_ttl, ttl, keys)) => LeaseTimeToLiveResponse {
-                header: self.plain_header(),
-                id: request.id,
-                ttl,
-                granted_ttl,
-                keys: if request.keys { keys } else { Vec::new() },
-            },
+            Some(found) => {
+                if request.keys {
+                    // CVE-2023-32082: the keys are listed only to a caller that may read
+                    // every one of them.
+                    for key in &found.keys {
+                        self.check_read(&credentials, key, &[])?;
+                    }
+                }
+                LeaseTimeToLiveResponse {
+                    header: self.plain_header(),
+                    id: request.id,
+                    ttl: found.ttl,
+                    granted_ttl: found.granted_ttl,
+                    keys: found.keys,
+                }
+            }
             // etcd answers an expired or unknown lease with a TTL of -1.
             None => LeaseTimeToLiveResponse {
                 header: self.plain_header(),
@@ -126,6 +158,112 @@ impl Service {
         header
     }
 
+    /// etcd's `LeaseRenew`: renews lease `id` where expiry times are kept, here
+    /// when this member leads (after a read-index round confirms that a quorum still
+    /// follows it), else on the leader over the peer connection, retrying for up to
+    /// the request timeout while there is no leader or it cannot be reached. `None`
+    /// when the lease is unknown or expired.
+    pub(crate) async fn renew(&self, id: i64) -> Result<Option<i64>, Status> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            let leader = self.shared.leader_id();
+            if leader == self.shared.member_id {
+                match tokio::time::timeout_at(deadline, self.renew_here(id)).await {
+                    Ok(Ok(Renewal::Renewed(ttl))) => return Ok(Some(ttl)),
+                    Ok(Ok(Renewal::NotFound)) => return Ok(None),
+                    // Leading, but not keeping expiry yet: the lessor is promoted once
+                    // what was committed before this term is applied.
+                    Ok(Ok(Renewal::NotPrimary)) => {}
+                    Ok(Err(error)) => return Err(error.into()),
+                    Err(_) => {}
+                }
+            } else if leader != 0 {
+                for channel in self.shared.peer_channels(leader) {
+                    let mut client = LeasesClient::new(channel);
+                    let call = client.renew(LeaseRenewRequest { id });
+                    if let Ok(Ok(response)) = tokio::time::timeout_at(deadline, call).await {
+                        let response = response.into_inner();
+                        return Ok(response.found.then_some(response.ttl));
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_leader_or_timeout());
+            }
+            tokio::time::sleep(FORWARD_RETRY).await;
+        }
+    }
+
+    /// Renews lease `id` on this member, which must lead: a read-index round first
+    /// confirms that it still does, then its applied state is brought up to the
+    /// commit index, so that a lease granted just before is known.
+    pub(crate) async fn renew_here(&self, id: i64) -> Result<Renewal, Error> {
+        let index = self.proposer.read_index().await?;
+        self.shared.applied_wait.wait(index).await;
+        if self.shared.leader_id() != self.shared.member_id {
+            return Err(Error::LeaderChanged);
+        }
+        Ok(lease::lock(&self.lessor).renew(id, Instant::now()))
+    }
+
+    /// etcd's `LeaseTimeToLive`: answered by the leader's lessor, here or over the
+    /// peer connection; `None` for an unknown lease.
+    pub(crate) async fn time_to_live(&self, id: i64, keys: bool) -> Result<Option<LeaseTtlResponse>, Status> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            let leader = self.shared.leader_id();
+            if leader == self.shared.member_id {
+                if let Ok(Some(found)) =
+                    tokio::time::timeout_at(deadline, self.time_to_live_here(id, keys)).await
+                {
+                    return Ok(found.found.then_some(found));
+                }
+            } else if leader != 0 {
+                for channel in self.shared.peer_channels(leader) {
+                    let mut client = LeasesClient::new(channel);
+                    let call = client.time_to_live(LeaseTtlRequest { id, keys });
+                    if let Ok(Ok(response)) = tokio::time::timeout_at(deadline, call).await {
+                        let response = response.into_inner();
+                        return Ok(response.found.then_some(response));
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_leader_or_timeout());
+            }
+            tokio::time::sleep(FORWARD_RETRY).await;
+        }
+    }
+
+    /// Lease `id` as this member's primary lessor knows it, once everything committed
+    /// is applied; `None` when this member does not keep expiry times.
+    pub(crate) async fn time_to_live_here(&self, id: i64, keys: bool) -> Option<LeaseTtlResponse> {
+        use cairn_proposal::IndexSource as _;
+        self.shared.applied_wait.wait(self.shared.committed_index()).await;
+        let lessor = lease::lock(&self.lessor);
+        if !lessor.is_primary() || self.shared.leader_id() != self.shared.member_id {
+            return None;
+        }
+        Some(match lessor.time_to_live(id, Instant::now()) {
+            Some((granted_ttl, ttl, attached)) => LeaseTtlResponse {
+                found: true,
+                ttl,
+                granted_ttl,
+                keys: if keys { attached } else { Vec::new() },
+            },
+            None => LeaseTtlResponse::default(),
+        })
+    }
+
+    fn no_leader_or_timeout(&self) -> Status {
+        let error = if self.shared.leader_id() == 0 {
+            cairn_proposal::Error::NoLeader
+        } else {
+            cairn_proposal::Error::Timeout
+        };
+        Error::Proposal(error).into()
+    }
+
     /// The leader's lease duties, until the process ends: revoke expired leases
     /// (at most 500 each half second, as etcd rate-limits), and checkpoint remaining
     /// TTLs so that they survive a restart: renewed leases every second, all of them
@@ -151,18 +289,19 @@ impl Service {
                 }
                 let all = rounds.is_multiple_of(full_every);
                 if all || rounds.is_multiple_of(2) {
-                    let checkpoints = lease::lock(&service.lessor).take_checkpoints(now, all);
-                    if !checkpoints.is_empty() {
-                        let checkpoints = checkpoints
-                            .into_iter()
-                            .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                    let checkpoints =
+                        lease::lock(&service.lessor).take_checkpoints(now, all, checkpoint_interval);
+                    for batch in checkpoints.chunks(CHECKPOINT_BATCH) {
+                        let checkpoints = batch
+                            .iter()
+                            .map(|&(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
                             .collect();
                         let request = LeaseCheckpointRequest { checkpoints };
-                        let none = Credentials { pairs: Vec::new() };
                         let internal =
                             InternalRaftRequest { lease_checkpoint: Some(request), ..Default::default() };
-                        if let Err(error) = service.write(internal, &none).await {
+                        if let Err(error) = service.write(internal, &Credentials::server()).await {
                             tracing::warn!(%error, "lease checkpoint failed");
+                            break;
                         }
                     }
                 }
@@ -171,10 +310,10 @@ impl Service {
     }
 
     async fn revoke_expired(&self, id: i64) {
-        let none = Credentials { pairs: Vec::new() };
         let internal =
             InternalRaftRequest { lease_revoke: Some(LeaseRevokeRequest { id }), ..Default::default() };
-        match self.write(internal, &none).await {
+        // As etcd's `WithRoot`: expiry deletes the keys whoever wrote them.
+        match self.write(internal, &Credentials::server()).await {
             Ok(_) => tracing::debug!(lease = format_args!("{id:x}"), "revoked an expired lease"),
             Err(status) if status.message() == Error::LeaseNotFound.to_string() => {}
             Err(status) => {
@@ -182,5 +321,50 @@ impl Service {
                 lease::lock(&self.lessor).revoke_failed(id);
             }
         }
+    }
+}
+
+/// Lease calls forwarded to this member by the others while it leads
+/// (`cairnpb.Leases`, etcd's `/leases` and `/leases/internal` peer handlers).
+#[derive(Clone)]
+pub(crate) struct PeerLeases(pub(crate) Service);
+
+#[tonic::async_trait]
+impl cairn_api::cairnpb::leases_server::Leases for PeerLeases {
+    async fn renew(
+        &self,
+        request: Request<LeaseRenewRequest>,
+    ) -> Result<Response<LeaseRenewResponse>, Status> {
+        let id = request.into_inner().id;
+        let service = &self.0;
+        if service.shared.leader_id() != service.shared.member_id {
+            return Err(Status::unavailable("etcdserver: not a primary lessor"));
+        }
+        let renewal = tokio::time::timeout(service.config.request_timeout, service.renew_here(id))
+            .await
+            .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))??;
+        match renewal {
+            Renewal::Renewed(ttl) => Ok(Response::new(LeaseRenewResponse { found: true, ttl })),
+            Renewal::NotFound => Ok(Response::new(LeaseRenewResponse { found: false, ttl: 0 })),
+            Renewal::NotPrimary => Err(Status::unavailable("etcdserver: not a primary lessor")),
+        }
+    }
+
+    async fn time_to_live(
+        &self,
+        request: Request<LeaseTtlRequest>,
+    ) -> Result<Response<LeaseTtlResponse>, Status> {
+        let request = request.into_inner();
+        let service = &self.0;
+        // etcd waits at most a second for its applied index here.
+        let found = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            service.time_to_live_here(request.id, request.keys),
+        )
+        .await
+        .map_err(|_| {
+            Status::unavailable("etcdserver: request timed out, waiting for the applied index took too long")
+        })?;
+        found.map(Response::new).ok_or_else(|| Status::unavailable("etcdserver: not a primary lessor"))
     }
 }

@@ -11,6 +11,8 @@ mod lease;
 mod maintenance;
 mod watch;
 
+pub(crate) use lease::PeerLeases;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +48,38 @@ use crate::watch::Hub;
 /// How long open client connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// Most times a request refused for a stale auth revision is proposed again.
+const AUTH_RETRIES: usize = 8;
+
+/// What ends a stream that asked for a leader: this member has been without one for
+/// `grace` (etcd's `monitorLeader`, which ends such streams with `etcdserver: no
+/// leader`). A healthy election leaves a member leaderless for milliseconds and ends
+/// nothing; a member cut off from the majority, or a leader that stepped down for
+/// want of a quorum, stays leaderless.
+pub(crate) struct LeaderLoss {
+    leaderless_since: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+    grace: Duration,
+}
+
+/// Completes once `loss` says the leader is lost; never for a stream that did not
+/// ask for a leader.
+pub(crate) async fn leader_lost(loss: &mut Option<LeaderLoss>) {
+    let Some(LeaderLoss { leaderless_since, grace }) = loss else { return std::future::pending().await };
+    loop {
+        let since = *leaderless_since.borrow_and_update();
+        let changed = match since {
+            Some(since) => tokio::select! {
+                () = tokio::time::sleep_until(since + *grace) => return,
+                changed = leaderless_since.changed() => changed,
+            },
+            None => leaderless_since.changed().await,
+        };
+        if changed.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// etcd's extra room for gRPC framing above `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
@@ -63,6 +97,9 @@ pub(crate) struct ServiceConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) bcrypt_cost: u32,
     pub(crate) watch_progress_notify_interval: Duration,
+    /// How long this member may be without a leader before streams that asked for
+    /// one are ended.
+    pub(crate) leader_loss_grace: Duration,
     /// The database file, whose size `Status` reports.
     pub(crate) data_file: std::path::PathBuf,
 }
@@ -93,10 +130,11 @@ impl std::ops::Deref for Service {
     }
 }
 
-/// An `InternalRaftRequest` as the gate sees it.
-struct Proposal(InternalRaftRequest);
+/// An `InternalRaftRequest` as the gate sees it (borrowed, so that a request
+/// refused as stale can be proposed again).
+struct Proposal<'a>(&'a mut InternalRaftRequest);
 
-impl cairn_proposal::Request for Proposal {
+impl cairn_proposal::Request for Proposal<'_> {
     fn legacy_id(&self) -> u64 {
         self.0.id
     }
@@ -155,11 +193,6 @@ impl Service {
     /// The store's current revision, from disk.
     pub(crate) fn current_revision(&self) -> Result<u64, StorageError> {
         Ok(self.revisions()?.current)
-    }
-
-    /// The revision below which history is gone.
-    pub(crate) fn compacted_revision(&self) -> Result<u64, StorageError> {
-        Ok(self.revisions()?.compacted)
     }
 
     fn revisions(&self) -> Result<Revisions, StorageError> {
@@ -226,15 +259,48 @@ impl Service {
     }
 
     /// Proposes a write for a caller with `credentials` and waits for its result.
+    ///
+    /// A request refused at apply because the auth store changed after it was
+    /// stamped changed nothing (permissions are checked before any write), so it is
+    /// proposed again under the caller's fresh identity, as etcd's `raftRequest`
+    /// does; the caller sees `auth store revision is old` only when its identity
+    /// itself is stale (a JWT issued before the change).
     async fn write(
         &self,
-        request: InternalRaftRequest,
+        mut request: InternalRaftRequest,
         credentials: &Credentials,
     ) -> Result<Applied, Status> {
-        match self.gate.propose(Proposal(request), &credentials.as_pairs()).await {
-            Ok(result) => result.map_err(Status::from),
-            Err(error) => Err(Error::Proposal(error).into()),
+        let pairs = credentials.as_pairs();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = match self.gate.propose(Proposal(&mut request), &pairs).await {
+                Ok(result) => result,
+                Err(error) => Err(Error::Proposal(error)),
+            };
+            match result {
+                Err(Error::Auth(cairn_auth::Error::AuthOldRevision))
+                    if attempts < AUTH_RETRIES && self.identity_is_fresh(&pairs) => {}
+                other => return other.map_err(Status::from),
+            }
         }
+    }
+
+    /// Whether the caller's identity is stamped with the auth store's current
+    /// revision, so that a request refused as stale may be proposed again.
+    fn identity_is_fresh(&self, pairs: &[(&str, &str)]) -> bool {
+        let store = crate::auth::read(&self.auth);
+        matches!(crate::auth::caller(&store, pairs), Ok(Some(info)) if info.revision >= store.revision())
+    }
+
+    /// For a call whose metadata asks for a leader (`hasleader=true`, etcd's
+    /// `WithRequireLeader`): what tells its stream that the leader is lost.
+    fn leader_lost_signal(&self, metadata: &MetadataMap) -> Option<LeaderLoss> {
+        let required = metadata.get("hasleader").is_some_and(|value| value == "true");
+        required.then(|| LeaderLoss {
+            leaderless_since: self.shared.leaderless_since.subscribe(),
+            grace: self.config.leader_loss_grace,
+        })
     }
 
     /// Checks that the caller may read `[key, range_end)`.
@@ -250,8 +316,7 @@ impl Service {
     async fn wait_read_index(&self) -> Result<(), Status> {
         let index = tokio::time::timeout(self.config.request_timeout, self.proposer.read_index())
             .await
-            .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?
-            .map_err(Error::Proposal)?;
+            .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))??;
         tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait.wait(index))
             .await
             .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?;
@@ -312,6 +377,12 @@ pub(crate) struct Credentials {
 }
 
 impl Credentials {
+    /// The server itself, as root (etcd's `WithRoot`): for the requests a member
+    /// makes on its own, such as revoking expired leases.
+    pub(crate) fn server() -> Self {
+        Self { pairs: vec![(crate::auth::CERTIFICATE_USER.to_owned(), cairn_auth::ROOT.to_owned())] }
+    }
+
     fn as_pairs(&self) -> Vec<(&str, &str)> {
         self.pairs.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect()
     }
@@ -335,7 +406,8 @@ pub(crate) fn serve_peers(
             .max_decoding_message_size(usize::MAX);
         let membership =
             cairn_api::cairnpb::membership_server::MembershipServer::new(services.membership.clone());
-        let router = Server::builder().add_service(peer).add_service(membership);
+        let leases = cairn_api::cairnpb::leases_server::LeasesServer::new(services.leases.clone());
+        let router = Server::builder().add_service(peer).add_service(membership).add_service(leases);
         match (is_tls, &tls) {
             (true, Some(config)) => {
                 let incoming = crate::tls::accept(listener, Arc::clone(config));

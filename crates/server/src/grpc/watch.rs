@@ -36,6 +36,7 @@ impl Watch for Service {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let credentials = self.credentials(&request).await?;
+        let lost = self.leader_lost_signal(request.metadata());
         let inbound = request.into_inner();
         let (outbound, responses) = mpsc::channel(OUTBOUND);
         let stream = WatchStreamTask {
@@ -45,9 +46,9 @@ impl Watch for Service {
             watchers: BTreeMap::new(),
             next_id: 0,
         };
-        tokio::spawn(stream.run(inbound));
+        tokio::spawn(stream.run(inbound, lost));
         let responses = futures::stream::unfold(responses, |mut responses| async move {
-            responses.recv().await.map(|response| (Ok(response), responses))
+            responses.recv().await.map(|response| (response, responses))
         });
         Ok(Response::new(Box::pin(responses)))
     }
@@ -92,6 +93,18 @@ impl Watcher {
     }
 }
 
+/// etcd's cancellation of a watcher whose history was compacted: no reason text, the
+/// compaction revision, and a header at revision 0.
+fn compacted_response(watch_id: i64, compacted: u64, header: Option<ResponseHeader>) -> WatchResponse {
+    WatchResponse {
+        header,
+        watch_id,
+        canceled: true,
+        compact_revision: compacted as i64,
+        ..Default::default()
+    }
+}
+
 /// The revision of a change.
 fn revision_of(event: &Event) -> u64 {
     event.kv.as_ref().map_or(0, |kv| u64::try_from(kv.mod_revision).unwrap_or(0))
@@ -129,7 +142,8 @@ fn in_responses(events: Vec<Event>) -> Vec<(u64, Vec<Event>)> {
 struct WatchStreamTask {
     service: Service,
     credentials: Credentials,
-    outbound: mpsc::Sender<WatchResponse>,
+    /// Responses, and the error that ends the stream.
+    outbound: mpsc::Sender<Result<WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
 }
@@ -138,7 +152,11 @@ struct WatchStreamTask {
 struct Gone;
 
 impl WatchStreamTask {
-    async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
+    /// Serves the stream until the client goes away, or, for a stream that asked for
+    /// a leader (`lost` is set), until this member has lost its leader: then the
+    /// stream ends with `etcdserver: no leader`, as etcd's `monitorLeader` ends it,
+    /// and the client opens it again where there is a leader.
+    async fn run(mut self, mut inbound: Streaming<WatchRequest>, mut lost: Option<super::LeaderLoss>) {
         let mut live = self.service.hub.subscribe();
         let mut progress = tokio::time::interval(self.service.config.watch_progress_notify_interval);
         progress.tick().await;
@@ -159,6 +177,11 @@ impl WatchStreamTask {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = progress.tick() => self.notify_progress().await,
+                () = super::leader_lost(&mut lost) => {
+                    let no_leader = Error::Proposal(cairn_proposal::Error::NoLeader);
+                    let _ = self.outbound.send(Err(no_leader.into())).await;
+                    return;
+                }
             };
             if step.is_err() {
                 return;
@@ -173,7 +196,7 @@ impl WatchStreamTask {
     }
 
     async fn send(&self, response: WatchResponse) -> Result<(), Gone> {
-        self.outbound.send(response).await.map_err(|_| Gone)
+        self.outbound.send(Ok(response)).await.map_err(|_| Gone)
     }
 
     fn current_revision(&self) -> u64 {
@@ -184,7 +207,10 @@ impl WatchStreamTask {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
-                self.watchers.remove(&cancel.watch_id);
+                // As etcd: cancelling an ID this stream does not have is ignored.
+                if self.watchers.remove(&cancel.watch_id).is_none() {
+                    return Ok(());
+                }
                 let header = self.header(self.current_revision());
                 self.send(WatchResponse {
                     header,
@@ -243,20 +269,7 @@ impl WatchStreamTask {
         };
         let header = self.header(current);
         self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
-        let compacted = self.service.compacted_revision().unwrap_or_default();
-        if watcher.next < compacted {
-            // etcd: the history the watcher asked for is gone; it is told where history
-            // now starts, and cancelled.
-            let response = WatchResponse {
-                header: self.header(current),
-                watch_id: id,
-                canceled: true,
-                compact_revision: compacted as i64,
-                cancel_reason: Error::Compacted.to_string(),
-                ..Default::default()
-            };
-            return self.send(response).await;
-        }
+        // A start before the compaction revision is cancelled by the catch-up below.
         self.watchers.insert(id, watcher);
         self.catch_up(&[id]).await
     }
@@ -316,7 +329,16 @@ impl WatchStreamTask {
                     Some(self.service.events_since(KeySpan::From(b""), from, prev_kv))
                 }
             };
-            let Some(Ok((events, current))) = read else { return Ok(()) };
+            let Some(Ok((events, revisions))) = read else { return Ok(()) };
+            let current = revisions.current;
+            // A watcher whose next revision a compaction removed would get a history
+            // with holes (older versions and deletions gone): as etcd, it is cancelled
+            // and told where history now starts, so that its client lists again.
+            let mut behind = behind;
+            for (watch_id, _) in behind.extract_if(.., |(_, next)| *next < revisions.compacted) {
+                self.watchers.remove(&watch_id);
+                self.send(compacted_response(watch_id, revisions.compacted, self.header(0))).await?;
+            }
             // A short read saw every change up to its snapshot's current revision.
             let complete = events.len() < CATCH_UP_CHUNK;
             let seen_through = match events.last() {
@@ -372,17 +394,17 @@ fn sent_through<'a>(watchers: impl Iterator<Item = &'a Watcher>, current: u64) -
 
 impl Service {
     /// The changes in `span` from revision `from` on, a chunk at a time, with the
-    /// previous values when `prev_kv`; and the current revision of the snapshot they
-    /// were read from.
+    /// previous values when `prev_kv`; and the revisions of the snapshot they were
+    /// read from (what is current, and what is compacted away).
     fn events_since(
         &self,
         span: KeySpan<'_>,
         from: u64,
         prev_kv: bool,
-    ) -> Result<(Vec<(u64, Event)>, u64), Error> {
+    ) -> Result<(Vec<(u64, Event)>, Revisions), Error> {
         let read = |kv: &_, index: &_, revisions: Revisions| {
             let events = mvcc::events_since(kv, index, span, from, CATCH_UP_CHUNK, prev_kv)?;
-            Ok((events, revisions.current))
+            Ok((events, revisions))
         };
         Ok(self.view(read)?)
     }

@@ -16,3 +16,4 @@ mod t95_cluster;
 mod t96_membership;
 mod t97_faults;
 mod t98_tls;
+mod t99_hostile;
