@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use cairn_api::etcdserverpb::WatchResponse;
 use etcd_client::{Client, GetOptions, PutOptions};
 use tokio::time::Instant;
 
@@ -201,4 +202,224 @@ async fn a_leader_cut_off_from_the_majority_steps_down_and_keeps_no_lease_alive(
         }
     })
     .await;
+}
+
+/// The revision after the last event in `responses`, checking that events run on
+/// without a hole from `first`; and the compaction revision of a cancellation.
+fn contiguous_from(first: i64, responses: &[WatchResponse]) -> (i64, Option<i64>) {
+    let mut next = first;
+    for response in responses {
+        if response.canceled {
+            return (next, Some(response.compact_revision));
+        }
+        for event in &response.events {
+            let revision = event.kv.as_ref().unwrap().mod_revision;
+            assert_eq!(revision, next, "a hole in the history before revision {revision}");
+            next += 1;
+        }
+    }
+    (next, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_behind_a_compaction_is_cancelled_never_given_a_history_with_holes() {
+    use cairn_api::etcdserverpb::watch_client::WatchClient;
+    use cairn_api::etcdserverpb::watch_request::RequestUnion;
+    use cairn_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    let mut writer = cairn.client().await;
+    let start = writer.put("w/0", "", None).await.unwrap().header().unwrap().revision() + 1;
+    // A client that reads nothing for a while, with small HTTP/2 windows, so that
+    // the server soon has to stop sending to it (client libraries read ahead).
+    let channel = tonic::transport::Endpoint::from_shared(cairn.endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let (requests, outgoing) = tokio::sync::mpsc::channel(1);
+    let create = WatchCreateRequest {
+        key: b"w/".to_vec(),
+        range_end: b"w0".to_vec(),
+        start_revision: start,
+        ..Default::default()
+    };
+    requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await.unwrap();
+    let outgoing = futures::stream::unfold(outgoing, |mut outgoing| async move {
+        outgoing.recv().await.map(|r| (r, outgoing))
+    });
+    let mut watch = WatchClient::new(channel).watch(outgoing).await.unwrap().into_inner();
+    assert!(watch.message().await.unwrap().unwrap().created);
+    // 6,000 revisions of puts and deletes (more than the live feed holds) go by and
+    // are compacted away while the client reads nothing.
+    let value = "v".repeat(4096);
+    let mut last = 0;
+    for n in 0..3000 {
+        writer.put(format!("w/{}", n % 10), value.as_str(), None).await.unwrap();
+        last = writer.delete(format!("w/{}", n % 10), None).await.unwrap().header().unwrap().revision();
+    }
+    writer.compact(last, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    writer.put("w/after", "", None).await.unwrap();
+
+    let mut responses = Vec::new();
+    loop {
+        let response = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .unwrap_or_else(|_| panic!("no answer after {:?}", contiguous_from(start, &responses)))
+            .unwrap()
+            .expect("the stream stays open");
+        let canceled = response.canceled;
+        responses.push(response);
+        if canceled {
+            break;
+        }
+    }
+    let (next, compacted) = contiguous_from(start, &responses);
+    assert_eq!(compacted, Some(last), "cancelled with the compaction revision");
+    assert!(next < last, "the watcher fell behind the compaction (got through {next})");
+    drop(requests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_keeps_up_sees_every_put_and_delete_across_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    let start = client.put("k/0", "", None).await.unwrap().header().unwrap().revision() + 1;
+    let mut watch = client
+        .watch("k/", Some(etcd_client::WatchOptions::new().with_prefix().with_start_revision(start)))
+        .await
+        .unwrap();
+    assert!(watch.message().await.unwrap().unwrap().created());
+    let mut writer = cairn.client().await;
+    let mut expected = Vec::new();
+    let mut responses = Vec::new();
+    for n in 0..200 {
+        let key = format!("k/{}", n % 7);
+        let put = writer.put(key.as_str(), n.to_string(), None).await.unwrap().header().unwrap().revision();
+        expected.push((put, etcd_client::EventType::Put));
+        let deleted = writer.delete(key.as_str(), None).await.unwrap().header().unwrap().revision();
+        expected.push((deleted, etcd_client::EventType::Delete));
+        if n % 20 == 19 {
+            writer.compact(deleted, None).await.unwrap();
+        }
+        // The reader keeps up.
+        while let Ok(Some(response)) =
+            tokio::time::timeout(Duration::from_millis(1), watch.message()).await.map(Result::unwrap)
+        {
+            responses.push(response);
+        }
+    }
+    while responses.iter().map(|response| response.events().len()).sum::<usize>() < expected.len() {
+        let response = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.unwrap();
+        responses.push(response.unwrap().unwrap());
+    }
+    assert!(responses.iter().all(|response| !response.canceled()));
+    let seen: Vec<(i64, etcd_client::EventType)> = responses
+        .iter()
+        .flat_map(|response| response.events())
+        .map(|event| (event.kv().unwrap().mod_revision(), event.event_type()))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_revocation_and_keys_need_permission_on_every_attached_key() {
+    use etcd_client::{ConnectOptions, LeaseTimeToLiveOptions, Permission};
+    use tonic::Code;
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    let mut setup = cairn.client().await;
+    setup.user_add("root", "rootpw", None).await.unwrap();
+    setup.user_grant_role("root", "root").await.unwrap();
+    setup.user_add("alice", "alicepw", None).await.unwrap();
+    setup.role_add("app").await.unwrap();
+    setup.role_grant_permission("app", Permission::read_write("/app/").with_prefix()).await.unwrap();
+    setup.user_grant_role("alice", "app").await.unwrap();
+    setup.auth_enable().await.unwrap();
+    let connect = |user: &str, password: &str| {
+        let options = ConnectOptions::new().with_user(user, password);
+        Client::connect([cairn.endpoint()], Some(options))
+    };
+    let mut root = connect("root", "rootpw").await.unwrap();
+    let mut alice = connect("alice", "alicepw").await.unwrap();
+    let mut anonymous = cairn.client().await;
+    let status = crate::support::status;
+
+    let lease = root.lease_grant(600, None).await.unwrap().id();
+    root.put("secret", "s", Some(PutOptions::new().with_lease(lease))).await.unwrap();
+    root.put("/app/a", "a", Some(PutOptions::new().with_lease(lease))).await.unwrap();
+    let denied = (Code::PermissionDenied, "etcdserver: permission denied".to_owned());
+    // Revoking would delete `secret`, which alice cannot write.
+    assert_eq!(status(alice.lease_revoke(lease).await.unwrap_err()), denied);
+    assert_eq!(
+        status(anonymous.lease_revoke(lease).await.unwrap_err()),
+        (Code::InvalidArgument, "etcdserver: user name is empty".to_owned())
+    );
+    // Nor may she attach her key to it, or list its keys (CVE-2023-32082).
+    let attach = alice.put("/app/b", "b", Some(PutOptions::new().with_lease(lease))).await;
+    assert_eq!(status(attach.unwrap_err()), denied);
+    let keys = Some(LeaseTimeToLiveOptions::new().with_keys());
+    assert_eq!(status(alice.lease_time_to_live(lease, keys.clone()).await.unwrap_err()), denied);
+    assert_eq!(alice.lease_time_to_live(lease, None).await.unwrap().granted_ttl(), 600);
+    assert_eq!(root.lease_time_to_live(lease, keys).await.unwrap().keys().len(), 2);
+    assert_eq!(root.get("secret", None).await.unwrap().count(), 1, "nothing was revoked");
+    // Her own lease on her own keys is hers to revoke; root revokes any.
+    let own = alice.lease_grant(600, None).await.unwrap().id();
+    alice.put("/app/c", "c", Some(PutOptions::new().with_lease(own))).await.unwrap();
+    alice.lease_revoke(own).await.unwrap();
+    root.lease_revoke(lease).await.unwrap();
+    assert_eq!(root.get("secret", None).await.unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_of_a_hundred_thousand_leases_are_written_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &["--experimental-lease-checkpoint-interval=1s"]);
+    let client = cairn.client().await;
+    let granters: Vec<_> = (0..64)
+        .map(|n| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in (n..100_000).step_by(64) {
+                    ids.push(client.lease_grant(3600, None).await.unwrap().id());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for granter in granters {
+        ids.extend(granter.await.unwrap());
+    }
+    assert_eq!(ids.len(), 100_000);
+    let sample = [ids[0], ids[50_000], ids[99_999]];
+    // Once a full checkpoint (100 proposals of 1,000) is written, a restart resumes
+    // every lease from its checkpointed remainder, not its full TTL.
+    let mut cairn = cairn;
+    for attempt in 1.. {
+        // Nothing outside shows a lessor's checkpointed remainders but a restart. A
+        // remainder is recorded once it is a whole second below the TTL, and a full
+        // round of 100 proposals takes a while on a debug build: give it seconds.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        cairn = cairn.kill_and_restart();
+        let client = cairn.client().await;
+        let mut ttls = Vec::new();
+        for &id in &sample {
+            let ttl = until_ok("a TTL after the restart", || {
+                let mut client = client.clone();
+                async move { client.lease_time_to_live(id, None).await }
+            })
+            .await;
+            ttls.push(ttl.ttl());
+        }
+        // Resumed from the remainder (plus an election timeout), not the full TTL.
+        if ttls.iter().all(|&ttl| ttl < 3600 && ttl > 3500) {
+            break;
+        }
+        assert!(attempt < 4, "no checkpoint was written: TTLs {ttls:?} after a restart");
+    }
 }
