@@ -12,7 +12,8 @@
 //! default methods), as an etcd of an older version would.
 //!
 //! `cairnpb` is Cairn's own: the `Peer` service that carries raft messages between
-//! members. It is not part of etcd's API.
+//! members, `Membership` for joining members, and `Leases` for lease calls a member
+//! forwards to the leader. It is not part of etcd's API.
 
 #![allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
 
