@@ -48,6 +48,14 @@ use crate::watch::Hub;
 /// How long open client connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// The HTTP/2 receive window of a client connection. The HTTP/2 layer closes a
+/// connection (`GOAWAY ENHANCE_YOUR_CALM`) once the small DATA frames it buffers for
+/// the application cost more than half this window in bookkeeping (about 240 bytes
+/// each); a Go client sends every message in a frame of its own, so a burst of
+/// thousands of watch creates on one stream, which Kubernetes' API server makes,
+/// needs a window this large (gRPC-Go's own windows grow to 16 MiB as well).
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// Most times a request refused for a stale auth revision is proposed again.
 const AUTH_RETRIES: usize = 8;
 
@@ -443,6 +451,7 @@ pub(crate) async fn serve(
     for (listener, is_tls) in listeners {
         let addr = listener.local_addr().context("listener has no address")?;
         let router = Server::builder()
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(MaintenanceServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(ClusterServer::new(service.clone()).max_decoding_message_size(max_receive))

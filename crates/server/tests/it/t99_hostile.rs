@@ -423,3 +423,56 @@ async fn checkpoints_of_a_hundred_thousand_leases_are_written_in_batches() {
         assert!(attempt < 4, "no checkpoint was written: TTLs {ttls:?} after a restart");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_watchers_created_back_to_back_on_one_stream_each_get_their_event() {
+    use cairn_api::etcdserverpb::watch_client::WatchClient;
+    use cairn_api::etcdserverpb::watch_request::RequestUnion;
+    use cairn_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    const WATCHERS: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    let channel = tonic::transport::Endpoint::from_shared(cairn.endpoint()).unwrap().connect().await.unwrap();
+    // Every create request is queued before the stream opens, and each leaves in a
+    // DATA frame of its own, back to back, as a Go client multiplexing its watches
+    // sends them (tonic would pack messages that are ready together into one frame).
+    let (requests, outgoing) = tokio::sync::mpsc::channel(WATCHERS);
+    for _ in 0..WATCHERS {
+        let create = WatchCreateRequest { key: b"burst".to_vec(), ..Default::default() };
+        requests.try_send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).unwrap();
+    }
+    let outgoing = futures::stream::unfold(outgoing, |mut outgoing| async move {
+        tokio::task::yield_now().await;
+        outgoing.recv().await.map(|r| (r, outgoing))
+    });
+    let mut watch = WatchClient::new(channel.clone()).watch(outgoing).await.unwrap().into_inner();
+    let mut created = std::collections::HashSet::new();
+    while created.len() < WATCHERS {
+        let response = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .unwrap_or_else(|_| panic!("{} watchers created in time", created.len()))
+            .unwrap_or_else(|status| panic!("the stream failed after {} creates: {status}", created.len()))
+            .expect("the stream stays open");
+        assert!(response.created && !response.canceled, "{response:?}");
+        created.insert(response.watch_id);
+    }
+    let mut writer = cairn.client().await;
+    let revision = writer.put("burst", "now", None).await.unwrap().header().unwrap().revision();
+    let mut notified = std::collections::HashSet::new();
+    while notified.len() < WATCHERS {
+        let response = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .unwrap_or_else(|_| panic!("{} watchers got their event in time", notified.len()))
+            .unwrap()
+            .expect("the stream stays open");
+        assert_eq!(response.events.len(), 1);
+        assert_eq!(response.events[0].kv.as_ref().unwrap().mod_revision, revision);
+        assert!(notified.insert(response.watch_id), "one event per watcher");
+    }
+    assert_eq!(notified, created);
+    // The connection the stream shares is still up.
+    let mut kv = cairn_api::etcdserverpb::kv_client::KvClient::new(channel);
+    let range = cairn_api::etcdserverpb::RangeRequest { key: b"burst".to_vec(), ..Default::default() };
+    assert_eq!(kv.range(range).await.unwrap().into_inner().count, 1);
+    drop(requests);
+}
