@@ -63,6 +63,8 @@ struct Watcher {
     no_put: bool,
     no_delete: bool,
     progress_notify: bool,
+    /// Whether responses over the size limit are split into fragments.
+    fragment: bool,
     /// The next revision to deliver.
     next: u64,
 }
@@ -103,6 +105,31 @@ fn compacted_response(watch_id: i64, compacted: u64, header: Option<ResponseHead
         compact_revision: compacted as i64,
         ..Default::default()
     }
+}
+
+/// etcd's `sendFragments`: a response of at least `limit` bytes with two events or
+/// more is split into responses of as many events as stay under `limit` (at least
+/// one each), all but the last marked `fragment`, for clients whose message limit
+/// a large revision would pass.
+fn fragments(response: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+    use prost::Message as _;
+    if response.events.len() < 2 || response.encoded_len() < limit {
+        return vec![response];
+    }
+    let mut parts = Vec::new();
+    let mut events = response.events.into_iter().peekable();
+    let empty = WatchResponse { events: Vec::new(), fragment: true, ..response };
+    while events.peek().is_some() {
+        let mut part = empty.clone();
+        while let Some(event) = events
+            .next_if(|event| part.events.is_empty() || part.encoded_len() + event.encoded_len() + 8 < limit)
+        {
+            part.events.push(event);
+        }
+        part.fragment = events.peek().is_some();
+        parts.push(part);
+    }
+    parts
 }
 
 /// The revision of a change.
@@ -199,6 +226,19 @@ impl WatchStreamTask {
         self.outbound.send(Ok(response)).await.map_err(|_| Gone)
     }
 
+    /// Sends a response with events, in fragments when the watcher asked for them and
+    /// it is over the limit.
+    async fn send_events(&self, response: WatchResponse, fragment: bool) -> Result<(), Gone> {
+        if !fragment {
+            return self.send(response).await;
+        }
+        let limit = self.service.config.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
+        for part in fragments(response, limit) {
+            self.send(part).await?;
+        }
+        Ok(())
+    }
+
     fn current_revision(&self) -> u64 {
         self.service.current_revision().unwrap_or_default()
     }
@@ -265,6 +305,7 @@ impl WatchStreamTask {
             no_put: create.filters.contains(&(FilterType::Noput as i32)),
             no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
             progress_notify: create.progress_notify,
+            fragment: create.fragment,
             next: if start == 0 { current + 1 } else { start },
         };
         let header = self.header(current);
@@ -293,12 +334,13 @@ impl WatchStreamTask {
             let events = watcher.select(batch.events.iter());
             watcher.next = batch.revision + 1;
             if !events.is_empty() {
-                responses.push((*id, events));
+                responses.push((*id, events, watcher.fragment));
             }
         }
-        for (watch_id, events) in responses {
+        for (watch_id, events, fragment) in responses {
             let header = self.header(batch.revision);
-            self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
+            self.send_events(WatchResponse { header, watch_id, events, ..Default::default() }, fragment)
+                .await?;
         }
         Ok(())
     }
@@ -352,9 +394,11 @@ impl WatchStreamTask {
             for &(watch_id, next) in &behind {
                 let Some(watcher) = self.watchers.get(&watch_id) else { continue };
                 let unseen = events.iter().filter(|(at, _)| *at >= next).map(|(_, event)| event);
+                let fragment = watcher.fragment;
                 for (revision, events) in in_responses(watcher.select(unseen)) {
                     let header = self.header(revision);
-                    self.send(WatchResponse { header, watch_id, events, ..Default::default() }).await?;
+                    let response = WatchResponse { header, watch_id, events, ..Default::default() };
+                    self.send_events(response, fragment).await?;
                 }
             }
             for (id, _) in &behind {
@@ -430,6 +474,27 @@ mod tests {
         let revisions =
             |events: &Vec<Event>| events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect();
         responses.iter().map(|(revision, events)| (*revision, revisions(events))).collect()
+    }
+
+    #[test]
+    fn a_large_response_is_split_into_fragments_under_the_limit() {
+        use prost::Message as _;
+        let events = vec![event(5, 600), event(5, 600), event(5, 600), event(5, 10)];
+        let response = WatchResponse { watch_id: 7, events, ..Default::default() };
+        let whole = response.encoded_len();
+        // Under the limit, or a single event, it goes as it is.
+        assert_eq!(fragments(response.clone(), whole + 1), [response.clone()]);
+        let single = WatchResponse { events: vec![event(5, 5000)], ..Default::default() };
+        assert_eq!(fragments(single.clone(), 100), [single]);
+        let parts = fragments(response.clone(), 1300);
+        let sizes: Vec<usize> = parts.iter().map(|part| part.events.len()).collect();
+        assert_eq!(sizes, [2, 2]);
+        assert!(parts.iter().all(|part| part.encoded_len() < 1300 && part.watch_id == 7));
+        assert_eq!(parts.iter().map(|part| part.fragment).collect::<Vec<_>>(), [true, false]);
+        let rejoined: Vec<Event> = parts.into_iter().flat_map(|part| part.events).collect();
+        assert_eq!(rejoined, response.events);
+        // A limit smaller than any event: one event per fragment.
+        assert_eq!(fragments(response, 10).len(), 4);
     }
 
     #[test]

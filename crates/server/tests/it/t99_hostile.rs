@@ -476,3 +476,51 @@ async fn ten_thousand_watchers_created_back_to_back_on_one_stream_each_get_their
     assert_eq!(kv.range(range).await.unwrap().into_inner().count, 1);
     drop(requests);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_asks_for_fragments_gets_a_large_revision_in_pieces() {
+    use cairn_api::etcdserverpb::watch_client::WatchClient;
+    use cairn_api::etcdserverpb::watch_request::RequestUnion;
+    use cairn_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    let mut writer = cairn.client().await;
+    let value = "v".repeat(700 * 1024);
+    for key in ["f/1", "f/2", "f/3"] {
+        writer.put(key, value.as_str(), None).await.unwrap();
+    }
+    let channel = tonic::transport::Endpoint::from_shared(cairn.endpoint()).unwrap().connect().await.unwrap();
+    let (requests, outgoing) = tokio::sync::mpsc::channel(2);
+    for fragment in [true, false] {
+        let create = WatchCreateRequest {
+            key: b"f/".to_vec(),
+            range_end: b"f0".to_vec(),
+            prev_kv: true,
+            fragment,
+            ..Default::default()
+        };
+        requests.try_send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).unwrap();
+    }
+    let outgoing = futures::stream::unfold(outgoing, |mut outgoing| async move {
+        outgoing.recv().await.map(|r| (r, outgoing))
+    });
+    let mut watch = WatchClient::new(channel).watch(outgoing).await.unwrap().into_inner();
+    for _ in 0..2 {
+        assert!(watch.message().await.unwrap().unwrap().created);
+    }
+    // One revision deletes all three, each event carrying its 700 KiB previous value:
+    // 2.1 MiB, over the 2 MiB (request limit plus gRPC overhead) a fragment may hold.
+    writer.delete("f/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
+    let (mut fragmented, mut whole) = (Vec::new(), Vec::new());
+    while whole.is_empty() || fragmented.last().is_none_or(|last: &WatchResponse| last.fragment) {
+        let response = watch.message().await.unwrap().unwrap();
+        if response.watch_id == 0 { fragmented.push(response) } else { whole.push(response) }
+    }
+    let shape: Vec<(usize, bool)> =
+        fragmented.iter().map(|part| (part.events.len(), part.fragment)).collect();
+    assert_eq!(shape, [(2, true), (1, false)]);
+    assert_eq!(whole.len(), 1);
+    assert_eq!(whole[0].events.len(), 3);
+    assert!(!whole[0].fragment);
+    drop(requests);
+}
