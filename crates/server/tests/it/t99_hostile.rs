@@ -524,3 +524,47 @@ async fn a_watcher_that_asks_for_fragments_gets_a_large_revision_in_pieces() {
     assert!(!whole[0].fragment);
     drop(requests);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_racing_auth_changes_are_retried_by_the_server_not_refused_as_stale() {
+    use etcd_client::{ConnectOptions, Permission};
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    let mut setup = cairn.client().await;
+    setup.user_add("root", "rootpw", None).await.unwrap();
+    setup.user_grant_role("root", "root").await.unwrap();
+    setup.user_add("alice", "alicepw", None).await.unwrap();
+    setup.role_add("app").await.unwrap();
+    setup.role_grant_permission("app", Permission::read_write("/app/").with_prefix()).await.unwrap();
+    setup.user_grant_role("alice", "app").await.unwrap();
+    setup.auth_enable().await.unwrap();
+    let connect = |user: &str, password: &str| {
+        let options = ConnectOptions::new().with_user(user, password);
+        Client::connect([cairn.endpoint()], Some(options))
+    };
+    let mut root = connect("root", "rootpw").await.unwrap();
+    let alice = connect("alice", "alicepw").await.unwrap();
+    // Root changes the auth store (each change a new auth revision) while alice's
+    // writes are between their stamp and their apply.
+    let changing = async move {
+        for n in 0..60 {
+            root.user_add(format!("u{n}"), "pw", None).await.unwrap();
+            root.user_delete(format!("u{n}")).await.unwrap();
+        }
+    };
+    let writers = (0..4).map(|w| {
+        let mut alice = alice.clone();
+        async move {
+            let mut refused = Vec::new();
+            for n in 0..150 {
+                if let Err(error) = alice.put(format!("/app/{w}/{n}"), "v", None).await {
+                    refused.push(error.to_string());
+                }
+            }
+            refused
+        }
+    });
+    let (_, refused) = tokio::join!(changing, futures::future::join_all(writers));
+    let refused: Vec<String> = refused.into_iter().flatten().collect();
+    assert!(refused.is_empty(), "{} writes refused, first: {:?}", refused.len(), refused.first());
+}
