@@ -483,7 +483,7 @@ mod tests {
         let response = WatchResponse { watch_id: 7, events, ..Default::default() };
         let whole = response.encoded_len();
         // Under the limit, or a single event, it goes as it is.
-        assert_eq!(fragments(response.clone(), whole + 1), [response.clone()]);
+        assert_eq!(fragments(response.clone(), whole + 1), std::slice::from_ref(&response));
         let single = WatchResponse { events: vec![event(5, 5000)], ..Default::default() };
         assert_eq!(fragments(single.clone(), 100), [single]);
         let parts = fragments(response.clone(), 1300);
