@@ -38,6 +38,10 @@ pub(crate) enum StorageError {
     Redb(String),
     #[error("storage: corrupt {0}")]
     Corrupt(&'static str),
+    /// Damage in the write-ahead log that a torn write cannot explain: reading on
+    /// would silently drop acknowledged entries, so the member refuses to start.
+    #[error("storage: corrupt write-ahead log: {0}")]
+    CorruptWal(String),
 }
 
 macro_rules! from_redb {

@@ -116,8 +116,28 @@ fn push_point(buf: &mut Vec<u8>, kind: u8, (index, term): (u64, u64)) {
     push_record(buf, kind, &payload);
 }
 
-/// The records of one segment, and the offset where the valid ones end.
-fn records(bytes: &[u8]) -> (Vec<(u8, &[u8])>, usize) {
+/// How the records of a segment end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Only zeros (or nothing) follow the last record.
+    Clean,
+    /// The record at the end was cut short by a torn write: it runs past the end of
+    /// the file, or one of its sectors was never written (all zeros).
+    Torn,
+    /// The record at the end is damaged and nothing says its write was cut short.
+    Corrupt(&'static str),
+}
+
+/// Disk sectors: a torn write leaves whole sectors unwritten.
+const SECTOR: usize = 512;
+/// Smallest part of a record within one sector that counts as an unwritten sector
+/// when it is all zeros: shorter runs of zeros are common in records themselves, and
+/// taking damage for a torn write would drop acknowledged entries.
+const MIN_TORN_RUN: usize = 32;
+
+/// The records of one segment, the offset where the valid ones end, and what
+/// follows them.
+fn records(bytes: &[u8]) -> (Vec<(u8, &[u8])>, usize, Ending) {
     let mut records = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + HEADER) {
@@ -132,7 +152,38 @@ fn records(bytes: &[u8]) -> (Vec<(u8, &[u8])>, usize) {
         records.push((body[0], &body[1..]));
         at += HEADER + length;
     }
-    (records, at)
+    (records, at, ending(bytes, at))
+}
+
+/// What follows the last valid record, at `at`.
+fn ending(bytes: &[u8], at: usize) -> Ending {
+    let rest = &bytes[at..];
+    let Some(last) = rest.iter().rposition(|&byte| byte != 0) else { return Ending::Clean };
+    let Some(header) = rest.get(..HEADER) else { return Ending::Torn };
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if length > 0 && HEADER + length > rest.len() {
+        return Ending::Torn;
+    }
+    // The damaged record's extent, or, when its length was lost, all that follows.
+    let end = if length > 0 { at + HEADER + length } else { at + last + 1 };
+    let mut start = at;
+    while start < end {
+        let chunk_end = ((start / SECTOR) + 1) * SECTOR;
+        let chunk = &bytes[start..chunk_end.min(end)];
+        if chunk.len() >= MIN_TORN_RUN && chunk.iter().all(|&byte| byte == 0) {
+            return Ending::Torn;
+        }
+        start = chunk_end;
+    }
+    Ending::Corrupt(if length == 0 { "a zero length before more records" } else { "checksum mismatch" })
+}
+
+fn corrupt_at(path: &Path, offset: usize, why: &str) -> StorageError {
+    StorageError::CorruptWal(format!(
+        "segment {}, record at offset {offset}: {why}; refusing to start, as reading on would drop \
+         the acknowledged entries after it (restore the member from a healthy peer or a backup)",
+        path.display()
+    ))
 }
 
 fn point(payload: &[u8]) -> Result<(u64, u64), StorageError> {
@@ -164,6 +215,16 @@ impl Wal {
         }
         seqs.sort_unstable();
 
+        if let Some(pair) = seqs.windows(2).find(|pair| pair[1] != pair[0] + 1) {
+            let missing = segment_path(dir, pair[0] + 1);
+            return Err(StorageError::CorruptWal(format!(
+                "segment {} is missing (found {} before it and {} after it)",
+                missing.display(),
+                segment_path(dir, pair[0]).display(),
+                segment_path(dir, pair[1]).display()
+            )));
+        }
+
         let mut recovered = Recovered::default();
         let mut closed = Vec::new();
         let mut tail = None;
@@ -171,17 +232,29 @@ impl Wal {
             let path = segment_path(dir, seq);
             let mut bytes = Vec::new();
             File::open(&path).and_then(|mut file| file.read_to_end(&mut bytes)).map_err(io)?;
-            let (records, end) = records(&bytes);
+            let (records, end, ending) = records(&bytes);
+            let last_segment = position + 1 == seqs.len();
+            // Only the last segment can end in a torn write: a segment is synced before
+            // the next one is started. Anything else is damage to records that were
+            // acknowledged, and reading on would silently drop them.
+            match ending {
+                Ending::Clean => {}
+                Ending::Torn if last_segment => {}
+                Ending::Torn => {
+                    return Err(corrupt_at(&path, end, "a record cut short in a closed segment"));
+                }
+                Ending::Corrupt(why) => return Err(corrupt_at(&path, end, why)),
+            }
             let mut highest = 0;
             for (kind, payload) in records {
                 highest = highest.max(replay(&mut recovered, kind, payload)?);
             }
-            if position + 1 == seqs.len() {
+            if last_segment {
                 // Whatever follows the last valid record was torn or never written.
                 let junk = bytes[end..].iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
                 let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
                 if junk > 0 {
-                    tracing::warn!(segment = seq, offset = end, bytes = junk, "zeroing a torn wal tail");
+                    tracing::warn!(segment = %path.display(), offset = end, bytes = junk, "zeroing a torn wal tail");
                     file.write_all_at(&vec![0; junk], end as u64).map_err(io)?;
                     file.sync_data().map_err(io)?;
                 }
@@ -438,36 +511,112 @@ mod tests {
         assert_eq!(indexes(&recovered), [(1, 1), (2, 2)]);
     }
 
+    fn big(index: u64, term: u64) -> Entry {
+        Entry { index, term, data: vec![index as u8 | 0x80; 2000].into(), ..Default::default() }
+    }
+
+    /// The file offset where the record of entry `index` starts, in a first segment
+    /// holding entries from index 1 (after the segment's two header records).
+    fn offset_of_big(dir: &Path, index: u64) -> usize {
+        let bytes = std::fs::read(segment_path(dir, 0)).unwrap();
+        let mut at = 0;
+        for _ in 0..2 + (index - 1) {
+            let length = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            at += HEADER + length;
+        }
+        at
+    }
+
+    #[test]
+    fn a_record_cut_short_at_the_end_is_a_torn_write_and_the_log_ends_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        for index in 1..=4 {
+            wal.append(&[big(index, 1)], None, true).unwrap();
+        }
+        drop(wal);
+        let path = segment_path(dir.path(), 0);
+        let bytes = std::fs::read(&path).unwrap();
+        // The last record, half written.
+        let at = offset_of_big(dir.path(), 4);
+        std::fs::write(&path, &bytes[..at + 1000]).unwrap();
+        let (_, recovered) = Wal::open(dir.path()).unwrap();
+        assert_eq!(recovered.entries.len(), 3);
+    }
+
     #[test]
     fn a_torn_record_ends_the_log_and_what_follows_is_zeroed() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path()).unwrap();
-        wal.append(&[entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)], None, true).unwrap();
+        wal.append(&[big(1, 1), big(2, 1), big(3, 1), big(4, 1)], None, true).unwrap();
         drop(wal);
-        // Tear entry 3: it and the intact entry 4 after it are not read back.
-        let record = HEADER + 1 + entry(4, 1).write_to_bytes().unwrap().len();
+        // A sector inside entry 3 never reached the disk; entry 4, of the same write,
+        // did. Neither is read back.
         let path = segment_path(dir.path(), 0);
         let mut bytes = std::fs::read(&path).unwrap();
-        let at = bytes.len() - record - 10;
-        bytes[at] ^= 0xff;
+        let sector = (offset_of_big(dir.path(), 3) / SECTOR + 2) * SECTOR;
+        bytes[sector..sector + SECTOR].fill(0);
         std::fs::write(&path, &bytes).unwrap();
         let (mut wal, recovered) = Wal::open(dir.path()).unwrap();
         assert_eq!(indexes(&recovered), [(1, 1), (2, 1)]);
         // A record of the same size written over the torn one ends where the old
         // entry 4 starts: had it not been zeroed, it would be read back.
-        wal.append(&[entry(3, 2)], None, true).unwrap();
+        wal.append(&[big(3, 2)], None, true).unwrap();
         drop(wal);
         let (_, recovered) = Wal::open(dir.path()).unwrap();
         assert_eq!(indexes(&recovered), [(1, 1), (2, 1), (3, 2)]);
     }
 
     #[test]
+    fn a_flipped_byte_before_the_end_of_the_last_segment_is_refused_with_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        for index in 1..=4 {
+            wal.append(&[big(index, 1)], None, true).unwrap();
+        }
+        drop(wal);
+        let path = segment_path(dir.path(), 0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = offset_of_big(dir.path(), 2);
+        bytes[at + 700] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = Wal::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("corrupt write-ahead log"), "{error}");
+        assert!(error.contains(&format!("{}, record at offset {at}: checksum mismatch", path.display())), "{error}");
+        // Nothing was repaired behind the operator's back.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn damage_in_a_closed_segment_or_a_missing_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open_sized(dir.path(), 8192).unwrap();
+        for index in 1..=30 {
+            wal.append(&[big(index, 1)], None, true).unwrap();
+        }
+        drop(wal);
+        let segment = |seq| segment_path(dir.path(), seq);
+        assert!(segment(3).exists());
+        let original = std::fs::read(segment(1)).unwrap();
+        let mut flipped = original.clone();
+        flipped[3000] ^= 0x10;
+        std::fs::write(segment(1), &flipped).unwrap();
+        let error = Wal::open_sized(dir.path(), 8192).unwrap_err().to_string();
+        assert!(error.contains(&segment(1).display().to_string()) && error.contains("offset"), "{error}");
+        std::fs::write(segment(1), &original).unwrap();
+        assert_eq!(Wal::open_sized(dir.path(), 8192).unwrap().1.entries.len(), 30);
+        std::fs::remove_file(segment(2)).unwrap();
+        let error = Wal::open_sized(dir.path(), 8192).unwrap_err().to_string();
+        assert!(error.contains(&format!("segment {} is missing", segment(2).display())), "{error}");
+    }
+
+    #[test]
     fn compaction_and_snapshots_drop_entries_and_old_segments() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open_sized(dir.path(), 4096).unwrap();
-        let big = |index| Entry { index, term: 1, data: vec![0; 1000].into(), ..Default::default() };
+        let kilobyte = |index| Entry { index, term: 1, data: vec![0; 1000].into(), ..Default::default() };
         for index in 1..=30 {
-            wal.append(&[big(index)], None, true).unwrap();
+            wal.append(&[kilobyte(index)], None, true).unwrap();
         }
         let segments = || {
             let names = std::fs::read_dir(dir.path()).unwrap().map(|item| item.unwrap().file_name());
