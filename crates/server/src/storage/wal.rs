@@ -582,7 +582,10 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let error = Wal::open(dir.path()).unwrap_err().to_string();
         assert!(error.contains("corrupt write-ahead log"), "{error}");
-        assert!(error.contains(&format!("{}, record at offset {at}: checksum mismatch", path.display())), "{error}");
+        assert!(
+            error.contains(&format!("{}, record at offset {at}: checksum mismatch", path.display())),
+            "{error}"
+        );
         // Nothing was repaired behind the operator's back.
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }

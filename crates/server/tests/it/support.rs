@@ -92,6 +92,38 @@ impl Cairn {
     }
 }
 
+/// Runs `cairn` with `data_dir` and `args` as [`Cairn::start_on`] would, expecting it
+/// to refuse to start: its exit status and standard error. Fails the test if it is
+/// still running after a deadline.
+pub(crate) fn start_refused(data_dir: &Path, args: &[String]) -> (ExitStatus, String) {
+    let addr = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg(format!("--listen-client-urls=http://{addr}"))
+        .arg(format!("--advertise-client-urls=http://{addr}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn starts");
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("cairn did not refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (status, stderr)
+}
+
 impl Drop for Cairn {
     fn drop(&mut self) {
         let _ = self.child.kill();

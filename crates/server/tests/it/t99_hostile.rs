@@ -568,3 +568,65 @@ async fn writes_racing_auth_changes_are_retried_by_the_server_not_refused_as_sta
     let refused: Vec<String> = refused.into_iter().flatten().collect();
     assert!(refused.is_empty(), "{} writes refused, first: {:?}", refused.len(), refused.first());
 }
+
+/// The newest WAL segment of a member's data dir, and where its valid records end
+/// (records are `[length u32 LE][crc u32][body]`, the log ends at a zero length).
+fn newest_segment(data_dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    let wal = data_dir.join("member").join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .collect();
+    segments.sort();
+    let newest = segments.pop().unwrap();
+    let bytes = std::fs::read(&newest).unwrap();
+    let mut end = 0;
+    while let Some(header) = bytes.get(end..end + 8) {
+        let length = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        if length == 0 {
+            break;
+        }
+        end += 8 + length;
+    }
+    (newest, end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_wal_byte_is_refused_and_a_torn_tail_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    for n in 0..2000 {
+        client.put(format!("k/{n:04}"), format!("value {n}"), None).await.unwrap();
+    }
+    let (data_dir, _, args) = cairn.kill();
+    let (segment, end) = newest_segment(&data_dir);
+    let original = std::fs::read(&segment).unwrap();
+
+    // A torn write after the last acknowledged record: a record's header and the
+    // start of its body, the rest never written.
+    let mut torn = original.clone();
+    torn.resize(torn.len().max(end + 108), 0);
+    let partial: Vec<u8> = [300u32.to_le_bytes(), 0xdead_beef_u32.to_le_bytes()].concat();
+    torn[end..end + 8].copy_from_slice(&partial);
+    torn[end + 8..end + 108].fill(0xab);
+    std::fs::write(&segment, &torn).unwrap();
+    let cairn = crate::support::Cairn::start(&data_dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let all = cairn.client().await.get("k/", Some(GetOptions::new().with_prefix().with_count_only())).await;
+    assert_eq!(all.unwrap().count(), 2000, "every acknowledged key survives a torn tail");
+    let (data_dir, _, args) = cairn.kill();
+
+    // One flipped byte in the middle of the newest segment: refused, never half-read.
+    let (segment, end) = newest_segment(&data_dir);
+    let mut flipped = std::fs::read(&segment).unwrap();
+    let at = end / 2;
+    flipped[at] ^= 0x01;
+    std::fs::write(&segment, &flipped).unwrap();
+    let (status, stderr) = crate::support::start_refused(&data_dir, &args);
+    assert!(!status.success());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("corrupt write-ahead log"), "{stderr}");
+    assert!(stderr.contains(&format!("segment {}, record at offset", segment.display())), "{stderr}");
+    assert_eq!(std::fs::read(&segment).unwrap(), flipped, "the log is left as it was found");
+}
