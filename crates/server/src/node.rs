@@ -353,7 +353,12 @@ pub(crate) fn start(
         .name("raft".into())
         .spawn(move || {
             if let Err(error) = runner.run(&receiver) {
-                error!(%error, "raft loop failed; stopping");
+                // Fail-stop, as etcd's fatal storage errors: after a failed write or
+                // sync the page cache can no longer be trusted, and a member that
+                // stayed up would answer from a frozen state. Exiting lets a
+                // supervisor notice; the next start recovers what was acknowledged.
+                error!(%error, "storage failed: stopping the member");
+                std::process::exit(1);
             }
         })
         .map_err(|error| StorageError::Redb(error.to_string()))?;

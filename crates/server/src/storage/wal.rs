@@ -74,6 +74,8 @@ pub(crate) struct Wal {
     segment_bytes: u64,
     /// Whether the current segment was zero-filled ahead of time.
     zeroed: bool,
+    /// Whether preallocating the next segment was given up for want of space.
+    no_spare: bool,
 }
 
 fn io(error: std::io::Error) -> StorageError {
@@ -278,6 +280,7 @@ impl Wal {
                 buf: Vec::new(),
                 segment_bytes,
                 zeroed: file.metadata().map_err(io)?.len() >= segment_bytes,
+                no_spare: false,
                 file,
             },
             None => {
@@ -298,6 +301,7 @@ impl Wal {
                     buf: Vec::new(),
                     segment_bytes,
                     zeroed: false,
+                    no_spare: false,
                 }
             }
         };
@@ -365,7 +369,7 @@ impl Wal {
             || (!self.zeroed && self.spare.as_ref().is_some_and(JoinHandle::is_finished))
         {
             self.rotate()?;
-        } else if self.spare.is_none() && (early || self.offset > self.segment_bytes / 2) {
+        } else if self.spare.is_none() && !self.no_spare && (early || self.offset > self.segment_bytes / 2) {
             self.prepare_spare();
         }
         self.file.write_all_at(bytes, self.offset).map_err(io)?;
@@ -376,21 +380,38 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts zero-filling the next segment in the background.
+    /// Starts zero-filling the next segment in the background, when the file system
+    /// has room for it twice over: preallocation must never be what fills the disk
+    /// (without a spare, the next segment grows as it is written).
     fn prepare_spare(&mut self) {
         let path = spare_path(&self.dir);
         let size = self.segment_bytes;
+        let free = rustix::fs::statvfs(&self.dir).map(|stats| stats.f_bavail.saturating_mul(stats.f_frsize));
+        if free.is_ok_and(|free| free < 2 * size) {
+            tracing::warn!(free = ?free, "little free space: the next wal segment is not preallocated");
+            self.no_spare = true; // no further tries while this segment is written
+            return;
+        }
         self.spare = Some(std::thread::spawn(move || {
-            let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
-            let zeros = vec![0; 1024 * 1024];
-            let mut at = 0;
-            while at < size {
-                let chunk = (size - at).min(zeros.len() as u64);
-                file.write_all_at(&zeros[..chunk as usize], at)?;
-                at += chunk;
+            let fill = || {
+                let file =
+                    OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+                let zeros = vec![0; 1024 * 1024];
+                let mut at = 0;
+                while at < size {
+                    let chunk = (size - at).min(zeros.len() as u64);
+                    file.write_all_at(&zeros[..chunk as usize], at)?;
+                    at += chunk;
+                }
+                file.sync_all()?;
+                Ok(file)
+            };
+            let filled = fill();
+            if filled.is_err() {
+                // Give back whatever space the attempt took.
+                let _ = std::fs::remove_file(&path);
             }
-            file.sync_all()?;
-            Ok(file)
+            filled
         }));
     }
 
@@ -411,6 +432,7 @@ impl Wal {
         self.closed.push((self.seq, self.highest));
         self.file = file;
         self.zeroed = zeroed;
+        self.no_spare = false;
         self.seq = next;
         self.offset = 0;
         self.highest = self.compacted.0;

@@ -50,6 +50,38 @@ impl Cairn {
         }
     }
 
+    /// Starts `cairn` like [`Cairn::start`], with its standard error written to `log`.
+    pub(crate) fn start_logged(data_dir: &Path, args: &[&str], log: &Path) -> Self {
+        let addr = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg(format!("--listen-client-urls=http://{addr}"))
+            .arg(format!("--advertise-client-urls=http://{addr}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("cairn starts");
+        let args = args.iter().map(|arg| arg.to_string()).collect();
+        let cairn = Self { child, addr, data_dir: data_dir.to_path_buf(), args };
+        cairn.wait_until_serving();
+        cairn
+    }
+
+    /// Waits for the process to exit on its own, failing the test after a deadline.
+    pub(crate) fn wait_for_exit(mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "cairn did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `http://host:port`, for clients.
     pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
@@ -498,4 +530,42 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// A small tmpfs mounted for one test (tests run as root, as CI does), unmounted when
+/// dropped: a file system that fills up for real.
+pub(crate) struct SmallDisk {
+    pub(crate) path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub(crate) fn mount(mib: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting a {mib} MiB tmpfs needs root (CI runs as root)");
+        Self { path, _dir: dir }
+    }
+
+    /// Makes the file system `mib` MiB large, keeping what it holds.
+    pub(crate) fn resize(&self, mib: u64) {
+        let resized = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(resized.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

@@ -630,3 +630,41 @@ async fn a_flipped_wal_byte_is_refused_and_a_torn_tail_loses_nothing_acknowledge
     assert!(stderr.contains(&format!("segment {}, record at offset", segment.display())), "{stderr}");
     assert_eq!(std::fs::read(&segment).unwrap(), flipped, "the log is left as it was found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_member_loudly_and_the_restart_has_every_acknowledged_write() {
+    let disk = crate::support::SmallDisk::mount(24);
+    let data_dir = disk.path.join("data");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("cairn.log");
+    let cairn = crate::support::Cairn::start_logged(&data_dir, &[], &log);
+    let mut client = cairn.client().await;
+    let value = "v".repeat(64 * 1024);
+    let mut acked = Vec::new();
+    for n in 0..10_000 {
+        let key = format!("k/{n:05}");
+        match client.put(key.as_str(), value.as_str(), None).await {
+            Ok(_) => acked.push(key),
+            Err(_) => break,
+        }
+    }
+    assert!(acked.len() > 50, "the disk held only {} writes", acked.len());
+    // The member stops by itself, saying why, instead of staying up unable to write.
+    let status = cairn.wait_for_exit();
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("storage failed: stopping the member"), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // With room again, it starts with everything it acknowledged.
+    disk.resize(96);
+    let cairn = crate::support::Cairn::start(&data_dir, &[]);
+    let mut client = cairn.client().await;
+    let found = client.get("k/", Some(GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
+    let found: std::collections::HashSet<String> =
+        found.kvs().iter().map(|kv| kv.key_str().unwrap().to_owned()).collect();
+    let lost: Vec<&String> = acked.iter().filter(|key| !found.contains(*key)).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost, first {:?}", lost.len(), lost.first());
+    client.put("after", "v", None).await.unwrap();
+}
