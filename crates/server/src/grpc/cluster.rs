@@ -25,6 +25,16 @@ impl Service {
         self.members().into_iter().find(|member| member.id == id)
     }
 
+    /// etcd's `checkMembershipOperationPermission`: with auth on, changing the
+    /// members takes the root role.
+    async fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let credentials = self.credentials(request).await?;
+        let store = crate::auth::read(&self.auth);
+        let info = crate::auth::caller(&store, &credentials.as_pairs()).map_err(crate::error::Error::from)?;
+        store.is_admin(info.as_ref()).map_err(crate::error::Error::from)?;
+        Ok(())
+    }
+
     /// Proposes a membership change and waits until it is applied here.
     async fn change(&self, kind: ConfChangeType, id: u64, context: Vec<u8>) -> Result<(), Status> {
         let mut change = ConfChange::default();
@@ -88,6 +98,7 @@ impl Cluster for Service {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.check_admin(&request).await?;
         let request = request.into_inner();
         let mut urls = request.peer_ur_ls.clone();
         urls.sort();
@@ -119,6 +130,7 @@ impl Cluster for Service {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.check_admin(&request).await?;
         let id = request.into_inner().id;
         self.member(id).ok_or_else(member_not_found)?;
         if self.shared.leader_id() == id {
@@ -143,6 +155,7 @@ impl Cluster for Service {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.check_admin(&request).await?;
         let id = request.into_inner().id;
         let member = self.member(id).ok_or_else(member_not_found)?;
         if !member.is_learner {

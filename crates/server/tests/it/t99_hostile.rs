@@ -668,3 +668,32 @@ async fn a_full_disk_stops_the_member_loudly_and_the_restart_has_every_acknowled
     assert!(lost.is_empty(), "{} acknowledged writes lost, first {:?}", lost.len(), lost.first());
     client.put("after", "v", None).await.unwrap();
 }
+
+#[test]
+fn membership_changes_need_the_root_role_when_auth_is_on() {
+    use crate::support::{error_line, etcdctl, stdout};
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice:alicepw"],
+        &["auth", "enable"],
+    ] {
+        stdout(&etcdctl(&cairn, args));
+    }
+    let add = ["member", "add", "evil", "--peer-urls=http://127.0.0.1:27999", "--learner"];
+    assert_eq!(error_line(&etcdctl(&cairn, &add)), "Error: etcdserver: user name is empty");
+    let as_alice: Vec<&str> = ["--user", "alice:alicepw"].iter().chain(&add).copied().collect();
+    assert_eq!(error_line(&etcdctl(&cairn, &as_alice)), "Error: etcdserver: permission denied");
+    let as_root: Vec<&str> = ["--user", "root:rootpw"].iter().chain(&add).copied().collect();
+    let added = stdout(&etcdctl(&cairn, &as_root));
+    let id = added.split_whitespace().nth(1).unwrap().to_owned();
+    for change in [["member", "promote", id.as_str()], ["member", "remove", id.as_str()]] {
+        assert_eq!(error_line(&etcdctl(&cairn, &change)), "Error: etcdserver: user name is empty");
+        let by_alice: Vec<&str> = ["--user", "alice:alicepw"].iter().chain(&change).copied().collect();
+        assert_eq!(error_line(&etcdctl(&cairn, &by_alice)), "Error: etcdserver: permission denied");
+    }
+    let remove: Vec<&str> = ["--user", "root:rootpw", "member", "remove", id.as_str()].to_vec();
+    assert!(stdout(&etcdctl(&cairn, &remove)).contains("removed from cluster"));
+}
