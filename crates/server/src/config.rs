@@ -106,7 +106,7 @@ pub(crate) struct Config {
 
     /// Reject reconfiguration requests that would cause quorum loss.
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    strict_reconfig_check: bool,
+    pub(crate) strict_reconfig_check: bool,
 
     /// Check data corruption before serving (accepted; a single member has nothing to compare with).
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -315,8 +315,7 @@ impl Config {
                 "https:// peer URLs need --peer-cert-file, --peer-key-file and --peer-trusted-ca-file, or --peer-auto-tls"
             );
         }
-        let _ =
-            (self.quota_backend_bytes, self.strict_reconfig_check, self.experimental_initial_corrupt_check);
+        let _ = (self.quota_backend_bytes, self.experimental_initial_corrupt_check);
         let _ = &self.listen_peer_urls;
         Ok(())
     }

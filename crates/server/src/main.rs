@@ -189,6 +189,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_request_bytes: config.max_request_bytes,
             request_timeout,
             bcrypt_cost: config.bcrypt_cost,
+            strict_reconfig_check: config.strict_reconfig_check,
             watch_progress_notify_interval: config.watch_progress_notify_interval()?,
             leader_loss_grace: config.election_timeout() / 2,
             data_file,
@@ -210,6 +211,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         leases: grpc::PeerLeases(service.clone()),
         membership: transport::MembershipService {
             cluster_id,
+            proposer: node.proposer.clone(),
             members: Arc::new(move || {
                 shared
                     .members

@@ -83,6 +83,11 @@ impl Shared {
         self.leader.load(Ordering::Acquire)
     }
 
+    /// Every peer, and whether the connection to it is up.
+    pub(crate) fn active_peers(&self) -> Vec<(u64, bool)> {
+        self.transport.as_ref().map_or_else(Vec::new, |transport| transport.active_peers())
+    }
+
     /// Channels to member `id`'s peer URLs, for calls other than raft messages.
     pub(crate) fn peer_channels(&self, id: u64) -> Vec<tonic::transport::Channel> {
         self.transport.as_ref().map_or_else(Vec::new, |transport| transport.channels(id))
@@ -140,6 +145,8 @@ pub(crate) enum Command {
     ConfChange(ConfChange, oneshot::Sender<Result<(), String>>),
     /// Hand leadership to another voter.
     TransferLeader(u64),
+    /// On the leader: how far member `id`'s log matches, and the leader's own.
+    Progress(u64, oneshot::Sender<Option<(u64, u64)>>),
     /// Finish the current step and stop.
     Stop,
 }
@@ -166,6 +173,14 @@ impl RaftProposer {
             .send(Command::ConfChange(change, reply))
             .map_err(|_| "etcdserver: server stopped".to_owned())?;
         applied.await.map_err(|_| "etcdserver: server stopped".to_owned())?
+    }
+
+    /// On the leader, how far member `id`'s log matches the leader's: `(member,
+    /// leader)`; `None` on other members or for an unknown member.
+    pub(crate) async fn progress(&self, id: u64) -> Option<(u64, u64)> {
+        let (reply, progress) = oneshot::channel();
+        self.commands.send(Command::Progress(id, reply)).ok()?;
+        progress.await.ok().flatten()
     }
 
     /// Asks raft to hand leadership to `to`.
@@ -507,6 +522,13 @@ impl Runner {
                 }
             }
             Command::TransferLeader(to) => self.node.transfer_leader(to),
+            Command::Progress(id, reply) => {
+                let raft = &self.node.raft;
+                let progress = (raft.state == raft::StateRole::Leader)
+                    .then(|| Some((raft.prs().get(id)?.matched, raft.prs().get(raft.id)?.matched)))
+                    .flatten();
+                let _ = reply.send(progress);
+            }
             Command::Step(message) => {
                 if let Err(error) = self.node.step(message) {
                     tracing::debug!(%error, "raft refused a message");

@@ -123,6 +123,15 @@ impl Transport {
         }
     }
 
+    /// Every peer, and whether the connection to it is up.
+    pub(crate) fn active_peers(&self) -> Vec<(u64, bool)> {
+        let peers = self.lock();
+        let up = |peer: &PeerSender| {
+            peer.connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+        };
+        peers.iter().map(|(&id, peer)| (id, up(peer))).collect()
+    }
+
     /// Since when the connection to `peer` has been up.
     pub(crate) fn connected_since(&self, peer: u64) -> Option<Instant> {
         let peers = self.lock();
@@ -229,11 +238,13 @@ pub(crate) struct PeerServices {
     pub(crate) leases: crate::grpc::PeerLeases,
 }
 
-/// Answers a joining member with the cluster's members.
+/// Answers a joining member with the cluster's members, and any member with a
+/// learner's progress while this one leads.
 #[derive(Clone)]
 pub(crate) struct MembershipService {
     pub(crate) cluster_id: u64,
     pub(crate) members: Arc<dyn Fn() -> Vec<cairn_api::etcdserverpb::Member> + Send + Sync>,
+    pub(crate) proposer: crate::node::RaftProposer,
 }
 
 #[tonic::async_trait]
@@ -245,6 +256,16 @@ impl cairn_api::cairnpb::membership_server::Membership for MembershipService {
         use prost::Message as _;
         let members = (self.members)().iter().map(|member| member.encode_to_vec()).collect();
         Ok(Response::new(cairn_api::cairnpb::MembersResponse { cluster_id: self.cluster_id, members }))
+    }
+
+    async fn progress(
+        &self,
+        request: Request<cairn_api::cairnpb::ProgressRequest>,
+    ) -> Result<Response<cairn_api::cairnpb::ProgressResponse>, Status> {
+        let progress = self.proposer.progress(request.into_inner().id).await;
+        let (matched, leader_matched) = progress.unwrap_or_default();
+        let known = progress.is_some();
+        Ok(Response::new(cairn_api::cairnpb::ProgressResponse { known, matched, leader_matched }))
     }
 }
 

@@ -104,6 +104,8 @@ pub(crate) struct ServiceConfig {
     pub(crate) max_request_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) bcrypt_cost: u32,
+    /// Refuse membership changes that would put the quorum at risk.
+    pub(crate) strict_reconfig_check: bool,
     pub(crate) watch_progress_notify_interval: Duration,
     /// How long this member may be without a leader before streams that asked for
     /// one are ended.

@@ -408,7 +408,7 @@ fn spawn_member(addr: SocketAddr, data_dir: &Path, args: &[String]) -> Child {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(member_log())
         .spawn()
         .expect("cairn starts")
 }

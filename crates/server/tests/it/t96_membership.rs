@@ -44,10 +44,14 @@ async fn members_are_added_promoted_and_removed_while_the_cluster_serves() {
 
     // A learner joins, then is promoted.
     let m2_peer = free_port();
-    let learner = client
-        .member_add([format!("http://{m2_peer}")], Some(MemberAddOptions::new().with_is_learner()))
-        .await
-        .unwrap();
+    // Refused as "unhealthy cluster" until this member has been connected to a quorum
+    // for 5 s, as etcd refuses it.
+    let learner = until_ok("the learner's addition", || {
+        let mut client = client.clone();
+        let options = Some(MemberAddOptions::new().with_is_learner());
+        async move { client.member_add([format!("http://{m2_peer}")], options).await }
+    })
+    .await;
     let m2_id = learner.member().unwrap().id();
     assert!(learner.member().unwrap().is_learner());
     let initial = format!("{initial},m2=http://{m2_peer}");
@@ -87,8 +91,14 @@ async fn members_are_added_promoted_and_removed_while_the_cluster_serves() {
 
     // Removing the leader hands leadership over; the removed member stops.
     let leader = client.status().await.unwrap().leader();
-    let leader_client = if leader == m1_id { &mut m2_client } else { &mut m1_client };
-    leader_client.member_remove(leader).await.unwrap();
+    let remover = if leader == m1_id { m2_client.clone() } else { m1_client.clone() };
+    // Refused as "unhealthy cluster" until the member asked has been connected to the
+    // others for 5 s, as etcd refuses it.
+    until_ok("the leader's removal", || {
+        let mut remover = remover.clone();
+        async move { remover.member_remove(leader).await }
+    })
+    .await;
     let survivor = if leader == m1_id { m2_client.clone() } else { m1_client.clone() };
     until_ok("a write after the leader's removal", || {
         let mut survivor = survivor.clone();

@@ -94,7 +94,13 @@ async fn a_fourth_member_joins_a_compacted_cluster_from_a_snapshot_and_leaves_ag
         .map(|m| format!("{}={}", m.name(), m.peer_urls()[0]))
         .collect();
     let peer = free_port();
-    let added = client.member_add([format!("http://{peer}")], None).await.unwrap();
+    // Refused as "unhealthy cluster" until this member has been connected to a quorum
+    // for 5 s, as etcd refuses it.
+    let added = until_ok("the member's addition", || {
+        let mut client = client.clone();
+        async move { client.member_add([format!("http://{peer}")], None).await }
+    })
+    .await;
     let id = added.member().unwrap().id();
     let initial = format!("{},m3=http://{peer}", peers.join(","));
     let args = vec![

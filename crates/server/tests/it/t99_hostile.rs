@@ -697,3 +697,103 @@ fn membership_changes_need_the_root_role_when_auth_is_on() {
     let remove: Vec<&str> = ["--user", "root:rootpw", "member", "remove", id.as_str()].to_vec();
     assert!(stdout(&etcdctl(&cairn, &remove)).contains("removed from cluster"));
 }
+
+#[test]
+fn the_last_voter_is_never_removed() {
+    use crate::support::{error_line, etcdctl, stdout};
+    for strict in ["--strict-reconfig-check=true", "--strict-reconfig-check=false"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cairn = crate::support::Cairn::start(dir.path(), &[strict]);
+        let list = stdout(&etcdctl(&cairn, &["member", "list"]));
+        let id = list.split(',').next().unwrap().to_owned();
+        assert_eq!(
+            error_line(&etcdctl(&cairn, &["member", "remove", &id])),
+            "Error: etcdserver: re-configuration failed due to not enough started members"
+        );
+        assert_eq!(stdout(&etcdctl(&cairn, &["put", "still", "serving"])), "OK\n");
+        // And after a restart, it still leads and serves.
+        let cairn = cairn.kill_and_restart();
+        assert_eq!(stdout(&etcdctl(&cairn, &["get", "still", "--print-value-only"])), "serving\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_that_would_endanger_the_quorum_are_refused() {
+    use etcd_client::MemberAddOptions;
+    let metrics: Vec<std::net::SocketAddr> = (0..3).map(|_| crate::support::free_port()).collect();
+    let mut cluster = Cluster::start_each(3, |n| {
+        vec![
+            "--heartbeat-interval=50".to_owned(),
+            "--election-timeout=500".to_owned(),
+            format!("--listen-metrics-urls=http://{}", metrics[n]),
+        ]
+    });
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut client = cluster.client(leader).await;
+    let learner_peer = crate::support::free_port();
+    // A learner may join (once this member has been connected to a quorum for 5 s).
+    let learner = until_ok("a learner's addition", || {
+        let mut client = client.clone();
+        let options = Some(MemberAddOptions::new().with_is_learner());
+        async move { client.member_add([format!("http://{learner_peer}")], options).await }
+    })
+    .await;
+    let learner = learner.member().unwrap().id();
+    // A second one may not.
+    let second = crate::support::free_port();
+    let options = Some(MemberAddOptions::new().with_is_learner());
+    let refused = client.member_add([format!("http://{second}")], options).await.unwrap_err();
+    assert_eq!(
+        crate::support::status(refused),
+        (tonic::Code::FailedPrecondition, "etcdserver: too many learner members in cluster".into())
+    );
+    // The learner never started: it holds none of the log, so it is not promoted,
+    // whether the leader or a follower (which asks the leader) is asked.
+    for n in [leader, follower] {
+        let refused = cluster.client(n).await.member_promote(learner).await.unwrap_err();
+        assert_eq!(
+            crate::support::status(refused),
+            (
+                tonic::Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader".into()
+            )
+        );
+    }
+    client.member_remove(learner).await.unwrap();
+
+    // With one of three voters down, a fourth would need three of four to commit:
+    // refused.
+    let down = (leader + 2) % 3;
+    let down_id = client
+        .member_list()
+        .await
+        .unwrap()
+        .members()
+        .iter()
+        .find(|m| m.name() == format!("m{down}"))
+        .unwrap()
+        .id();
+    cluster.kill(down);
+    // Once the leader has seen its connection to it drop (etcd's metric):
+    let inactive = format!("etcd_network_active_peers{{Local=\"{:x}\",Remote=\"{down_id:x}\"}} 0", {
+        client.status().await.unwrap().header().unwrap().member_id()
+    });
+    crate::support::eventually("the leader to see the member down", || {
+        crate::support::http_get(metrics[leader], "/metrics").1.contains(&inactive)
+    });
+    let peer = crate::support::free_port();
+    let refused = client.member_add([format!("http://{peer}")], None).await.unwrap_err();
+    assert_eq!(
+        crate::support::status(refused),
+        (tonic::Code::Unavailable, "etcdserver: unhealthy cluster".into())
+    );
+    // The cluster goes on serving.
+    until_ok("a write after the refusals", || {
+        let mut client = client.clone();
+        async move { client.put("after", "v", None).await }
+    })
+    .await;
+    let members = client.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 3);
+}
