@@ -58,8 +58,8 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub(crate) max_txn_ops: usize,
 
-    /// Raise alarms when the backend size exceeds the given quota (0 defaults to
-    /// etcd's low space quota). Accepted; quotas are not enforced yet.
+    /// Raise alarms when the backend size exceeds the given quota. Not supported
+    /// yet: only the default (0) is accepted.
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     quota_backend_bytes: u64,
 
@@ -92,7 +92,7 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
     experimental_lease_checkpoint_interval: String,
 
-    /// Accepted for etcd's command lines: lease checkpoints are always on in cairn.
+    /// Lease checkpoints are always on in cairn: only true is accepted.
     #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     experimental_enable_lease_checkpoint: bool,
 
@@ -108,7 +108,7 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub(crate) strict_reconfig_check: bool,
 
-    /// Check data corruption before serving (accepted; a single member has nothing to compare with).
+    /// Check data corruption before serving. Not supported yet: only false is accepted.
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     experimental_initial_corrupt_check: bool,
 
@@ -315,7 +315,26 @@ impl Config {
                 "https:// peer URLs need --peer-cert-file, --peer-key-file and --peer-trusted-ca-file, or --peer-auto-tls"
             );
         }
-        let _ = (self.quota_backend_bytes, self.experimental_initial_corrupt_check);
+        // Flags of etcd's that Cairn does not act on yet are refused, never accepted
+        // and ignored.
+        if self.quota_backend_bytes != 0 {
+            bail!(
+                "--quota-backend-bytes is not supported yet: cairn does not enforce a backend quota \
+                 (remove the flag; the store is limited only by the disk)"
+            );
+        }
+        if self.experimental_initial_corrupt_check {
+            bail!(
+                "--experimental-initial-corrupt-check is not supported yet: cairn cannot compare its \
+                 store's hash with its peers' (remove the flag)"
+            );
+        }
+        if !self.experimental_enable_lease_checkpoint {
+            bail!(
+                "--experimental-enable-lease-checkpoint=false is not supported: cairn always checkpoints \
+                 remaining lease TTLs"
+            );
+        }
         let _ = &self.listen_peer_urls;
         Ok(())
     }
@@ -418,6 +437,29 @@ mod tests {
 
     fn parse(args: &[&str]) -> Config {
         Config::try_parse_from(std::iter::once("cairn").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_cairn_does_not_act_on_are_refused_not_ignored() {
+        for (flag, says) in [
+            ("--quota-backend-bytes=8589934592", "--quota-backend-bytes is not supported yet"),
+            (
+                "--experimental-initial-corrupt-check",
+                "--experimental-initial-corrupt-check is not supported yet",
+            ),
+            ("--experimental-enable-lease-checkpoint=false", "cairn always checkpoints"),
+        ] {
+            let error = parse(&[flag]).validate().unwrap_err().to_string();
+            assert!(error.contains(says), "{flag}: {error}");
+        }
+        for accepted in [
+            "--quota-backend-bytes=0",
+            "--experimental-initial-corrupt-check=false",
+            "--experimental-enable-lease-checkpoint",
+            "--strict-reconfig-check=false",
+        ] {
+            parse(&[accepted]).validate().unwrap();
+        }
     }
 
     #[test]

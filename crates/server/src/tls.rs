@@ -137,7 +137,18 @@ fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     let certified = rcgen::generate_simple_self_signed(names).context("cannot generate a certificate")?;
     std::fs::write(&cert_path, certified.cert.pem())?;
-    std::fs::write(&key_path, certified.signing_key.serialize_pem())?;
+    // As etcd writes it: readable by the owner alone.
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut key = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)?;
+        key.write_all(certified.signing_key.serialize_pem().as_bytes())?;
+    }
     tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate (--auto-tls)");
     Ok((cert_path, key_path))
 }

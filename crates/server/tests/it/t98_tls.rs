@@ -203,6 +203,10 @@ fn auto_tls_makes_its_own_certificate() {
     let skip = ["--insecure-transport=false".to_owned(), "--insecure-skip-tls-verify".to_owned()];
     assert_eq!(stdout(&etcdctl_tls(&cairn, &skip, &["put", "auto", "tls"])), "OK\n");
     assert!(data.path().join("fixtures").join("client").join("cert.pem").is_file());
+    // The key is the owner's alone, as etcd writes it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = std::fs::metadata(data.path().join("fixtures").join("client").join("key.pem")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
 }
 
 #[test]
