@@ -34,15 +34,17 @@ fn first_u64(digest: &[u8]) -> u64 {
 }
 
 /// The IDs stored in `db`, or else `fresh` stored for good.
+/// The member and cluster IDs this data dir belongs to, once it has been started.
+pub(crate) fn stored(db: &Database) -> Result<Option<(u64, u64)>, StorageError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let member = meta.get("member_id")?.map(|v| v.value());
+    let cluster = meta.get("cluster_id")?.map(|v| v.value());
+    Ok(member.zip(cluster))
+}
+
 pub(crate) fn load_or_store(db: &Database, fresh: (u64, u64)) -> Result<(u64, u64), StorageError> {
-    let stored = {
-        let txn = db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let member = meta.get("member_id")?.map(|v| v.value());
-        let cluster = meta.get("cluster_id")?.map(|v| v.value());
-        member.zip(cluster)
-    };
-    if let Some(ids) = stored {
+    if let Some(ids) = stored(db)? {
         return Ok(ids);
     }
     let txn = db.begin_write()?;

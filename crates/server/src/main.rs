@@ -68,7 +68,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let token = &config.initial_cluster_token;
     let ids: std::collections::BTreeMap<&str, u64> =
         initial.iter().map(|(name, urls)| (name.as_str(), identity::member_id(urls, token))).collect();
-    let (member_id, cluster_id, members, voters) = if config.joins_existing() {
+    let (member_id, cluster_id, members, voters) = if let Some((member_id, cluster_id)) =
+        identity::stored(&db)?
+    {
+        // As etcd: once a data dir exists, the --initial-cluster* flags are ignored and
+        // the member starts from the membership it has applied, so that members added
+        // since, and a cluster whose members all joined later, come back.
+        let members: Vec<cairn_api::etcdserverpb::Member> = members::load(&db)?.into_values().collect();
+        let voters = members
+            .iter()
+            .filter(|member| !member.is_learner && member.name != members::REMOVED)
+            .map(|member| member.id)
+            .collect();
+        if members.iter().any(|member| member.id == member_id && member.name == members::REMOVED) {
+            anyhow::bail!("the member has been permanently removed from the cluster");
+        }
+        info!(member = format_args!("{member_id:x}"), "restarting from the membership in the data dir");
+        (member_id, cluster_id, members, voters)
+    } else if config.joins_existing() {
         // A new member of a running cluster learns its ID and the members from a peer.
         let mine = config.peer_urls();
         let others: Vec<String> =
@@ -118,8 +135,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })
         .collect();
     members::save_missing(&db, &members)?;
-    let peers: std::collections::HashMap<u64, Vec<String>> =
-        members.iter().map(|member| (member.id, member.peer_ur_ls.clone())).collect();
+    let peers: std::collections::HashMap<u64, Vec<String>> = members
+        .iter()
+        .filter(|member| member.name != members::REMOVED)
+        .map(|member| (member.id, member.peer_ur_ls.clone()))
+        .collect();
     let multi_member = peers.len() > 1;
     let removed = Arc::new(tokio::sync::Notify::new());
     let peer_client_tls = tls::peer_client_config(&config.peer_tls_files())?;

@@ -966,6 +966,20 @@ impl Runner {
         drop(key_index);
         let tokens = Arc::clone(auth::read(&self.auth).tokens());
         *auth::write(&self.auth) = auth::load(&self.db, tokens)?;
+        // The membership too: the registry, the voters and who the transport sends to.
+        let restored_members = crate::members::load(&self.db)?;
+        if let Some(transport) = &self.transport {
+            for (id, member) in &restored_members {
+                if member.name == crate::members::REMOVED {
+                    transport.remove_peer(*id);
+                } else {
+                    transport.add_peer(*id, member.peer_ur_ls.clone());
+                }
+            }
+        }
+        *self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = restored_members;
+        *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            self.storage.initial_state().map_err(raft_error)?.conf_state.voters;
         self.applied = index;
         self.shared.applied.store(index, Ordering::Release);
         self.publish_committed(index);

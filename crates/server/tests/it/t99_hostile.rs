@@ -797,3 +797,95 @@ async fn membership_changes_that_would_endanger_the_quorum_are_refused() {
     let members = client.member_list().await.unwrap();
     assert_eq!(members.members().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_cluster_cold_starts_from_its_data_dirs_with_the_original_command_lines() {
+    let fast = ["--heartbeat-interval=50", "--election-timeout=500"];
+    let mut cluster = Cluster::start_with(3, &fast);
+    let leader = cluster.leader().await;
+    let client = cluster.client(leader).await;
+    until_ok("a first write", || {
+        let mut client = client.clone();
+        async move { client.put("before", "v", None).await }
+    })
+    .await;
+    let mut client = client;
+    let list = client.member_list().await.unwrap();
+    let peers: Vec<String> =
+        list.members().iter().map(|m| format!("{}={}", m.name(), m.peer_urls()[0])).collect();
+    // A fourth member joins...
+    let peer = crate::support::free_port();
+    until_ok("the fourth member's addition", || {
+        let mut client = client.clone();
+        async move { client.member_add([format!("http://{peer}")], None).await }
+    })
+    .await;
+    let fourth_args: Vec<String> = [
+        "--name=m3".to_owned(),
+        format!("--listen-peer-urls=http://{peer}"),
+        format!("--initial-advertise-peer-urls=http://{peer}"),
+        format!("--initial-cluster={},m3=http://{peer}", peers.join(",")),
+        "--initial-cluster-state=existing".to_owned(),
+        "--initial-cluster-token=cluster-test".to_owned(),
+    ]
+    .into_iter()
+    .chain(fast.iter().map(|arg| arg.to_string()))
+    .collect();
+    let fourth_addr = crate::support::free_port();
+    let fourth_dir = cluster.dir.path().join("m3");
+    let fourth = crate::support::Cairn::start_on(fourth_addr, &fourth_dir, fourth_args.clone());
+    // ...and an original one leaves.
+    let leaving = (leader + 1) % 3;
+    let leaving_id = list.members().iter().find(|m| m.name() == format!("m{leaving}")).unwrap().id();
+    until_ok("an original member's removal", || {
+        let mut client = client.clone();
+        async move { client.member_remove(leaving_id).await }
+    })
+    .await;
+    for n in 0..20 {
+        client.put(format!("k/{n}"), "v", None).await.unwrap();
+    }
+
+    // Every member stops; the rest start again with their original command lines.
+    drop(fourth);
+    let stayed: Vec<usize> = (0..3).filter(|&n| n != leaving).collect();
+    for n in 0..3 {
+        cluster.kill(n);
+    }
+    for &n in &stayed {
+        cluster.restart(n);
+    }
+    let fourth = crate::support::Cairn::start_on(fourth_addr, &fourth_dir, fourth_args);
+    let mut fourth_client = fourth.client().await;
+    until_ok("a write after the cold start", || {
+        let mut client = fourth_client.clone();
+        async move { client.put("after", "v", None).await }
+    })
+    .await;
+    let contents = |endpoint: String| async move {
+        let mut client = Client::connect([endpoint], None).await.unwrap();
+        let all = client.get("", Some(GetOptions::new().with_all_keys().with_serializable())).await;
+        all.map(|all| {
+            all.kvs().iter().map(|kv| (kv.key().to_vec(), kv.mod_revision(), kv.value().to_vec())).collect()
+        })
+    };
+    until_ok("all members to hold the same data", || {
+        let endpoints: Vec<String> =
+            stayed.iter().map(|&n| cluster.endpoint(n)).chain([fourth.endpoint()]).collect();
+        async move {
+            let mut all: Vec<Vec<(Vec<u8>, i64, Vec<u8>)>> = Vec::new();
+            for endpoint in endpoints {
+                all.push(contents(endpoint).await.map_err(|e| e.to_string())?);
+            }
+            let equal = all.windows(2).all(|pair| pair[0] == pair[1]);
+            if equal && all[0].iter().any(|(key, _, _)| key == b"after") {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        }
+    })
+    .await;
+    let members = fourth_client.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 3);
+}
