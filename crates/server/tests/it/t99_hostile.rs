@@ -798,6 +798,9 @@ async fn membership_changes_that_would_endanger_the_quorum_are_refused() {
     assert_eq!(members.members().len(), 3);
 }
 
+/// A key, its mod revision and its value, as a member holds them.
+type Held = (Vec<u8>, i64, Vec<u8>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_cluster_cold_starts_from_its_data_dirs_with_the_original_command_lines() {
     let fast = ["--heartbeat-interval=50", "--election-timeout=500"];
@@ -873,7 +876,7 @@ async fn a_changed_cluster_cold_starts_from_its_data_dirs_with_the_original_comm
         let endpoints: Vec<String> =
             stayed.iter().map(|&n| cluster.endpoint(n)).chain([fourth.endpoint()]).collect();
         async move {
-            let mut all: Vec<Vec<(Vec<u8>, i64, Vec<u8>)>> = Vec::new();
+            let mut all: Vec<Vec<Held>> = Vec::new();
             for endpoint in endpoints {
                 all.push(contents(endpoint).await.map_err(|e| e.to_string())?);
             }
