@@ -31,6 +31,8 @@ pub(crate) enum Error {
     LeaseTtlTooLarge,
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
     #[error("etcdserver: {0}")]
     Storage(String),
     #[error(transparent)]
@@ -65,6 +67,7 @@ impl From<Error> for Status {
             Error::LeaseExists => Code::FailedPrecondition,
             Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaderChanged => Code::Unavailable,
+            Error::MemberNotFound => Code::NotFound,
             Error::Storage(_) => Code::Internal,
             Error::Proposal(inner) => Code::from(inner.grpc_code()),
             Error::Auth(inner) => Code::from(inner.grpc_code()),

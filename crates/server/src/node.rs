@@ -833,6 +833,8 @@ impl Runner {
             self.applier.lease_revoke(tables, leases, revoke)
         } else if let Some(checkpoint) = &request.lease_checkpoint {
             self.applier.lease_checkpoint(leases, checkpoint)
+        } else if let Some(update) = &request.cairn_member_update {
+            self.update_member(update)
         } else if let Some(attributes) = &request.cairn_member_attributes {
             self.publish_attributes(tables, attributes)
         } else {
@@ -853,6 +855,26 @@ impl Runner {
             self.pending_member_writes.push(member.clone());
         }
         let _ = tables;
+        Ok(Applied::MemberAttributes)
+    }
+
+    /// A member's new peer URLs: the registry records them, and the transport sends
+    /// to them from now on.
+    fn update_member(&mut self, update: &cairn_api::etcdserverpb::MemberUpdateRequest) -> ApplyResult {
+        let mut members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let member = members
+            .get_mut(&update.id)
+            .filter(|member| member.name != crate::members::REMOVED)
+            .ok_or(Error::MemberNotFound)?;
+        let mut urls = update.peer_ur_ls.clone();
+        urls.sort();
+        member.peer_ur_ls = urls.clone();
+        self.pending_member_writes.push(member.clone());
+        if let Some(transport) = &self.transport {
+            transport.remove_peer(update.id);
+            transport.add_peer(update.id, urls);
+        }
+        info!(member = format_args!("{:x}", update.id), urls = ?update.peer_ur_ls, "member peer URLs updated");
         Ok(Applied::MemberAttributes)
     }
 

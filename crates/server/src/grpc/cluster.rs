@@ -6,7 +6,8 @@ use std::time::Duration;
 use cairn_api::etcdserverpb::cluster_server::Cluster;
 use cairn_api::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
-    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse,
 };
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType};
@@ -276,6 +277,39 @@ impl Cluster for Service {
         }
         self.change(ConfChangeType::RemoveNode, id, Vec::new()).await?;
         let mut response = MemberRemoveResponse { header: None, members: self.members() };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.check_admin(&request).await?;
+        let request = request.into_inner();
+        self.member(request.id).ok_or_else(member_not_found)?;
+        let mut urls = request.peer_ur_ls.clone();
+        urls.sort();
+        if urls.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: member peer URLs are not provided"));
+        }
+        let taken = self
+            .members()
+            .iter()
+            .any(|member| member.id != request.id && member.peer_ur_ls.iter().any(|url| urls.contains(url)));
+        if taken {
+            return Err(Status::failed_precondition("etcdserver: Peer URLs already exists"));
+        }
+        // Peer URLs are not raft state: an ordinary entry, through the proposal gate,
+        // that every member applies to its registry and transport.
+        let update = MemberUpdateRequest { id: request.id, peer_ur_ls: urls };
+        let internal = cairn_api::etcdserverpb::InternalRaftRequest {
+            cairn_member_update: Some(update),
+            ..Default::default()
+        };
+        let credentials = super::Credentials::server();
+        self.write(internal, &credentials).await?;
+        let mut response = MemberUpdateResponse { header: None, members: self.members() };
         self.fill(&mut response.header);
         Ok(Response::new(response))
     }

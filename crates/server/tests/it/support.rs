@@ -509,6 +509,12 @@ impl Cluster {
         (Self::launch(dir, client_addrs, args), proxies)
     }
 
+    /// The address member `n` listens on for peers (behind its proxy, if it has one).
+    pub(crate) fn peer_listen_addr(&self, n: usize) -> SocketAddr {
+        let flag = self.args[n].iter().find_map(|arg| arg.strip_prefix("--listen-peer-urls=http://"));
+        flag.expect("a plain peer URL").parse().unwrap()
+    }
+
     /// Every key with its mod revision and value, as member `n` holds them, read
     /// locally (serializable), to compare members.
     pub(crate) async fn contents(&self, n: usize) -> Vec<(String, i64, Vec<u8>)> {

@@ -689,9 +689,10 @@ fn membership_changes_need_the_root_role_when_auth_is_on() {
     let as_root: Vec<&str> = ["--user", "root:rootpw"].iter().chain(&add).copied().collect();
     let added = stdout(&etcdctl(&cairn, &as_root));
     let id = added.split_whitespace().nth(1).unwrap().to_owned();
-    for change in [["member", "promote", id.as_str()], ["member", "remove", id.as_str()]] {
-        assert_eq!(error_line(&etcdctl(&cairn, &change)), "Error: etcdserver: user name is empty");
-        let by_alice: Vec<&str> = ["--user", "alice:alicepw"].iter().chain(&change).copied().collect();
+    let update = ["member", "update", id.as_str(), "--peer-urls=http://127.0.0.1:27998"];
+    for change in [&["member", "promote", id.as_str()][..], &["member", "remove", id.as_str()], &update] {
+        assert_eq!(error_line(&etcdctl(&cairn, change)), "Error: etcdserver: user name is empty");
+        let by_alice: Vec<&str> = ["--user", "alice:alicepw"].iter().chain(change).copied().collect();
         assert_eq!(error_line(&etcdctl(&cairn, &by_alice)), "Error: etcdserver: permission denied");
     }
     let remove: Vec<&str> = ["--user", "root:rootpw", "member", "remove", id.as_str()].to_vec();
@@ -891,4 +892,67 @@ async fn a_changed_cluster_cold_starts_from_its_data_dirs_with_the_original_comm
     .await;
     let members = fourth_client.member_list().await.unwrap();
     assert_eq!(members.members().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_update_moves_a_members_peer_url_and_replication_follows_it() {
+    use crate::support::{Proxy, etcdctl, stdout};
+    let fast = ["--heartbeat-interval=50", "--election-timeout=500"];
+    let (cluster, proxies) = Cluster::start_with_proxies(3, &fast).await;
+    let leader = cluster.leader().await;
+    let moved = (leader + 1) % 3;
+    let mut client = cluster.client(leader).await;
+    until_ok("a first write", || {
+        let mut client = client.clone();
+        async move { client.put("k/0", "v", None).await }
+    })
+    .await;
+    let list = client.member_list().await.unwrap();
+    let member = list.members().iter().find(|m| m.name() == format!("m{moved}")).unwrap().clone();
+    // The member's peer port, reached through a new address from now on.
+    let new_proxy = Proxy::start(cluster.peer_listen_addr(moved)).await;
+    let new_url = format!("http://{}", new_proxy.addr);
+    let cairn = cluster.members[leader].as_ref().unwrap();
+    let updated = stdout(&etcdctl(
+        cairn,
+        &["member", "update", &format!("{:x}", member.id()), &format!("--peer-urls={new_url}")],
+    ));
+    assert_eq!(
+        updated,
+        format!(
+            "Member {:16x} updated in cluster {:16x}\n",
+            member.id(),
+            list.header().unwrap().cluster_id()
+        )
+    );
+    let listed = client.member_list().await.unwrap();
+    let now = listed.members().iter().find(|m| m.id() == member.id()).unwrap();
+    assert_eq!(now.peer_urls(), [new_url.as_str()]);
+    // The old address goes dark: replication reaches the member through the new one.
+    proxies[moved].cut();
+    for n in 1..20 {
+        client.put(format!("k/{n}"), "v", None).await.unwrap();
+    }
+    until_ok("the moved member to have every write", || {
+        let endpoint = cluster.endpoint(moved);
+        async move {
+            let mut client = Client::connect([endpoint], None).await.map_err(|e| e.to_string())?;
+            let options = GetOptions::new().with_prefix().with_serializable().with_count_only();
+            let count = client.get("k/", Some(options)).await.map_err(|e| e.to_string())?.count();
+            if count == 20 { Ok(()) } else { Err(format!("{count} of 20")) }
+        }
+    })
+    .await;
+    // Unknown members and taken URLs are refused as etcd refuses them.
+    let unknown = client.member_update(0x1234, [new_url.clone()]).await.unwrap_err();
+    assert_eq!(
+        crate::support::status(unknown),
+        (tonic::Code::NotFound, "etcdserver: member not found".into())
+    );
+    let other = list.members().iter().find(|m| m.id() != member.id()).unwrap();
+    let taken = client.member_update(other.id(), [new_url]).await.unwrap_err();
+    assert_eq!(
+        crate::support::status(taken),
+        (tonic::Code::FailedPrecondition, "etcdserver: Peer URLs already exists".into())
+    );
 }
