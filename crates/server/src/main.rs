@@ -227,6 +227,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 let shared = Arc::clone(&node.shared);
                 Arc::new(move |id| shared.is_removed(id))
             },
+            // An append: raft's 1 MiB of entries, plus one entry of the largest request.
+            max_message: 1024 * 1024 + config.max_request_bytes + grpc::GRPC_OVERHEAD_BYTES,
+            received_failures: metrics::meter()
+                .u64_counter("etcd_network_peer_received_failures")
+                .with_description("The total number of receive failures from peers.")
+                .build(),
         },
         leases: grpc::PeerLeases(service.clone()),
         membership: transport::MembershipService {

@@ -356,6 +356,9 @@ pub(crate) async fn fetch_members(
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no peer URLs to ask")))
 }
 
+/// Most bytes of a raft snapshot message (etcd takes snapshots of up to 512 MiB).
+pub(crate) const MAX_SNAPSHOT_MESSAGE: usize = 512 * 1024 * 1024;
+
 /// The receiving side: hands every message to the raft thread.
 #[derive(Clone)]
 pub(crate) struct PeerService {
@@ -363,6 +366,18 @@ pub(crate) struct PeerService {
     pub(crate) deliver: Arc<dyn Fn(Message) + Send + Sync>,
     /// Whether a member ID was removed from the cluster.
     pub(crate) is_removed: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+    /// Most bytes of a raft message other than a snapshot: an append of up to
+    /// raft's message size plus one entry of the largest request.
+    pub(crate) max_message: usize,
+    /// `etcd_network_peer_received_failures_total`, by sending member.
+    pub(crate) received_failures: opentelemetry::metrics::Counter<u64>,
+}
+
+impl PeerService {
+    fn refused(&self, from: u64) {
+        let from = opentelemetry::KeyValue::new("From", format!("{from:x}"));
+        self.received_failures.add(1, &[from]);
+    }
 }
 
 #[tonic::async_trait]
@@ -383,12 +398,28 @@ impl Peer for PeerService {
                 ));
             }
             for bytes in batch.messages {
-                match Message::parse_from_bytes(&bytes) {
-                    Ok(message) => (self.deliver)(message),
+                let message = match Message::parse_from_bytes(&bytes) {
+                    Ok(message) => message,
                     Err(error) => {
-                        warn!(from = format_args!("{:x}", batch.from), %error, "undecodable raft message")
+                        warn!(from = format_args!("{:x}", batch.from), %error, "undecodable raft message");
+                        self.refused(batch.from);
+                        continue;
                     }
+                };
+                let snapshot = message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+                if !snapshot && bytes.len() > self.max_message {
+                    // Nothing a member sends is this large: refuse it rather than let
+                    // anyone who reaches the peer port make this member hold it.
+                    warn!(
+                        from = format_args!("{:x}", batch.from),
+                        bytes = bytes.len(),
+                        limit = self.max_message,
+                        "refusing an oversized raft message"
+                    );
+                    self.refused(batch.from);
+                    continue;
                 }
+                (self.deliver)(message);
             }
         }
         Ok(Response::new(RaftAck {}))

@@ -89,7 +89,7 @@ pub(crate) async fn leader_lost(loss: &mut Option<LeaderLoss>) {
 }
 
 /// etcd's extra room for gRPC framing above `--max-request-bytes`.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The proposal gate as the server composes it.
 pub(crate) type ServerGate =
@@ -412,8 +412,10 @@ pub(crate) fn serve_peers(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     for (listener, is_tls) in listeners {
+        // A batch holds many messages, or one snapshot of up to 512 MiB; each message
+        // is checked against its own limit as it is taken apart.
         let peer = cairn_api::cairnpb::peer_server::PeerServer::new(services.peer.clone())
-            .max_decoding_message_size(usize::MAX);
+            .max_decoding_message_size(crate::transport::MAX_SNAPSHOT_MESSAGE + GRPC_OVERHEAD_BYTES);
         let membership =
             cairn_api::cairnpb::membership_server::MembershipServer::new(services.membership.clone());
         let leases = cairn_api::cairnpb::leases_server::LeasesServer::new(services.leases.clone());

@@ -956,3 +956,48 @@ async fn member_update_moves_a_members_peer_url_and_replication_follows_it() {
         (tonic::Code::FailedPrecondition, "etcdserver: Peer URLs already exists".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_on_the_peer_port_is_refused_and_counted() {
+    use protobuf::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (peer, metrics) = (crate::support::free_port(), crate::support::free_port());
+    let args = [
+        format!("--listen-peer-urls=http://{peer}"),
+        format!("--initial-advertise-peer-urls=http://{peer}"),
+        format!("--initial-cluster=default=http://{peer}"),
+        format!("--listen-metrics-urls=http://{metrics}"),
+    ];
+    let cairn =
+        crate::support::Cairn::start(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut client = cairn.client().await;
+    let header = client.status().await.unwrap().header().unwrap().clone();
+    // An append from a stranger carrying 4 MiB, more than any member sends.
+    let mut message = raft::eraftpb::Message::default();
+    message.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+    message.to = header.member_id();
+    message.from = 0x2a;
+    message.term = 1_000;
+    let entry = raft::eraftpb::Entry {
+        index: 1_000_000,
+        term: 1_000,
+        data: vec![7; 4 << 20].into(),
+        ..Default::default()
+    };
+    message.entries = vec![entry].into();
+    let batch = cairn_api::cairnpb::RaftBatch {
+        cluster_id: header.cluster_id(),
+        from: 0x2a,
+        messages: vec![message.write_to_bytes().unwrap()],
+    };
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{peer}")).unwrap().connect().await.unwrap();
+    let mut peer_client =
+        cairn_api::cairnpb::peer_client::PeerClient::new(channel).max_encoding_message_size(64 << 20);
+    peer_client.raft(futures::stream::iter([batch])).await.unwrap();
+    let (_, body) = crate::support::http_get(metrics, "/metrics");
+    assert!(body.contains(r#"etcd_network_peer_received_failures_total{From="2a"} 1"#), "{body}");
+    // It changed nothing: the member still leads its term and serves.
+    assert_eq!(client.status().await.unwrap().raft_term(), header.raft_term());
+    client.put("still", "serving", None).await.unwrap();
+}
