@@ -34,6 +34,7 @@ pub(crate) enum Applied {
     LeaseCheckpoint(LeaseCheckpointResponse),
     Auth(crate::auth::AuthApplied),
     MemberAttributes,
+    Alarm(cairn_api::etcdserverpb::AlarmResponse),
 }
 
 /// The result the apply loop hands to the waiting caller.

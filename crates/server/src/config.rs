@@ -108,6 +108,12 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub(crate) strict_reconfig_check: bool,
 
+    /// Cairn's own: below this many free bytes on the data dir's file system, the
+    /// member raises the NOSPACE alarm, so that writes are refused before the disk is
+    /// full (reads, deletes and compaction go on). Enough for a WAL segment and more.
+    #[arg(long, env = "CAIRN_DISK_LOW_WATER_BYTES", default_value_t = 80 * 1024 * 1024)]
+    pub(crate) disk_low_water_bytes: u64,
+
     /// Check data corruption before serving. Not supported yet: only false is accepted.
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     experimental_initial_corrupt_check: bool,

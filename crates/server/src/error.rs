@@ -33,6 +33,8 @@ pub(crate) enum Error {
     LeaderChanged,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     #[error("etcdserver: {0}")]
     Storage(String),
     #[error(transparent)]
@@ -68,6 +70,7 @@ impl From<Error> for Status {
             Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaderChanged => Code::Unavailable,
             Error::MemberNotFound => Code::NotFound,
+            Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) => Code::Internal,
             Error::Proposal(inner) => Code::from(inner.grpc_code()),
             Error::Auth(inner) => Code::from(inner.grpc_code()),

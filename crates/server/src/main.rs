@@ -5,6 +5,7 @@
 //! write-ahead log and applied; `cairn` accepts etcd's flag names and forms (`--flag value`,
 //! `--flag=value`, `ETCD_*` environment variables), and an unknown flag is an error.
 
+mod alarms;
 mod apply;
 mod auth;
 mod config;
@@ -75,11 +76,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // the member starts from the membership it has applied, so that members added
         // since, and a cluster whose members all joined later, come back.
         let members: Vec<cairn_api::etcdserverpb::Member> = members::load(&db)?.into_values().collect();
-        let voters = members
-            .iter()
-            .filter(|member| !member.is_learner && member.name != members::REMOVED)
-            .map(|member| member.id)
-            .collect();
+        // Used only if the member stopped before it saved any raft state.
+        let voters = bootstrap_voters(&members, member_id, config.joins_existing());
         if members.iter().any(|member| member.id == member_id && member.name == members::REMOVED) {
             anyhow::bail!("the member has been permanently removed from the cluster");
         }
@@ -106,7 +104,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         };
         let member_id = me.id;
         let (member_id, cluster_id) = identity::load_or_store(&db, (member_id, cluster_id))?;
-        (member_id, cluster_id, members, Vec::new())
+        let voters = bootstrap_voters(&members, member_id, true);
+        (member_id, cluster_id, members, voters)
     } else {
         let member = ids[config.name.as_str()];
         let all: Vec<u64> = ids.values().copied().collect();
@@ -152,6 +151,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let lessor = Arc::new(std::sync::Mutex::new(lease::load(&db, &storage::mvcc::read_index(&index))?));
     let hub = watch::Hub::new();
     let wait = Wait::new();
+    let alarms: alarms::SharedAlarms = Arc::new(std::sync::Mutex::new(alarms::load(&db)?));
     let node_config = node::NodeConfig {
         member_id,
         cluster_id,
@@ -173,6 +173,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             lessor: Arc::clone(&lessor),
             index: Arc::clone(&index),
             hub: hub.clone(),
+            alarms: Arc::clone(&alarms),
         },
         Some(Arc::clone(&transport)),
     )
@@ -203,6 +204,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         auth,
         lessor,
         hub,
+        alarms: Arc::clone(&alarms),
         config: grpc::ServiceConfig {
             cluster_token: config.initial_cluster_token.clone(),
             max_txn_ops: config.max_txn_ops,
@@ -217,6 +219,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     service.spawn_lease_duties(config.lease_checkpoint_interval()?);
+    {
+        let service = service.clone();
+        let marks =
+            alarms::Watermarks { low: config.disk_low_water_bytes, high: 2 * config.disk_low_water_bytes };
+        alarms::watch_disk(data_dir.clone(), marks, Arc::clone(&alarms), member_id, move || {
+            let service = service.clone();
+            async move { service.raise_no_space().await }
+        });
+    }
     let proposer = node.proposer.clone();
     let shared = Arc::clone(&node.shared);
     let peer_services = transport::PeerServices {
@@ -287,6 +298,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let served = grpc::serve(service, listeners, tls, stop).await;
     node.stop();
     served
+}
+
+/// The voters a member's raft configuration starts from before it has applied any
+/// entry: for a new cluster, its members; for a member joining a running one, the
+/// voters the cluster has now, itself left out. A joiner replays the leader's log
+/// from its start on top of them (its own addition, later changes; adding a member
+/// twice or removing one already gone changes nothing), which brings it to the
+/// cluster's configuration. Starting from nothing instead would leave it, after
+/// replaying only the changes since the cluster began, believing itself the only
+/// voter, free to elect itself.
+fn bootstrap_voters(members: &[cairn_api::etcdserverpb::Member], me: u64, joining: bool) -> Vec<u64> {
+    members
+        .iter()
+        .filter(|member| !member.is_learner && member.name != members::REMOVED)
+        .filter(|member| !joining || member.id != me)
+        .map(|member| member.id)
+        .collect()
 }
 
 /// Forgets expired simple tokens once a second, as etcd does.

@@ -251,6 +251,7 @@ pub(crate) struct StateHandles {
     pub(crate) lessor: SharedLessor,
     pub(crate) index: SharedIndex,
     pub(crate) hub: Hub,
+    pub(crate) alarms: crate::alarms::SharedAlarms,
 }
 
 /// Recovers or bootstraps the node from `db` and starts its thread.
@@ -260,7 +261,7 @@ pub(crate) fn start(
     handles: StateHandles,
     transport: Option<Arc<Transport>>,
 ) -> Result<Node, StorageError> {
-    let StateHandles { wait, auth, lessor, index, hub } = handles;
+    let StateHandles { wait, auth, lessor, index, hub, alarms } = handles;
     let (mut wal, recovered) = Wal::open(&config.wal_dir)?;
     let (storage, fresh) = match raft_log::recover(&db, &mut wal, recovered)? {
         Some(storage) => (storage, false),
@@ -357,6 +358,7 @@ pub(crate) fn start(
         lessor,
         hub,
         auth,
+        alarms,
         applied,
         config,
         pending_proposals: Vec::new(),
@@ -454,6 +456,7 @@ struct Runner {
     lessor: SharedLessor,
     hub: Hub,
     auth: SharedAuth,
+    alarms: crate::alarms::SharedAlarms,
     applied: u64,
     config: NodeConfig,
     /// Proposals waiting for a leader.
@@ -748,7 +751,14 @@ impl Runner {
                             0 => request.header.as_ref().map_or(0, |header| header.id),
                             id => id,
                         };
-                        let result = self.apply_request(&mut tables, &mut leases, &request, entry.index);
+                        let result = match &request.alarm {
+                            Some(alarm) => {
+                                let mut table = txn.open_table(crate::storage::ALARMS)?;
+                                let mut alarms = crate::alarms::lock(&self.alarms);
+                                crate::alarms::apply(&mut alarms, &mut table, alarm).map(Applied::Alarm)
+                            }
+                            None => self.apply_request(&mut tables, &mut leases, &request, entry.index),
+                        };
                         results.push((id, result));
                     }
                     Err(error) => error!(index = entry.index, %error, "skipping an undecodable entry"),
@@ -790,6 +800,11 @@ impl Runner {
         request: &InternalRaftRequest,
         index: u64,
     ) -> ApplyResult {
+        // etcd's capped applier: while space is short, nothing that grows the store.
+        if crate::alarms::grows_store(request) && crate::alarms::no_space(&crate::alarms::lock(&self.alarms))
+        {
+            return Err(Error::NoSpace);
+        }
         let proposer = auth::proposer_of(request);
         if auth::is_auth_request(request) {
             let result = auth::apply(&mut auth::write(&self.auth), &proposer, request, index);
@@ -1000,6 +1015,7 @@ impl Runner {
             }
         }
         *self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = restored_members;
+        *crate::alarms::lock(&self.alarms) = crate::alarms::load(&self.db)?;
         *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             self.storage.initial_state().map_err(raft_error)?.conf_state.voters;
         self.applied = index;

@@ -2,7 +2,11 @@
 
 use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_api::etcdserverpb::maintenance_server::Maintenance;
-use cairn_api::etcdserverpb::{AlarmRequest, AlarmResponse, StatusRequest, StatusResponse};
+use cairn_api::etcdserverpb::{
+    AlarmRequest, AlarmResponse, AlarmType, InternalRaftRequest, StatusRequest, StatusResponse,
+};
+
+use crate::apply::Applied;
 use cairn_proposal::IndexSource;
 use tonic::{Request, Response, Status};
 
@@ -14,17 +18,28 @@ pub(crate) const ETCD_VERSION: &str = "3.5.0";
 #[tonic::async_trait]
 impl Maintenance for Service {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        match AlarmAction::try_from(request.into_inner().action) {
+        let credentials = self.credentials(&request).await?;
+        let request = request.into_inner();
+        let mut response = match AlarmAction::try_from(request.action) {
             Ok(AlarmAction::Get) => {
-                // No alarm is ever raised yet: there is no space quota to exceed.
-                let mut response = AlarmResponse::default();
-                self.fill(&mut response.header);
-                Ok(Response::new(response))
+                let alarms = crate::alarms::list(&crate::alarms::lock(&self.alarms), request.alarm);
+                AlarmResponse { header: None, alarms }
             }
-            _ => Err(Status::unimplemented(
-                "etcdserver: activating and deactivating alarms is not supported yet",
-            )),
-        }
+            Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
+                let internal = InternalRaftRequest { alarm: Some(request), ..Default::default() };
+                match self.write(internal, &credentials).await? {
+                    Applied::Alarm(response) => response,
+                    other => {
+                        return Err(Status::internal(format!(
+                            "etcdserver: unexpected apply result {other:?}"
+                        )));
+                    }
+                }
+            }
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -37,7 +52,7 @@ impl Maintenance for Service {
             raft_index: self.shared.committed_index(),
             raft_term: self.shared.term(),
             raft_applied_index: self.shared.applied_index(),
-            errors: Vec::new(),
+            errors: self.alarm_errors(),
             db_size_in_use: db_size,
             is_learner: false,
             ..StatusResponse::default()
@@ -51,6 +66,26 @@ impl Maintenance for Service {
 }
 
 impl Service {
+    /// Raises this member's NOSPACE alarm through raft.
+    pub(crate) async fn raise_no_space(&self) {
+        let request = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.shared.member_id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        let internal = InternalRaftRequest { alarm: Some(request), ..Default::default() };
+        if let Err(error) = self.write(internal, &super::Credentials::server()).await {
+            tracing::warn!(error = %error.message(), "raising NOSPACE failed");
+        }
+    }
+
+    /// The raised alarms as `Status` reports them, as etcd formats them.
+    fn alarm_errors(&self) -> Vec<String> {
+        let alarms = crate::alarms::lock(&self.alarms);
+        let name = |alarm: i32| AlarmType::try_from(alarm).map_or("UNKNOWN", |alarm| alarm.as_str_name());
+        alarms.iter().map(|&(member, alarm)| format!("memberID:{member} alarm:{} ", name(alarm))).collect()
+    }
+
     fn db_size(&self) -> i64 {
         self.config.data_file.metadata().map(|metadata| metadata.len() as i64).unwrap_or_default()
     }

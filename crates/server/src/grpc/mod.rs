@@ -130,6 +130,7 @@ pub(crate) struct Inner {
     pub(crate) auth: SharedAuth,
     pub(crate) lessor: SharedLessor,
     pub(crate) hub: Hub,
+    pub(crate) alarms: crate::alarms::SharedAlarms,
     pub(crate) config: ServiceConfig,
 }
 

@@ -28,6 +28,8 @@ pub(crate) const LEASES: TableDefinition<'_, i64, (i64, i64)> = TableDefinition:
 pub(crate) const MEMBERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("members");
 /// The auth store, as `cairn_auth::AuthStore::snapshot` bytes under `store`.
 pub(crate) const AUTH: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("auth");
+/// Raised alarms: (member ID, `etcdserverpb.AlarmType`) to nothing.
+pub(crate) const ALARMS: TableDefinition<'_, (u64, i32), ()> = TableDefinition::new("alarms");
 /// Counters: `revision`, `compact_revision`, `applied_index`, and member identity.
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
@@ -75,6 +77,7 @@ pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
     txn.open_table(AUTH)?;
     txn.open_table(LEASES)?;
     txn.open_table(MEMBERS)?;
+    txn.open_table(ALARMS)?;
     txn.commit()?;
     Ok(db)
 }

@@ -10,7 +10,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::mvcc::Revisions;
-use super::{AUTH, KV, LEASES, MEMBERS, META, StorageError};
+use super::{ALARMS, AUTH, KV, LEASES, MEMBERS, META, StorageError};
 
 #[derive(Clone, PartialEq, Message)]
 struct StateSnapshot {
@@ -28,6 +28,8 @@ struct StateSnapshot {
     applied_index: u64,
     #[prost(message, repeated, tag = "8")]
     members: Vec<cairn_api::etcdserverpb::Member>,
+    #[prost(message, repeated, tag = "9")]
+    alarms: Vec<cairn_api::etcdserverpb::AlarmMember>,
 }
 
 /// One row of the `kv` table.
@@ -82,6 +84,11 @@ pub(crate) fn take(db: &Database) -> Result<(u64, Vec<u8>), StorageError> {
             .map_err(|_| StorageError::Corrupt("member"))?;
         snapshot.members.push(member);
     }
+    for entry in txn.open_table(ALARMS)?.iter()? {
+        let (key, _) = entry?;
+        let (member_id, alarm) = key.value();
+        snapshot.alarms.push(cairn_api::etcdserverpb::AlarmMember { member_id, alarm });
+    }
     Ok((applied_index, snapshot.encode_to_vec()))
 }
 
@@ -108,6 +115,11 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &[u8], index: u64) -> Result
     }
     if !snapshot.auth.is_empty() {
         auth.insert("store", snapshot.auth.as_slice())?;
+    }
+    let mut alarms = txn.open_table(ALARMS)?;
+    alarms.retain(|_, _| false)?;
+    for alarm in &snapshot.alarms {
+        alarms.insert((alarm.member_id, alarm.alarm), ())?;
     }
     Revisions { current: snapshot.revision, compacted: snapshot.compact_revision }.save(&mut meta)?;
     meta.insert("applied_index", index)?;

@@ -637,7 +637,8 @@ async fn a_full_disk_stops_the_member_loudly_and_the_restart_has_every_acknowled
     let data_dir = disk.path.join("data");
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("cairn.log");
-    let cairn = crate::support::Cairn::start_logged(&data_dir, &[], &log);
+    // No low-water mark: the disk really fills, as when something else fills it.
+    let cairn = crate::support::Cairn::start_logged(&data_dir, &["--disk-low-water-bytes=0"], &log);
     let mut client = cairn.client().await;
     let value = "v".repeat(64 * 1024);
     let mut acked = Vec::new();
@@ -659,7 +660,7 @@ async fn a_full_disk_stops_the_member_loudly_and_the_restart_has_every_acknowled
 
     // With room again, it starts with everything it acknowledged.
     disk.resize(96);
-    let cairn = crate::support::Cairn::start(&data_dir, &[]);
+    let cairn = crate::support::Cairn::start(&data_dir, &["--disk-low-water-bytes=0"]);
     let mut client = cairn.client().await;
     let found = client.get("k/", Some(GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
     let found: std::collections::HashSet<String> =
@@ -838,6 +839,15 @@ async fn a_changed_cluster_cold_starts_from_its_data_dirs_with_the_original_comm
     let fourth_addr = crate::support::free_port();
     let fourth_dir = cluster.dir.path().join("m3");
     let fourth = crate::support::Cairn::start_on(fourth_addr, &fourth_dir, fourth_args.clone());
+    until_ok("the fourth member to catch up", || {
+        let endpoint = fourth.endpoint();
+        async move {
+            let mut client = Client::connect([endpoint], None).await.map_err(|e| e.to_string())?;
+            let found = client.get("before", Some(GetOptions::new().with_serializable())).await;
+            if found.map_err(|e| e.to_string())?.count() == 1 { Ok(()) } else { Err("not yet".to_owned()) }
+        }
+    })
+    .await;
     // ...and an original one leaves.
     let leaving = (leader + 1) % 3;
     let leaving_id = list.members().iter().find(|m| m.name() == format!("m{leaving}")).unwrap().id();
@@ -1000,4 +1010,58 @@ async fn an_oversized_message_on_the_peer_port_is_refused_and_counted() {
     // It changed nothing: the member still leads its term and serves.
     assert_eq!(client.status().await.unwrap().raft_term(), header.raft_term());
     client.put("still", "serving", None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_disk_raises_nospace_before_any_write_fails_and_writes_resume_after_disarm() {
+    use crate::support::{etcdctl, stdout};
+    let disk = crate::support::SmallDisk::mount(64);
+    let data_dir = disk.path.join("data");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("cairn.log");
+    let low_water = format!("--disk-low-water-bytes={}", 24 << 20);
+    let cairn = crate::support::Cairn::start_logged(&data_dir, &[low_water.as_str()], &log);
+    let mut client = cairn.client().await;
+    let value = "v".repeat(64 * 1024);
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for n in 0..10_000 {
+        let key = format!("k/{n:05}");
+        match client.put(key.as_str(), value.as_str(), None).await {
+            Ok(_) => acked.push(key),
+            Err(error) => {
+                refusal = Some(crate::support::status(error));
+                break;
+            }
+        }
+    }
+    // Refused with etcd's error while the disk still had room: the member is up.
+    assert_eq!(
+        refusal,
+        Some((tonic::Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".to_owned()))
+    );
+    assert!(acked.len() > 50, "only {} writes before NOSPACE", acked.len());
+    let status = client.status().await.unwrap();
+    assert!(status.errors().iter().any(|error| error.ends_with("alarm:NOSPACE ")), "{:?}", status.errors());
+    assert!(stdout(&etcdctl(&cairn, &["alarm", "list"])).contains("alarm:NOSPACE"));
+    // Reads, linearizable or not, and deletes go on.
+    assert_eq!(client.get("k/00000", None).await.unwrap().count(), 1);
+    let serializable = Some(GetOptions::new().with_serializable());
+    assert_eq!(client.get("k/00001", serializable).await.unwrap().count(), 1);
+    client.delete("k/00000", None).await.unwrap();
+    acked.remove(0);
+    // Space comes back; an operator disarms; writes resume, nothing acknowledged lost.
+    disk.resize(512);
+    assert_eq!(stdout(&etcdctl(&cairn, &["alarm", "disarm"])).lines().count(), 1);
+    until_ok("a write after the disarm", || {
+        let mut client = client.clone();
+        async move { client.put("after", "v", None).await }
+    })
+    .await;
+    let found = client.get("k/", Some(GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
+    let found: std::collections::HashSet<String> =
+        found.kvs().iter().map(|kv| kv.key_str().unwrap().to_owned()).collect();
+    assert!(acked.iter().all(|key| found.contains(key)), "acknowledged writes lost");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!stderr.contains("storage failed"), "{stderr}");
 }
