@@ -687,7 +687,16 @@ impl Runner {
     fn observe_leader(&mut self, leader: u64) {
         let previous = self.shared.leader.swap(leader, Ordering::AcqRel);
         if leader != previous {
-            let leaderless = (leader == raft::INVALID_ID).then(Instant::now);
+            // A leader that steps down within its own term did so for want of a quorum
+            // (CheckQuorum; handing leadership over ends its term): it is cut off, not
+            // in an election, so it counts as leaderless for an election timeout
+            // already, and streams that asked for a leader end at once.
+            let quorum_lost = previous == self.shared.member_id && self.node.raft.term == self.shared.term();
+            let election_timeout = self.config.heartbeat * self.config.election_ticks as u32;
+            let leaderless = (leader == raft::INVALID_ID).then(|| {
+                let now = Instant::now();
+                if quorum_lost { now.checked_sub(election_timeout).unwrap_or(now) } else { now }
+            });
             self.shared.leaderless_since.send_if_modified(|since| {
                 let modified = since.is_some() != leaderless.is_some();
                 if modified {

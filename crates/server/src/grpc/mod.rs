@@ -62,8 +62,8 @@ const AUTH_RETRIES: usize = 8;
 /// What ends a stream that asked for a leader: this member has been without one for
 /// `grace` (etcd's `monitorLeader`, which ends such streams with `etcdserver: no
 /// leader`). A healthy election leaves a member leaderless for milliseconds and ends
-/// nothing; a member cut off from the majority, or a leader that stepped down for
-/// want of a quorum, stays leaderless.
+/// nothing; a member cut off from the majority stays leaderless, and a leader that
+/// stepped down for want of a quorum ends them at once.
 pub(crate) struct LeaderLoss {
     leaderless_since: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
     grace: Duration,
