@@ -408,9 +408,10 @@ async fn checkpoints_of_over_a_hundred_thousand_leases_are_written_in_batches() 
     let mut cairn = cairn;
     for attempt in 1.. {
         // Nothing outside shows a lessor's checkpointed remainders but a restart. A
-        // remainder is recorded once it is a whole second below the TTL, and a full
-        // round of 110 proposals takes a while on a debug build: give it seconds.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        // remainder is recorded once it is a whole second below the TTL, a restart
+        // adds an election timeout to it, and a full round of 110 proposals takes a
+        // while on a loaded debug build: give each try several rounds.
+        tokio::time::sleep(Duration::from_secs(8)).await;
         cairn = cairn.kill_and_restart();
         let client = cairn.client().await;
         let mut ttls = Vec::new();
