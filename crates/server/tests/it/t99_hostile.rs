@@ -113,18 +113,13 @@ async fn a_leader_cut_off_from_the_majority_steps_down_and_keeps_no_lease_alive(
 
     proxies[leader].cut();
     let cut_at = Instant::now();
-    // The client keeps the lease alive through the old leader every second; it may
-    // count on the TTL of each answer from the moment it sent the keep-alive.
-    let mut alive_until = cut_at + Duration::from_secs(5);
-    let mut keep_alives_failed_at = None;
-    let mut no_leader_at = None;
-    let mut watch_cancelled_at = None;
-    let mut watch_error = String::new();
+    // Three watchers of the cut-off member at once. The client keeps the lease alive
+    // through it; it may count on the TTL of each answer from the moment it sent
+    // the keep-alive.
     let deadline = cut_at + 4 * election_timeout;
-    while Instant::now() < deadline
-        && (keep_alives_failed_at.is_none() || no_leader_at.is_none() || watch_cancelled_at.is_none())
-    {
-        if keep_alives_failed_at.is_none() {
+    let keeping = async {
+        let mut alive_until = cut_at + Duration::from_secs(5);
+        while Instant::now() < deadline {
             let sent = Instant::now();
             let answer = match keeper.keep_alive().await {
                 Ok(()) => tokio::time::timeout(Duration::from_millis(500), answers.message()).await,
@@ -136,23 +131,30 @@ async fn a_leader_cut_off_from_the_majority_steps_down_and_keeps_no_lease_alive(
                 }
                 // No answer in time, an error, or the stream ended: the client can no
                 // longer count on the lease.
-                _ => keep_alives_failed_at = Some(Instant::now()),
+                _ => return (Some(Instant::now()), alive_until),
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if no_leader_at.is_none() {
+        (None, alive_until)
+    };
+    let stepping_down = async {
+        while Instant::now() < deadline {
             let status = cluster.client(leader).await.status().await.unwrap();
             if status.leader() == 0 {
-                no_leader_at = Some(Instant::now());
+                return Some(Instant::now());
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if watch_cancelled_at.is_none()
-            && let Ok(ended) = tokio::time::timeout(Duration::from_millis(100), watch.message()).await
-        {
-            watch_error = format!("{ended:?}");
-            watch_cancelled_at = Some(Instant::now());
+        None
+    };
+    let watching = async {
+        match tokio::time::timeout_at(deadline, watch.message()).await {
+            Ok(ended) => (Some(Instant::now()), format!("{ended:?}")),
+            Err(_) => (None, String::new()),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let ((keep_alives_failed_at, alive_until), no_leader_at, (watch_cancelled_at, watch_error)) =
+        tokio::join!(keeping, stepping_down, watching);
     let after = |at: Option<Instant>| at.map(|at| at - cut_at);
     eprintln!(
         "cut off: no leader after {:?}, keep-alives failing after {:?}, require-leader watch ended after {:?}",
@@ -160,14 +162,12 @@ async fn a_leader_cut_off_from_the_majority_steps_down_and_keeps_no_lease_alive(
         after(keep_alives_failed_at),
         after(watch_cancelled_at)
     );
-    // Each limit is two election timeouts, plus the time this loop takes to notice.
-    let within = |at: Option<Instant>, limit: Duration| at.is_some_and(|at| at - cut_at <= limit);
-    assert!(within(no_leader_at, 2 * election_timeout + Duration::from_millis(300)), "steps down");
-    assert!(within(keep_alives_failed_at, 2 * election_timeout + Duration::from_millis(300)));
-    assert!(
-        within(watch_cancelled_at, 2 * election_timeout + Duration::from_millis(300)),
-        "the watch asked for a leader"
-    );
+    // Each limit is two election timeouts, plus a little for a loaded machine.
+    let limit = 2 * election_timeout + Duration::from_millis(400);
+    let within = |at: Option<Instant>| at.is_some_and(|at| at - cut_at <= limit);
+    assert!(within(no_leader_at), "steps down");
+    assert!(within(keep_alives_failed_at), "keep-alives fail");
+    assert!(within(watch_cancelled_at), "the watch asked for a leader");
     assert!(watch_error.contains("etcdserver: no leader"), "{watch_error}");
     // It takes no write, and serves only serializable reads of what it has.
     let refused = cluster.client(leader).await.put("from-minority", "v", None).await.unwrap_err();
