@@ -26,17 +26,11 @@ impl Cairn {
 
     /// Starts `cairn` on `addr`, for members of a cluster whose ports are chosen first.
     pub(crate) fn start_on(addr: SocketAddr, data_dir: &Path, args: Vec<String>) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg(format!("--listen-client-urls=http://{addr}"))
-            .arg(format!("--advertise-client-urls=http://{addr}"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(member_log())
-            .spawn()
-            .expect("cairn starts");
+        Self::start_with_stderr(addr, data_dir, args, member_log())
+    }
+
+    fn start_with_stderr(addr: SocketAddr, data_dir: &Path, args: Vec<String>, stderr: Stdio) -> Self {
+        let child = cairn_command(addr, data_dir, &args).stderr(stderr).spawn().expect("cairn starts");
         let cairn = Self { child, addr, data_dir: data_dir.to_path_buf(), args };
         cairn.wait_until_serving();
         cairn
@@ -52,22 +46,8 @@ impl Cairn {
 
     /// Starts `cairn` like [`Cairn::start`], with its standard error written to `log`.
     pub(crate) fn start_logged(data_dir: &Path, args: &[&str], log: &Path) -> Self {
-        let addr = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg(format!("--listen-client-urls=http://{addr}"))
-            .arg(format!("--advertise-client-urls=http://{addr}"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("cairn starts");
         let args = args.iter().map(|arg| arg.to_string()).collect();
-        let cairn = Self { child, addr, data_dir: data_dir.to_path_buf(), args };
-        cairn.wait_until_serving();
-        cairn
+        Self::start_with_stderr(free_port(), data_dir, args, std::fs::File::create(log).unwrap().into())
     }
 
     /// Waits for the process to exit on its own, failing the test after a deadline.
@@ -124,22 +104,27 @@ impl Cairn {
     }
 }
 
-/// Runs `cairn` with `data_dir` and `args` as [`Cairn::start_on`] would, expecting it
-/// to refuse to start: its exit status and standard error. Fails the test if it is
-/// still running after a deadline.
-pub(crate) fn start_refused(data_dir: &Path, args: &[String]) -> (ExitStatus, String) {
-    let addr = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+/// The `cairn` command for a member serving clients on `addr`, with its data in
+/// `data_dir`, plus `args`; standard input and output closed.
+fn cairn_command(addr: SocketAddr, data_dir: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
         .arg("--data-dir")
         .arg(data_dir)
         .arg(format!("--listen-client-urls=http://{addr}"))
         .arg(format!("--advertise-client-urls=http://{addr}"))
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cairn starts");
+        .stdout(Stdio::null());
+    command
+}
+
+/// Runs `cairn` with `data_dir` and `args` as [`Cairn::start_on`] would, expecting it
+/// to refuse to start: its exit status and standard error. Fails the test if it is
+/// still running after a deadline.
+pub(crate) fn start_refused(data_dir: &Path, args: &[String]) -> (ExitStatus, String) {
+    let mut child =
+        cairn_command(free_port(), data_dir, args).stderr(Stdio::piped()).spawn().expect("cairn starts");
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -400,17 +385,7 @@ impl Cluster {
 }
 
 fn spawn_member(addr: SocketAddr, data_dir: &Path, args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg(format!("--listen-client-urls=http://{addr}"))
-        .arg(format!("--advertise-client-urls=http://{addr}"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(member_log())
-        .spawn()
-        .expect("cairn starts")
+    cairn_command(addr, data_dir, args).stderr(member_log()).spawn().expect("cairn starts")
 }
 
 /// Retries `attempt` until it succeeds, failing the test after a deadline.

@@ -329,12 +329,9 @@ async fn a_watcher_that_keeps_up_sees_every_put_and_delete_across_compactions() 
     assert_eq!(seen, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_revocation_and_keys_need_permission_on_every_attached_key() {
-    use etcd_client::{ConnectOptions, LeaseTimeToLiveOptions, Permission};
-    use tonic::Code;
-    let dir = tempfile::tempdir().unwrap();
-    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+/// Turns auth on with root and alice (read-write on `/app/`), and connects as each.
+async fn root_and_alice(cairn: &crate::support::Cairn) -> (Client, Client) {
+    use etcd_client::{ConnectOptions, Permission};
     let mut setup = cairn.client().await;
     setup.user_add("root", "rootpw", None).await.unwrap();
     setup.user_grant_role("root", "root").await.unwrap();
@@ -347,8 +344,16 @@ async fn lease_revocation_and_keys_need_permission_on_every_attached_key() {
         let options = ConnectOptions::new().with_user(user, password);
         Client::connect([cairn.endpoint()], Some(options))
     };
-    let mut root = connect("root", "rootpw").await.unwrap();
-    let mut alice = connect("alice", "alicepw").await.unwrap();
+    (connect("root", "rootpw").await.unwrap(), connect("alice", "alicepw").await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_revocation_and_keys_need_permission_on_every_attached_key() {
+    use etcd_client::LeaseTimeToLiveOptions;
+    use tonic::Code;
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = crate::support::Cairn::start(dir.path(), &[]);
+    let (mut root, mut alice) = root_and_alice(&cairn).await;
     let mut anonymous = cairn.client().await;
     let status = crate::support::status;
 
@@ -535,23 +540,9 @@ async fn a_watcher_that_asks_for_fragments_gets_a_large_revision_in_pieces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_racing_auth_changes_are_retried_by_the_server_not_refused_as_stale() {
-    use etcd_client::{ConnectOptions, Permission};
     let dir = tempfile::tempdir().unwrap();
     let cairn = crate::support::Cairn::start(dir.path(), &[]);
-    let mut setup = cairn.client().await;
-    setup.user_add("root", "rootpw", None).await.unwrap();
-    setup.user_grant_role("root", "root").await.unwrap();
-    setup.user_add("alice", "alicepw", None).await.unwrap();
-    setup.role_add("app").await.unwrap();
-    setup.role_grant_permission("app", Permission::read_write("/app/").with_prefix()).await.unwrap();
-    setup.user_grant_role("alice", "app").await.unwrap();
-    setup.auth_enable().await.unwrap();
-    let connect = |user: &str, password: &str| {
-        let options = ConnectOptions::new().with_user(user, password);
-        Client::connect([cairn.endpoint()], Some(options))
-    };
-    let mut root = connect("root", "rootpw").await.unwrap();
-    let alice = connect("alice", "alicepw").await.unwrap();
+    let (mut root, alice) = root_and_alice(&cairn).await;
     // Root changes the auth store (each change a new auth revision) while alice's
     // writes are between their stamp and their apply.
     let changing = async move {
