@@ -63,6 +63,9 @@ pub(crate) struct Lessor {
     primary: bool,
     /// Leases renewed since the last checkpoint.
     dirty: BTreeSet<i64>,
+    /// Leases whose remainder a full checkpoint proposed and raft has not applied
+    /// yet: a renewal meanwhile must still clear it afterwards.
+    proposed: BTreeSet<i64>,
 }
 
 impl Lessor {
@@ -89,6 +92,7 @@ impl Lessor {
     /// Removes a lease, giving back its keys.
     pub(crate) fn revoke(&mut self, id: i64) -> Option<Vec<Vec<u8>>> {
         self.dirty.remove(&id);
+        self.proposed.remove(&id);
         self.leases.remove(&id).map(|lease| lease.keys.into_iter().collect())
     }
 
@@ -111,6 +115,9 @@ impl Lessor {
 
     /// Records a checkpoint's remaining TTL (applied through raft).
     pub(crate) fn checkpoint(&mut self, id: i64, remaining: i64) {
+        if remaining != self.leases.get(&id).map_or(0, |lease| lease.ttl) {
+            self.proposed.remove(&id);
+        }
         if let Some(lease) = self.leases.get_mut(&id) {
             lease.remaining = remaining;
         }
@@ -131,8 +138,9 @@ impl Lessor {
             return Renewal::NotFound;
         }
         lease.expiry = Some(now + seconds(lease.ttl));
-        if lease.remaining != lease.ttl {
-            // A recorded remainder no longer holds: clear it at the next checkpoint.
+        if lease.remaining != lease.ttl || self.proposed.contains(&id) {
+            // A recorded (or proposed) remainder no longer holds: clear it at the
+            // next checkpoint.
             self.dirty.insert(id);
         }
         Renewal::Renewed(lease.ttl)
@@ -228,8 +236,15 @@ impl Lessor {
                 checkpoints.insert(id, lease.ttl);
             }
         }
-        checkpoints
-            .retain(|id, remaining| self.leases.get(id).is_some_and(|lease| lease.remaining != *remaining));
+        checkpoints.retain(|id, remaining| {
+            let recorded = self.leases.get(id).map(|lease| lease.remaining);
+            recorded.is_some_and(|recorded| recorded != *remaining) || self.proposed.contains(id)
+        });
+        for (&id, &remaining) in &checkpoints {
+            if self.leases.get(&id).is_some_and(|lease| remaining < lease.ttl) {
+                self.proposed.insert(id);
+            }
+        }
         checkpoints.into_iter().collect()
     }
 }
@@ -323,5 +338,11 @@ mod tests {
         // A renewal of a lease whose full TTL is recorded needs no checkpoint.
         assert_eq!(lessor.renew(1, now + 21 * SECOND), Renewal::Renewed(100));
         assert!(lessor.take_checkpoints(now + 21 * SECOND, false, 5 * SECOND).is_empty());
+        // A remainder proposed but not applied yet when the lease is renewed is still
+        // cleared once it is.
+        assert_eq!(lessor.take_checkpoints(now + 30 * SECOND, true, 5 * SECOND), [(1, 91)]);
+        assert_eq!(lessor.renew(1, now + 31 * SECOND), Renewal::Renewed(100));
+        lessor.checkpoint(1, 91);
+        assert_eq!(lessor.take_checkpoints(now + 31 * SECOND, false, 5 * SECOND), [(1, 100)]);
     }
 }

@@ -775,10 +775,28 @@ impl Runner {
                 EntryType::EntryConfChange => {
                     let change = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|_| StorageError::Corrupt("conf change"))?;
-                    let conf_state = self.node.apply_conf_change(&change).map_err(raft_error)?;
-                    raft_log::save_conf_state(txn, &conf_state)?;
-                    self.apply_membership(txn, &change, &conf_state)?;
-                    self.storage.wl().set_conf_state(conf_state);
+                    // Checked again where it is applied, on the applied state, as etcd's
+                    // `ValidateConfigurationChange`: checks made before proposing saw
+                    // one member's view, and a change raft cannot apply must not stop
+                    // every member at every restart. Every member decides alike.
+                    let applied = match self.refusal(&change) {
+                        Some(reason) => Err(reason),
+                        None => self
+                            .node
+                            .apply_conf_change(&change)
+                            .map_err(|error| format!("etcdserver: {error}")),
+                    };
+                    match applied {
+                        Ok(conf_state) => {
+                            raft_log::save_conf_state(txn, &conf_state)?;
+                            self.apply_membership(txn, &change, &conf_state)?;
+                            self.storage.wl().set_conf_state(conf_state);
+                        }
+                        Err(reason) => {
+                            warn!(node = change.node_id, %reason, "membership change refused at apply");
+                            self.answer_conf_change(&change, Err(reason));
+                        }
+                    }
                 }
                 EntryType::EntryConfChangeV2 => {
                     let change = ConfChangeV2::parse_from_bytes(&entry.data)
@@ -949,16 +967,43 @@ impl Runner {
         drop(members);
         *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             conf_state.voters.clone();
+        self.answer_conf_change(change, Ok(()));
+        Ok(())
+    }
+
+    /// Why the applied state refuses `change`, if it does: the last voter is never
+    /// removed, and there is at most one learner.
+    fn refusal(&self, change: &ConfChange) -> Option<String> {
+        use raft::eraftpb::ConfChangeType;
+        let conf = self.node.raft.prs().conf();
+        let id = change.node_id;
+        match change.get_change_type() {
+            ConfChangeType::RemoveNode => {
+                let voters = conf.voters().ids();
+                let left = voters.iter().filter(|&voter| voter != id).count();
+                (voters.contains(id) && left == 0).then(|| {
+                    "etcdserver: re-configuration failed due to not enough started members".to_owned()
+                })
+            }
+            ConfChangeType::AddLearnerNode => {
+                let other_learner = conf.learners().iter().any(|&learner| learner != id);
+                other_learner.then(|| "etcdserver: too many learner members in cluster".to_owned())
+            }
+            ConfChangeType::AddNode => None,
+        }
+    }
+
+    /// Answers whoever proposed `change` here, if anyone waits for it.
+    fn answer_conf_change(&mut self, change: &ConfChange, outcome: Result<(), String>) {
         if let Some((pending, reply, _)) = &mut self.pending_conf
-            && pending.node_id == id
+            && pending.node_id == change.node_id
             && pending.get_change_type() == change.get_change_type()
         {
             if let Some(reply) = reply.take() {
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(outcome);
             }
             self.pending_conf = None;
         }
-        Ok(())
     }
 
     /// Hands changes to watchers and results to their waiters, then announces the
@@ -1015,13 +1060,18 @@ impl Runner {
         // The membership too: the registry, the voters and who the transport sends to.
         let restored_members = crate::members::load(&self.db)?;
         if let Some(transport) = &self.transport {
+            // Every sender starts again, so that peer URLs changed since (a member
+            // update the snapshot holds) take effect.
             for (id, member) in &restored_members {
-                if member.name == crate::members::REMOVED {
-                    transport.remove_peer(*id);
-                } else {
+                transport.remove_peer(*id);
+                if member.name != crate::members::REMOVED {
                     transport.add_peer(*id, member.peer_ur_ls.clone());
                 }
             }
+        }
+        if restored_members.get(&self.shared.member_id).is_some_and(|me| me.name == crate::members::REMOVED) {
+            info!("the member has been permanently removed from the cluster");
+            self.shared.removed.notify_one();
         }
         *self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = restored_members;
         *crate::alarms::lock(&self.alarms) = crate::alarms::load(&self.db)?;

@@ -107,11 +107,16 @@ impl Service {
     /// least 90% of the leader's (asked of the leader), and, when strict, the grown
     /// set of voters needs a started quorum.
     async fn may_promote(&self, member: &Member) -> Result<(), Status> {
-        let progress = match self.proposer.progress(member.id).await {
-            Some(progress) => Some(progress),
-            None => self.leader_progress(member.id).await,
+        let leader = self.shared.leader_id();
+        let (matched, leader_matched) = match self.proposer.progress(member.id).await {
+            Some(progress) => progress,
+            // The leader does not track it (etcd: not in raft's progress).
+            None if leader == self.shared.member_id => return Err(member_not_found()),
+            None if leader == 0 => {
+                return Err(crate::error::Error::Proposal(cairn_proposal::Error::NoLeader).into());
+            }
+            None => self.leader_progress(leader, member.id).await?,
         };
-        let Some((matched, leader_matched)) = progress else { return Err(member_not_found()) };
         if (matched as f64) < (leader_matched as f64) * 0.9 {
             return Err(Status::failed_precondition(
                 "etcdserver: can only promote a learner member which is in sync with leader",
@@ -127,19 +132,21 @@ impl Service {
         Ok(())
     }
 
-    /// Member `id`'s progress as the leader tracks it, asked over the peer connection.
-    async fn leader_progress(&self, id: u64) -> Option<(u64, u64)> {
-        let leader = self.shared.leader_id();
+    /// Member `id`'s progress as `leader` tracks it, asked over the peer connection.
+    async fn leader_progress(&self, leader: u64, id: u64) -> Result<(u64, u64), Status> {
         for channel in self.shared.peer_channels(leader) {
             let mut client = cairn_api::cairnpb::membership_client::MembershipClient::new(channel);
             let request = cairn_api::cairnpb::ProgressRequest { id };
             let answer = tokio::time::timeout(self.config.request_timeout, client.progress(request)).await;
             if let Ok(Ok(response)) = answer {
                 let response = response.into_inner();
-                return response.known.then_some((response.matched, response.leader_matched));
+                return match response.known {
+                    true => Ok((response.matched, response.leader_matched)),
+                    false => Err(member_not_found()),
+                };
             }
         }
-        None
+        Err(crate::error::Error::Proposal(cairn_proposal::Error::Timeout).into())
     }
 
     /// Proposes a membership change and waits until it is applied here.

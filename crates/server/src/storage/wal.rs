@@ -139,7 +139,7 @@ const MIN_TORN_RUN: usize = 32;
 
 /// The records of one segment, the offset where the valid ones end, and what
 /// follows them.
-fn records(bytes: &[u8]) -> (Vec<(u8, &[u8])>, usize, Ending) {
+fn records(bytes: &[u8], preallocated: bool) -> (Vec<(u8, &[u8])>, usize, Ending) {
     let mut records = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + HEADER) {
@@ -154,24 +154,37 @@ fn records(bytes: &[u8]) -> (Vec<(u8, &[u8])>, usize, Ending) {
         records.push((body[0], &body[1..]));
         at += HEADER + length;
     }
-    (records, at, ending(bytes, at))
+    (records, at, ending(bytes, at, preallocated))
 }
 
-/// What follows the last valid record, at `at`.
-fn ending(bytes: &[u8], at: usize) -> Ending {
+/// What follows the last valid record, at `at`, in a segment that was zero-filled
+/// ahead when `preallocated`.
+fn ending(bytes: &[u8], at: usize, preallocated: bool) -> Ending {
     let rest = &bytes[at..];
     let Some(last) = rest.iter().rposition(|&byte| byte != 0) else { return Ending::Clean };
     let Some(header) = rest.get(..HEADER) else { return Ending::Torn };
     let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if length > 0 && HEADER + length > rest.len() {
-        return Ending::Torn;
+        // A write cut short can end a growing file early, never a zero-filled one:
+        // there, a length past the end is a damaged length.
+        return if preallocated {
+            Ending::Corrupt("a record length past the end of the segment")
+        } else {
+            Ending::Torn
+        };
     }
     // The damaged record's extent, or, when its length was lost, all that follows.
     let end = if length > 0 { at + HEADER + length } else { at + last + 1 };
     let mut start = at;
     while start < end {
         let chunk_end = ((start / SECTOR) + 1) * SECTOR;
-        let chunk = &bytes[start..chunk_end.min(end)];
+        // The record's part of the sector, and, in its last sector, the zeros after it:
+        // a sector is written whole or not at all.
+        let chunk = if chunk_end >= end {
+            &bytes[start..chunk_end.min(bytes.len())]
+        } else {
+            &bytes[start..chunk_end]
+        };
         if chunk.len() >= MIN_TORN_RUN && chunk.iter().all(|&byte| byte == 0) {
             return Ending::Torn;
         }
@@ -234,7 +247,7 @@ impl Wal {
             let path = segment_path(dir, seq);
             let mut bytes = Vec::new();
             File::open(&path).and_then(|mut file| file.read_to_end(&mut bytes)).map_err(io)?;
-            let (records, end, ending) = records(&bytes);
+            let (records, end, ending) = records(&bytes, bytes.len() as u64 >= segment_bytes);
             let last_segment = position + 1 == seqs.len();
             // Only the last segment can end in a torn write: a segment is synced before
             // the next one is started. Anything else is damage to records that were
