@@ -155,8 +155,25 @@ fn member_log() -> Stdio {
 
 /// A loopback address no one listens on now.
 pub(crate) fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        if hand_out(addr) {
+            return addr;
+        }
+    }
+}
+
+/// Records `addr` as handed out in this test process; false if it already was. A
+/// port is free only until something binds it: the kernel may offer a port given to
+/// one member to the next bind, so no port goes out twice.
+fn hand_out(addr: SocketAddr) -> bool {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if handed_out.contains(&addr.port()) {
+        return false;
+    }
+    handed_out.push(addr.port());
+    true
 }
 
 /// Runs Debian's `etcdctl` (API v3) against `cairn`.
@@ -419,8 +436,13 @@ struct ProxyState {
 impl Proxy {
     /// Listens on a free loopback port and forwards every connection to `target`.
     pub(crate) async fn start(target: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loop {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            if hand_out(addr) {
+                break (listener, addr);
+            }
+        };
         let state: std::sync::Arc<std::sync::Mutex<ProxyState>> = std::sync::Arc::default();
         let accepting = std::sync::Arc::clone(&state);
         tokio::spawn(async move {
