@@ -562,15 +562,19 @@ mod tests {
         at
     }
 
-    #[test]
-    fn a_record_cut_short_at_the_end_is_a_torn_write_and_the_log_ends_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    /// A log in `dir` holding [`big`] entries 1 to 4, one append each; its segment.
+    fn four_big_entries(dir: &Path) -> PathBuf {
+        let (mut wal, _) = Wal::open(dir).unwrap();
         for index in 1..=4 {
             wal.append(&[big(index, 1)], None, true).unwrap();
         }
-        drop(wal);
-        let path = segment_path(dir.path(), 0);
+        segment_path(dir, 0)
+    }
+
+    #[test]
+    fn a_record_cut_short_at_the_end_is_a_torn_write_and_the_log_ends_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = four_big_entries(dir.path());
         let bytes = std::fs::read(&path).unwrap();
         // The last record, half written.
         let at = offset_of_big(dir.path(), 4);
@@ -605,12 +609,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_before_the_end_of_the_last_segment_is_refused_with_its_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path()).unwrap();
-        for index in 1..=4 {
-            wal.append(&[big(index, 1)], None, true).unwrap();
-        }
-        drop(wal);
-        let path = segment_path(dir.path(), 0);
+        let path = four_big_entries(dir.path());
         let mut bytes = std::fs::read(&path).unwrap();
         let at = offset_of_big(dir.path(), 2);
         bytes[at + 700] ^= 0x01;

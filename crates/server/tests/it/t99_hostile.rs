@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cairn_api::etcdserverpb::WatchResponse;
+use cairn_api::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use etcd_client::{Client, GetOptions, PutOptions};
 use tokio::time::Instant;
 
@@ -225,11 +225,34 @@ fn contiguous_from(first: i64, responses: &[WatchResponse]) -> (i64, Option<i64>
     (next, None)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watcher_behind_a_compaction_is_cancelled_never_given_a_history_with_holes() {
+/// A watch stream on `channel` (tonic, no client library reading ahead) that sends
+/// `creates` and then stays open; with `one_frame_each`, each in an HTTP/2 DATA
+/// frame of its own, as a Go client sends them (tonic packs messages that are ready
+/// together into one frame).
+async fn raw_watch(
+    channel: tonic::transport::Channel,
+    creates: Vec<WatchCreateRequest>,
+    one_frame_each: bool,
+) -> tonic::Streaming<WatchResponse> {
     use cairn_api::etcdserverpb::watch_client::WatchClient;
     use cairn_api::etcdserverpb::watch_request::RequestUnion;
-    use cairn_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    let requests = creates.into_iter().map(|create| cairn_api::etcdserverpb::WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(create)),
+    });
+    let outgoing = futures::stream::unfold(requests, move |mut requests| async move {
+        if one_frame_each {
+            tokio::task::yield_now().await;
+        }
+        match requests.next() {
+            Some(request) => Some((request, requests)),
+            None => std::future::pending().await,
+        }
+    });
+    WatchClient::new(channel).watch(outgoing).await.unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_behind_a_compaction_is_cancelled_never_given_a_history_with_holes() {
     let dir = tempfile::tempdir().unwrap();
     let cairn = crate::support::Cairn::start(dir.path(), &[]);
     let mut writer = cairn.client().await;
@@ -243,18 +266,13 @@ async fn a_watcher_behind_a_compaction_is_cancelled_never_given_a_history_with_h
         .connect()
         .await
         .unwrap();
-    let (requests, outgoing) = tokio::sync::mpsc::channel(1);
     let create = WatchCreateRequest {
         key: b"w/".to_vec(),
         range_end: b"w0".to_vec(),
         start_revision: start,
         ..Default::default()
     };
-    requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await.unwrap();
-    let outgoing = futures::stream::unfold(outgoing, |mut outgoing| async move {
-        outgoing.recv().await.map(|r| (r, outgoing))
-    });
-    let mut watch = WatchClient::new(channel).watch(outgoing).await.unwrap().into_inner();
+    let mut watch = raw_watch(channel, vec![create], false).await;
     assert!(watch.message().await.unwrap().unwrap().created);
     // 6,000 revisions of puts and deletes (more than the live feed holds) go by and
     // are compacted away while the client reads nothing.
@@ -283,7 +301,6 @@ async fn a_watcher_behind_a_compaction_is_cancelled_never_given_a_history_with_h
     let (next, compacted) = contiguous_from(start, &responses);
     assert_eq!(compacted, Some(last), "cancelled with the compaction revision");
     assert!(next < last, "the watcher fell behind the compaction (got through {next})");
-    drop(requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,26 +456,14 @@ async fn checkpoints_of_over_a_hundred_thousand_leases_are_written_in_batches() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_watchers_created_back_to_back_on_one_stream_each_get_their_event() {
-    use cairn_api::etcdserverpb::watch_client::WatchClient;
-    use cairn_api::etcdserverpb::watch_request::RequestUnion;
-    use cairn_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
     const WATCHERS: usize = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let cairn = crate::support::Cairn::start(dir.path(), &[]);
     let channel = tonic::transport::Endpoint::from_shared(cairn.endpoint()).unwrap().connect().await.unwrap();
-    // Every create request is queued before the stream opens, and each leaves in a
-    // DATA frame of its own, back to back, as a Go client multiplexing its watches
-    // sends them (tonic would pack messages that are ready together into one frame).
-    let (requests, outgoing) = tokio::sync::mpsc::channel(WATCHERS);
-    for _ in 0..WATCHERS {
-        let create = WatchCreateRequest { key: b"burst".to_vec(), ..Default::default() };
-        requests.try_send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).unwrap();
-    }
-    let outgoing = futures::stream::unfold(outgoing, |mut outgoing| async move {
-        tokio::task::yield_now().await;
-        outgoing.recv().await.map(|r| (r, outgoing))
-    });
-    let mut watch = WatchClient::new(channel.clone()).watch(outgoing).await.unwrap().into_inner();
+    // Every create leaves back to back in a frame of its own, as a Go client
+    // multiplexing its watches sends them.
+    let create = WatchCreateRequest { key: b"burst".to_vec(), ..Default::default() };
+    let mut watch = raw_watch(channel.clone(), vec![create; WATCHERS], true).await;
     let mut created = std::collections::HashSet::new();
     while created.len() < WATCHERS {
         let response = tokio::time::timeout(Duration::from_secs(30), watch.message())
@@ -487,14 +492,10 @@ async fn ten_thousand_watchers_created_back_to_back_on_one_stream_each_get_their
     let mut kv = cairn_api::etcdserverpb::kv_client::KvClient::new(channel);
     let range = cairn_api::etcdserverpb::RangeRequest { key: b"burst".to_vec(), ..Default::default() };
     assert_eq!(kv.range(range).await.unwrap().into_inner().count, 1);
-    drop(requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_asks_for_fragments_gets_a_large_revision_in_pieces() {
-    use cairn_api::etcdserverpb::watch_client::WatchClient;
-    use cairn_api::etcdserverpb::watch_request::RequestUnion;
-    use cairn_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
     let dir = tempfile::tempdir().unwrap();
     let cairn = crate::support::Cairn::start(dir.path(), &[]);
     let mut writer = cairn.client().await;
@@ -503,21 +504,16 @@ async fn a_watcher_that_asks_for_fragments_gets_a_large_revision_in_pieces() {
         writer.put(key, value.as_str(), None).await.unwrap();
     }
     let channel = tonic::transport::Endpoint::from_shared(cairn.endpoint()).unwrap().connect().await.unwrap();
-    let (requests, outgoing) = tokio::sync::mpsc::channel(2);
-    for fragment in [true, false] {
-        let create = WatchCreateRequest {
+    let creates = [true, false]
+        .map(|fragment| WatchCreateRequest {
             key: b"f/".to_vec(),
             range_end: b"f0".to_vec(),
             prev_kv: true,
             fragment,
             ..Default::default()
-        };
-        requests.try_send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).unwrap();
-    }
-    let outgoing = futures::stream::unfold(outgoing, |mut outgoing| async move {
-        outgoing.recv().await.map(|r| (r, outgoing))
-    });
-    let mut watch = WatchClient::new(channel).watch(outgoing).await.unwrap().into_inner();
+        })
+        .to_vec();
+    let mut watch = raw_watch(channel, creates, false).await;
     for _ in 0..2 {
         assert!(watch.message().await.unwrap().unwrap().created);
     }
@@ -535,7 +531,6 @@ async fn a_watcher_that_asks_for_fragments_gets_a_large_revision_in_pieces() {
     assert_eq!(whole.len(), 1);
     assert_eq!(whole[0].events.len(), 3);
     assert!(!whole[0].fragment);
-    drop(requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
