@@ -114,9 +114,10 @@ pub(crate) struct Config {
     #[arg(long, env = "CAIRN_DISK_LOW_WATER_BYTES", default_value_t = 80 * 1024 * 1024)]
     pub(crate) disk_low_water_bytes: u64,
 
-    /// Check data corruption before serving. Not supported yet: only false is accepted.
+    /// Before serving, compare this member's HashKV with its peers' and refuse to start
+    /// on a mismatch (only a member that already has data checks).
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    experimental_initial_corrupt_check: bool,
+    pub(crate) experimental_initial_corrupt_check: bool,
 
     #[command(flatten)]
     client_tls: ClientTls,
@@ -329,12 +330,6 @@ impl Config {
                  (remove the flag; the store is limited only by the disk)"
             );
         }
-        if self.experimental_initial_corrupt_check {
-            bail!(
-                "--experimental-initial-corrupt-check is not supported yet: cairn cannot compare its \
-                 store's hash with its peers' (remove the flag)"
-            );
-        }
         if !self.experimental_enable_lease_checkpoint {
             bail!(
                 "--experimental-enable-lease-checkpoint=false is not supported: cairn always checkpoints \
@@ -449,10 +444,6 @@ mod tests {
     fn flags_cairn_does_not_act_on_are_refused_not_ignored() {
         for (flag, says) in [
             ("--quota-backend-bytes=8589934592", "--quota-backend-bytes is not supported yet"),
-            (
-                "--experimental-initial-corrupt-check",
-                "--experimental-initial-corrupt-check is not supported yet",
-            ),
             ("--experimental-enable-lease-checkpoint=false", "cairn always checkpoints"),
         ] {
             let error = parse(&[flag]).validate().unwrap_err().to_string();
@@ -460,7 +451,7 @@ mod tests {
         }
         for accepted in [
             "--quota-backend-bytes=0",
-            "--experimental-initial-corrupt-check=false",
+            "--experimental-initial-corrupt-check",
             "--experimental-enable-lease-checkpoint",
             "--strict-reconfig-check=false",
         ] {

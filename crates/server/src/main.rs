@@ -9,6 +9,7 @@ mod alarms;
 mod apply;
 mod auth;
 mod config;
+mod corrupt;
 mod error;
 mod grpc;
 mod identity;
@@ -69,9 +70,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let token = &config.initial_cluster_token;
     let ids: std::collections::BTreeMap<&str, u64> =
         initial.iter().map(|(name, urls)| (name.as_str(), identity::member_id(urls, token))).collect();
-    let (member_id, cluster_id, members, voters) = if let Some((member_id, cluster_id)) =
-        identity::stored(&db)?
-    {
+    let stored = identity::stored(&db)?;
+    let had_data = stored.is_some();
+    let (member_id, cluster_id, members, voters) = if let Some((member_id, cluster_id)) = stored {
         // As etcd: once a data dir exists, the --initial-cluster* flags are ignored and
         // the member starts from the membership it has applied, so that members added
         // since, and a cluster whose members all joined later, come back.
@@ -148,6 +149,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let auth = Arc::new(std::sync::RwLock::new(auth::load(&db, Arc::clone(&tokens))?));
     sweep_tokens(tokens);
     let index = storage::mvcc::load_index(&db)?;
+    // As etcd: only a member with data checks, before its raft starts.
+    if config.experimental_initial_corrupt_check && had_data {
+        let local = corrupt::local_hash(&db, &storage::mvcc::read_index(&index), member_id)?;
+        corrupt::initial_check(
+            local,
+            member_id,
+            &peers,
+            tls::peer_client_config(&config.peer_tls_files())?.as_ref(),
+            cairn_proposal::Config::with_election_timeout(config.election_timeout()).request_timeout,
+        )
+        .await?;
+    }
     let lessor = Arc::new(std::sync::Mutex::new(lease::load(&db, &storage::mvcc::read_index(&index))?));
     let hub = watch::Hub::new();
     let wait = Wait::new();
@@ -248,6 +261,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         leases: grpc::PeerLeases(service.clone()),
         membership: transport::MembershipService {
             cluster_id,
+            member_id,
+            hash_kv: {
+                let service = service.clone();
+                Arc::new(move |revision| service.hash_kv(revision))
+            },
             proposer: node.proposer.clone(),
             members: Arc::new(move || {
                 shared

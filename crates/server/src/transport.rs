@@ -245,6 +245,9 @@ pub(crate) struct MembershipService {
     pub(crate) cluster_id: u64,
     pub(crate) members: Arc<dyn Fn() -> Vec<cairn_api::etcdserverpb::Member> + Send + Sync>,
     pub(crate) proposer: crate::node::RaftProposer,
+    /// This member's `HashKV` at a revision (0: the current one).
+    pub(crate) hash_kv: Arc<dyn Fn(i64) -> Result<crate::corrupt::HashKv, Status> + Send + Sync>,
+    pub(crate) member_id: u64,
 }
 
 #[tonic::async_trait]
@@ -267,6 +270,19 @@ impl cairn_api::cairnpb::membership_server::Membership for MembershipService {
         let known = progress.is_some();
         Ok(Response::new(cairn_api::cairnpb::ProgressResponse { known, matched, leader_matched }))
     }
+
+    async fn hash_kv(
+        &self,
+        request: Request<cairn_api::cairnpb::HashKvRequest>,
+    ) -> Result<Response<cairn_api::cairnpb::HashKvResponse>, Status> {
+        let hashed = (self.hash_kv)(request.into_inner().revision)?;
+        Ok(Response::new(cairn_api::cairnpb::HashKvResponse {
+            member_id: self.member_id,
+            revision: hashed.revision,
+            compact_revision: hashed.compact_revision,
+            hash: hashed.hash,
+        }))
+    }
 }
 
 /// How a member speaks TLS to `https://` peer URLs.
@@ -288,7 +304,7 @@ impl std::fmt::Debug for PeerTls {
 }
 
 /// A channel to a peer URL, over TLS for `https://` ones.
-async fn connect(
+pub(crate) async fn connect(
     url: &str,
     tls: Option<&PeerTls>,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {

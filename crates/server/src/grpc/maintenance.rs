@@ -1,12 +1,14 @@
-//! `etcdserverpb.Maintenance`: `Status` and listing alarms.
+//! `etcdserverpb.Maintenance`: `Status`, alarms and `HashKV`.
 
 use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_api::etcdserverpb::maintenance_server::Maintenance;
 use cairn_api::etcdserverpb::{
-    AlarmRequest, AlarmResponse, AlarmType, InternalRaftRequest, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, AlarmType, HashKvRequest, HashKvResponse, InternalRaftRequest,
+    ResponseHeader, StatusRequest, StatusResponse,
 };
 
 use crate::apply::Applied;
+use crate::error::Error;
 use cairn_proposal::IndexSource;
 use tonic::{Request, Response, Status};
 
@@ -42,6 +44,19 @@ impl Maintenance for Service {
         Ok(Response::new(response))
     }
 
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.check_maintenance_admin(&request).await?;
+        let hashed = self.hash_kv(request.into_inner().revision)?;
+        let mut response = HashKvResponse {
+            header: Some(ResponseHeader { revision: hashed.revision, ..ResponseHeader::default() }),
+            hash: hashed.hash,
+            compact_revision: hashed.compact_revision,
+            hash_revision: hashed.hash_revision,
+        };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let db_size = self.db_size();
         let mut response = StatusResponse {
@@ -66,6 +81,13 @@ impl Maintenance for Service {
 }
 
 impl Service {
+    /// etcd's `HashKV` at `revision` (0: the current one) of this member's store.
+    pub(crate) fn hash_kv(&self, revision: i64) -> Result<crate::corrupt::HashKv, Status> {
+        let hashed =
+            self.view(|kv, index, revisions| crate::corrupt::hash_kv(kv, index, revisions, revision));
+        Ok(hashed.map_err(Error::from)??)
+    }
+
     /// Raises this member's NOSPACE alarm through raft.
     pub(crate) async fn raise_no_space(&self) {
         let request = AlarmRequest {
@@ -84,6 +106,19 @@ impl Service {
         let alarms = crate::alarms::lock(&self.alarms);
         let name = |alarm: i32| AlarmType::try_from(alarm).map_or("UNKNOWN", |alarm| alarm.as_str_name());
         alarms.iter().map(|&(member, alarm)| format!("memberID:{member} alarm:{} ", name(alarm))).collect()
+    }
+
+    /// etcd's `authMaintenanceServer.isAuthenticated`: with auth on, root only. Its
+    /// errors reach the client unconverted, as gRPC `Unknown` with the auth store's
+    /// own `auth: …` text.
+    async fn check_maintenance_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let credentials = self.credentials(request).await?;
+        let store = crate::auth::read(&self.auth);
+        let raw = |error: cairn_auth::Error| {
+            Status::unknown(error.to_string().replacen("etcdserver: ", "auth: ", 1))
+        };
+        let info = crate::auth::caller(&store, &credentials.as_pairs()).map_err(raw)?;
+        store.is_admin(info.as_ref()).map_err(raw)
     }
 
     fn db_size(&self) -> i64 {

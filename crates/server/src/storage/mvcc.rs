@@ -189,6 +189,17 @@ impl KeyIndex {
         self.compacted = self.compacted.max(revision);
     }
 
+    /// Whether any key has a live value at `revision`.
+    fn any_live(&self, revision: u64) -> bool {
+        self.keys.values().any(|changes| Self::live(changes, revision).is_some())
+    }
+
+    /// Whether the change of `key` at `at` is the value the key had at `revision`
+    /// (etcd's `keyIndex.keep`).
+    fn keeps(&self, key: &[u8], at: Position, revision: u64) -> bool {
+        self.keys.get(key).and_then(|changes| Self::live(changes, revision)) == Some(at)
+    }
+
     /// Marks the index as built from a store restored at `revisions`, so that readers
     /// of older snapshots take new ones.
     pub(crate) fn restored_at(&mut self, revisions: Revisions) {
@@ -340,6 +351,52 @@ pub(crate) fn compact(kv: &mut KvTable<'_>, index: &KeyIndex, revision: u64) -> 
     Ok(doomed.len())
 }
 
+/// etcd's key in its `key` bucket for the change at `at`: the main revision and the
+/// sub revision, each 8 bytes big-endian, joined by `_`, with `t` after a deletion.
+pub(crate) fn revision_key(at: Position, deleted: bool) -> Vec<u8> {
+    let mut key = Vec::with_capacity(18);
+    key.extend_from_slice(&at.0.to_be_bytes());
+    key.push(b'_');
+    key.extend_from_slice(&u64::from(at.1).to_be_bytes());
+    if deleted {
+        key.push(b't');
+    }
+    key
+}
+
+/// etcd's `HashKV` at `revision` (`kvstore.HashByRev`): CRC-32C over the bucket name
+/// `key`, then each change up to `revision` as etcd stores it (its revision key, then
+/// the marshalled `mvccpb.KeyValue`; a deletion stores the key alone), leaving out the
+/// changes at or below the compaction revision that a read at `revision` no longer
+/// sees. The same history hashes the same on Cairn and on etcd. The caller checks
+/// that `revision` is neither compacted nor in the future.
+pub(crate) fn hash_kv(
+    kv: &impl ReadableTable<Position, &'static [u8]>,
+    index: &KeyIndex,
+    compacted: u64,
+    revision: u64,
+) -> Result<u32, StorageError> {
+    let filter = index.any_live(revision);
+    let mut hash = crc32c::crc32c(b"key");
+    for entry in kv.range(..=(revision, u32::MAX))? {
+        let (at, value) = entry?;
+        let at = at.value();
+        let change = decode(value.value())?;
+        let deleted = change.version == 0;
+        if at.0 <= compacted && filter && !index.keeps(&change.key, at, revision) {
+            continue;
+        }
+        hash = crc32c::crc32c_append(hash, &revision_key(at, deleted));
+        hash = if deleted {
+            let tombstone = KeyValue { key: change.key, ..KeyValue::default() };
+            crc32c::crc32c_append(hash, &tombstone.encode_to_vec())
+        } else {
+            crc32c::crc32c_append(hash, value.value())
+        };
+    }
+    Ok(hash)
+}
+
 /// The key-value tables of a write transaction.
 pub(crate) struct Tables<'txn> {
     pub(crate) kv: KvTable<'txn>,
@@ -408,6 +465,14 @@ mod tests {
         assert_eq!(index.positions(KeySpan::Range(b"a", b"b"), 1), []);
         assert_eq!(index.before(b"a", (5, 0)), None, "the change before is a deletion");
         assert_eq!(index.before(b"a", (4, 0)), Some((2, 0)));
+    }
+
+    #[test]
+    fn revision_keys_are_etcds() {
+        let key = revision_key((0x0102, 3), false);
+        assert_eq!(key, [0, 0, 0, 0, 0, 0, 1, 2, b'_', 0, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(revision_key((7, 0), true).len(), 18);
+        assert_eq!(revision_key((7, 0), true)[17], b't');
     }
 
     #[test]

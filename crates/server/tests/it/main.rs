@@ -9,6 +9,7 @@ mod t30_limits;
 mod t40_etcdctl;
 mod t50_crash;
 mod t60_observability;
+mod t65_maintenance;
 mod t70_auth;
 mod t80_leases_and_watches;
 mod t90_watch_scale;

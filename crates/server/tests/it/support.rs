@@ -354,6 +354,18 @@ impl Cluster {
         Self { members, client_addrs, args, dir }
     }
 
+    /// A new cluster with this one's names, flags and ports, its data in a new
+    /// directory. Every member of this one must be stopped first.
+    pub(crate) fn twin(&self) -> Self {
+        assert!(self.members.iter().all(Option::is_none), "stop every member first");
+        Self::launch(tempfile::tempdir().unwrap(), self.client_addrs.clone(), self.args.clone())
+    }
+
+    /// The flags member `n` runs with, after `--data-dir` and its client URLs.
+    pub(crate) fn args(&self, n: usize) -> &[String] {
+        &self.args[n]
+    }
+
     pub(crate) fn endpoint(&self, n: usize) -> String {
         format!("http://{}", self.client_addrs[n])
     }

@@ -1,0 +1,168 @@
+//! The Maintenance service and the checks operators run on a cluster's data.
+
+use std::path::Path;
+
+use etcd_client::{Compare, ConnectOptions, Txn, TxnOp};
+
+use crate::support::{Cairn, Cluster, start_refused, status, until_ok};
+
+/// etcd's HashKV after each step of one history, as etcd 3.4.23 answered on this
+/// machine kind (`etcdctl endpoint hashkv --rev=N` against `/usr/bin/etcd`):
+/// (revision asked, hash, compact revision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_kv_is_etcds_for_the_same_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    let expect = async |client: &mut etcd_client::Client, revision: i64, hash: u32, compacted: i64| {
+        let answer = client.hash_kv(revision).await.unwrap();
+        assert_eq!((answer.hash(), answer.compact_version()), (hash, compacted), "HashKV at {revision}");
+    };
+    client.put("a", "1", None).await.unwrap();
+    client.put("b", "2", None).await.unwrap();
+    client.delete("a", None).await.unwrap();
+    client.put("a", "3", None).await.unwrap();
+    // Three changes at one revision: their sub revisions are part of the hash.
+    let txn = Txn::new().when([] as [Compare; 0]).and_then([
+        TxnOp::put("c", "4", None),
+        TxnOp::put("d", "5", None),
+        TxnOp::delete("b", None),
+    ]);
+    client.txn(txn).await.unwrap();
+    client.put("e", "6", None).await.unwrap();
+    expect(&mut client, 0, 11_461_837, -1).await;
+    expect(&mut client, 3, 1_827_592_406, -1).await;
+    expect(&mut client, 6, 929_067_904, -1).await;
+
+    client.compact(5, None).await.unwrap();
+    expect(&mut client, 0, 1_184_495_221, 5).await;
+    expect(&mut client, 6, 1_514_020_084, 5).await;
+    let compacted = client.hash_kv(5).await.unwrap_err();
+    assert_eq!(
+        status(compacted),
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".to_owned())
+    );
+
+    client.delete("a", None).await.unwrap();
+    client.delete("c", None).await.unwrap();
+    expect(&mut client, 0, 416_403_255, 5).await;
+    // A compaction at a deletion drops the deleted key's last change too.
+    client.compact(9, None).await.unwrap();
+    expect(&mut client, 0, 2_692_468_822, 9).await;
+    client.delete("d", None).await.unwrap();
+    client.put("z", "1", None).await.unwrap();
+    expect(&mut client, 0, 3_959_741_471, 9).await;
+    expect(&mut client, 10, 3_094_716_220, 9).await;
+    let answer = client.hash_kv(10).await.unwrap();
+    assert_eq!((answer.header().unwrap().revision(), answer.hash_revision()), (11, 10));
+    let future = client.hash_kv(12).await.unwrap_err();
+    assert_eq!(
+        status(future),
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_kv_takes_the_root_role_once_auth_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut setup = cairn.client().await;
+    setup.user_add("root", "rootpw", None).await.unwrap();
+    setup.user_grant_role("root", "root").await.unwrap();
+    setup.user_add("alice", "alicepw", None).await.unwrap();
+    setup.auth_enable().await.unwrap();
+    let connect = |user: &str, password: &str| {
+        let options = ConnectOptions::new().with_user(user, password);
+        etcd_client::Client::connect([cairn.endpoint()], Some(options))
+    };
+    let mut alice = connect("alice", "alicepw").await.unwrap();
+    let refused = alice.hash_kv(0).await.unwrap_err();
+    // As etcd's authMaintenanceServer: the auth store's own error, unconverted.
+    assert_eq!(status(refused), (tonic::Code::Unknown, "auth: permission denied".to_owned()));
+    let mut root = connect("root", "rootpw").await.unwrap();
+    assert_eq!(root.hash_kv(0).await.unwrap().compact_version(), -1);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Puts `key` = `value` through member 0 and waits until every running member has it.
+async fn put_everywhere(cluster: &Cluster, value: &str) {
+    let client = cluster.client(0).await;
+    until_ok("a write", || {
+        let mut client = client.clone();
+        async move { client.put("k", value, None).await }
+    })
+    .await;
+    for n in 0..3 {
+        let client = cluster.client(n).await;
+        until_ok("the write everywhere", || {
+            let mut client = client.clone();
+            async move {
+                let got = client.get("k", None).await.map_err(|error| error.to_string())?;
+                match got.kvs().first().map(|kv| kv.value()) {
+                    Some(found) if found == value.as_bytes() => Ok(()),
+                    other => Err(format!("m{n} has {other:?}")),
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn stop_all(cluster: &mut Cluster) {
+    for member in &mut cluster.members {
+        assert!(member.take().unwrap().terminate().success());
+    }
+}
+
+/// `--experimental-initial-corrupt-check`: a member whose store holds other data than
+/// its peers' at the same revision refuses to serve; with the same data it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_differs_from_its_peers_refuses_to_start() {
+    let flag = "--experimental-initial-corrupt-check";
+    let mut cluster = Cluster::start_with(3, &[flag]);
+    put_everywhere(&cluster, "agreed").await;
+    // Stopped, not killed: a member's store is durable up to its last applied entry
+    // only after a clean stop (a killed one replays the rest from its log, after the
+    // check).
+    stop_all(&mut cluster);
+    // The same members (same names, URLs, IDs) with another history of the same
+    // length: k = "diverged" at revision 2 too.
+    let mut twin = cluster.twin();
+    put_everywhere(&twin, "diverged").await;
+    stop_all(&mut twin);
+    let m2 = cluster.dir.path().join("m2");
+    let good = cluster.dir.path().join("m2-good");
+    std::fs::rename(&m2, &good).unwrap();
+    copy_dir(&twin.dir.path().join("m2"), &m2);
+
+    // Its peers restart with the check on: the diverged member is down, so they only
+    // log that they cannot ask it.
+    cluster.restart(0);
+    cluster.restart(1);
+    let (exit, stderr) = start_refused(&m2, cluster.args(2));
+    assert!(!exit.success());
+    assert!(stderr.contains("found data inconsistency with peers"), "{stderr}");
+
+    // With the data it had, the member starts and serves.
+    std::fs::remove_dir_all(&m2).unwrap();
+    std::fs::rename(&good, &m2).unwrap();
+    cluster.restart(2);
+    let client = cluster.client(2).await;
+    let got = until_ok("a read", || {
+        let mut client = client.clone();
+        async move { client.get("k", None).await }
+    })
+    .await;
+    assert_eq!(got.kvs()[0].value(), b"agreed");
+}
