@@ -5,6 +5,7 @@
 
 mod cluster;
 mod deps;
+mod e2e;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -33,11 +34,21 @@ const TASKS: &[Task] = &[
         about: "check //! headers and forbidden stubs in every source file",
         run: tidy_check,
     },
+    Task {
+        name: "e2e-etcd",
+        about: "etcd's own e2e ctl tests in xtask/e2e-etcd.kept, against cairn",
+        run: e2e_kept,
+    },
 ];
 
 /// Tasks that take arguments and are not part of CI.
-const TOOLS: &[(&str, &str)] =
-    &[("bench", "load a server, or compare Cairn with etcd: `cargo xtask bench compare --workload put`")];
+const TOOLS: &[(&str, &str)] = &[
+    ("bench", "load a server, or compare Cairn with etcd: `cargo xtask bench compare --workload put`"),
+    (
+        "e2e-etcd",
+        "with arguments: `cargo xtask e2e-etcd [PATTERN] [--etcd PATH] [--timeout SECS] [--write-kept]`",
+    ),
+];
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -47,6 +58,9 @@ fn main() -> anyhow::Result<()> {
     };
     if name == "bench" {
         return bench(args.collect());
+    }
+    if name == "e2e-etcd" {
+        return e2e::run(args.collect());
     }
     if name == "cluster" {
         return cluster::run();
@@ -119,6 +133,10 @@ fn bench_check() -> anyhow::Result<()> {
 
 fn deps_check() -> anyhow::Result<()> {
     deps::check(&project_root())
+}
+
+fn e2e_kept() -> anyhow::Result<()> {
+    e2e::run(Vec::new())
 }
 
 fn tidy_check() -> anyhow::Result<()> {
