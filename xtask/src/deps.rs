@@ -6,17 +6,27 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-/// Crates that users pick on their own, without the server.
-pub(crate) const STANDALONE: &[&str] = &["cairn-wait", "cairn-idgen", "cairn-auth", "cairn-proposal"];
+/// What the crates users pick on their own, without the server, may not depend on,
+/// directly or through another crate.
+pub(crate) const RULES: &[(&str, &[&str])] = &[
+    ("cairn-wait", FORBIDDEN),
+    ("cairn-idgen", FORBIDDEN),
+    ("cairn-auth", FORBIDDEN),
+    ("cairn-proposal", FORBIDDEN),
+    // A log for any raft-rs program: raft, but none of the server's stack.
+    ("cairn-wal", &["cairn-server", "cairn-api", "tonic", "redb", "tokio"]),
+    // A state machine with an injected clock: no consensus, no wire, no runtime.
+    ("cairn-lease", &["cairn-server", "cairn-api", "tonic", "raft", "redb", "tokio"]),
+];
 
-/// What none of [`STANDALONE`] may depend on, directly or through another crate.
+/// What the crates with no business with consensus or the wire may not depend on.
 pub(crate) const FORBIDDEN: &[&str] = &["cairn-server", "cairn-api", "tonic", "raft"];
 
 /// Checks every standalone crate's normal and build dependencies, the ones a user of
 /// the crate pulls in. Dev-dependencies are not checked: users never build them.
 pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     let mut failures = Vec::new();
-    for krate in STANDALONE {
+    for (krate, forbidden) in RULES {
         let output = crate::cargo()
             .current_dir(root)
             .args(["tree", "--quiet", "--package", krate, "--edges", "normal,build"])
@@ -27,7 +37,7 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
             bail!("cargo tree -p {krate} failed: {}", String::from_utf8_lossy(&output.stderr));
         }
         let tree = String::from_utf8(output.stdout).context("cargo tree printed non-UTF-8")?;
-        let found = forbidden_in(&tree);
+        let found = forbidden_in(&tree, forbidden);
         if !found.is_empty() {
             failures.push(format!("{krate} depends on {}", found.into_iter().collect::<Vec<_>>().join(", ")));
         }
@@ -35,15 +45,17 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     if !failures.is_empty() {
         bail!("dependency boundary broken:\n  {}", failures.join("\n  "));
     }
-    eprintln!("{} stay free of {}", STANDALONE.join(", "), FORBIDDEN.join(", "));
+    for (krate, forbidden) in RULES {
+        eprintln!("{krate} stays free of {}", forbidden.join(", "));
+    }
     Ok(())
 }
 
 /// The forbidden package names in a `cargo tree --prefix none --format {p}` listing.
-fn forbidden_in(tree: &str) -> BTreeSet<&str> {
+fn forbidden_in<'a>(tree: &'a str, forbidden: &[&str]) -> BTreeSet<&'a str> {
     tree.lines()
         .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| FORBIDDEN.contains(name))
+        .filter(|name| forbidden.contains(name))
         .collect()
 }
 
@@ -55,13 +67,13 @@ mod tests {
     fn finds_forbidden_packages_by_exact_name() {
         let tree = "cairn-wait v0.1.0 (/src/crates/wait)\nhashbrown v0.17.2\ntonic v0.14.2\n\
                     raft-proto v0.7.0\nraft v0.7.0\ntonic-prost v0.14.2\n";
-        assert_eq!(forbidden_in(tree), BTreeSet::from(["raft", "tonic"]));
+        assert_eq!(forbidden_in(tree, FORBIDDEN), BTreeSet::from(["raft", "tonic"]));
     }
 
     #[test]
     fn a_clean_tree_passes() {
         let tree = "cairn-idgen v0.1.0 (/src/crates/idgen)\n";
-        assert!(forbidden_in(tree).is_empty());
+        assert!(forbidden_in(tree, FORBIDDEN).is_empty());
     }
 
     #[test]

@@ -28,6 +28,12 @@ const TASKS: &[Task] = &[
     Task { name: "test", about: "every test of the workspace, doctests included", run: test },
     Task { name: "doc", about: "build the docs, warnings denied", run: doc },
     Task { name: "bench-check", about: "compile every benchmark and run each once", run: bench_check },
+    Task { name: "examples", about: "run every example of the library crates", run: examples },
+    Task {
+        name: "package",
+        about: "cargo package every publishable crate (metadata, README, builds from the .crate)",
+        run: package,
+    },
     Task { name: "deps", about: "check the dependency boundaries of the library crates", run: deps_check },
     Task {
         name: "tidy",
@@ -129,6 +135,50 @@ fn doc() -> anyhow::Result<()> {
 fn bench_check() -> anyhow::Result<()> {
     // Under `cargo test`, criterion runs every benchmark once instead of measuring it.
     run(cargo().args(["test", "--workspace", "--benches"]))
+}
+
+/// Runs `crates/<crate>/examples/<name>.rs` of every crate: each is a program a user
+/// copies first, so it must work, not only compile.
+fn examples() -> anyhow::Result<()> {
+    let mut ran = 0;
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(project_root().join("crates"))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    crates.sort();
+    for dir in crates {
+        let Ok(entries) = std::fs::read_dir(dir.join("examples")) else { continue };
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))?;
+        let package = manifest
+            .lines()
+            .find_map(|line| line.strip_prefix("name = "))
+            .map(|name| name.trim_matches('"').to_owned())
+            .with_context(|| format!("no package name in {}", dir.display()))?;
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".rs").map(str::to_owned))
+            .collect();
+        names.sort();
+        for name in names {
+            eprintln!("--> {package} example {name}");
+            run(cargo().args(["run", "--quiet", "-p", &package, "--example", &name]))?;
+            ran += 1;
+        }
+    }
+    eprintln!("{ran} examples ran");
+    Ok(())
+}
+
+fn package() -> anyhow::Result<()> {
+    // Every crate but the `publish = false` tooling; cargo verifies that each packaged
+    // crate builds on its own, with the others from a local registry.
+    run(cargo().args([
+        "package",
+        "--workspace",
+        "--exclude",
+        "cairn-bench",
+        "--exclude",
+        "xtask",
+        "--allow-dirty",
+    ]))
 }
 
 fn deps_check() -> anyhow::Result<()> {

@@ -225,7 +225,7 @@ impl Applier {
             return Err(Error::LeaseTtlTooLarge);
         }
         let ttl = request.ttl.max(min_ttl);
-        if !lease::lock(&self.lessor).grant(request.id, ttl, tokio::time::Instant::now()) {
+        if !lease::lock(&self.lessor).grant(request.id, ttl, tokio::time::Instant::now().into_std()) {
             return Err(Error::LeaseExists);
         }
         leases.insert(request.id, (ttl, ttl))?;

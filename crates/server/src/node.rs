@@ -28,10 +28,10 @@ use crate::auth::{self, SharedAuth};
 use crate::error::Error;
 use crate::lease::{self, SharedLessor};
 use crate::storage::mvcc::{self, KeyIndex, Revisions, SharedIndex};
-use crate::storage::wal::Wal;
 use crate::storage::{LEASES, META, StorageError, raft_log, snapshot};
 use crate::transport::Transport;
 use crate::watch::Hub;
+use cairn_wal::Wal;
 
 /// Entries kept after a log compaction, for followers that lag a little (etcd's
 /// `snapshotCatchUpEntries`).
@@ -1015,7 +1015,7 @@ impl Runner {
         if self.promote_at.is_some_and(|index| self.applied >= index) {
             self.promote_at = None;
             let extend = self.config.heartbeat * self.config.election_ticks as u32;
-            lease::lock(&self.lessor).promote(Instant::now(), extend);
+            lease::lock(&self.lessor).promote(Instant::now().into_std(), extend);
         }
         for (revision, events) in self.applier.published.drain(..) {
             self.hub.publish(revision, events);

@@ -203,7 +203,7 @@ impl Service {
         if self.shared.leader_id() != self.shared.member_id {
             return Err(Error::LeaderChanged);
         }
-        Ok(lease::lock(&self.lessor).renew(id, Instant::now()))
+        Ok(lease::lock(&self.lessor).renew(id, Instant::now().into_std()))
     }
 
     /// etcd's `LeaseTimeToLive`: answered by the leader's lessor, here or over the
@@ -244,7 +244,7 @@ impl Service {
         if !lessor.is_primary() || self.shared.leader_id() != self.shared.member_id {
             return None;
         }
-        Some(match lessor.time_to_live(id, Instant::now()) {
+        Some(match lessor.time_to_live(id, Instant::now().into_std()) {
             Some((granted_ttl, ttl, attached)) => LeaseTtlResponse {
                 found: true,
                 ttl,
@@ -281,7 +281,7 @@ impl Service {
                 if service.shared.leader_id() != service.shared.member_id {
                     continue;
                 }
-                let now = Instant::now();
+                let now = Instant::now().into_std();
                 let expired = lease::lock(&service.lessor).take_expired(now, 500);
                 for id in expired {
                     let service = service.clone();

@@ -10,7 +10,6 @@
 pub(crate) mod mvcc;
 pub(crate) mod raft_log;
 pub(crate) mod snapshot;
-pub(crate) mod wal;
 
 use std::path::Path;
 
@@ -44,6 +43,16 @@ pub(crate) enum StorageError {
     /// would silently drop acknowledged entries, so the member refuses to start.
     #[error("storage: corrupt write-ahead log: {0}")]
     CorruptWal(String),
+}
+
+impl From<cairn_wal::Error> for StorageError {
+    fn from(error: cairn_wal::Error) -> Self {
+        match error {
+            cairn_wal::Error::Undecodable(what) => Self::Corrupt(what),
+            cairn_wal::Error::Corrupt(why) => Self::CorruptWal(why),
+            other => Self::Redb(other.to_string()),
+        }
+    }
 }
 
 macro_rules! from_redb {

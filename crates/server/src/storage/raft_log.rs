@@ -2,12 +2,12 @@
 //! the log restarted at after a snapshot from the leader), and recovery of raft-rs's
 //! in-memory log from it and the write-ahead log at start.
 
-use raft::eraftpb::{ConfState, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{ConfState, SnapshotMetadata};
 use raft::storage::MemStorage;
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
-use super::wal::{Recovered, Wal};
 use super::{RAFT_STATE, StorageError};
+use cairn_wal::{Recovered, Wal};
 
 fn encode(message: &impl protobuf::Message) -> Result<Vec<u8>, StorageError> {
     message.write_to_bytes().map_err(|_| StorageError::Corrupt("raft message"))
@@ -57,23 +57,7 @@ pub(crate) fn recover(
         recovered.compacted = (restored.index, restored.term);
     }
 
-    let storage = MemStorage::new();
-    {
-        let mut core = storage.wl();
-        let (index, term) = recovered.compacted;
-        if index > 0 {
-            let mut meta = SnapshotMetadata { index, term, ..Default::default() };
-            meta.set_conf_state(conf_state.clone());
-            let mut snapshot = Snapshot::default();
-            snapshot.set_metadata(meta);
-            core.apply_snapshot(snapshot).map_err(|_| StorageError::Corrupt("snapshot metadata"))?;
-        }
-        core.set_conf_state(conf_state);
-        core.append(&recovered.entries).map_err(|_| StorageError::Corrupt("raft log is not contiguous"))?;
-        if let Some(hard_state) = recovered.hard_state {
-            core.set_hardstate(hard_state);
-        }
-    }
+    let storage = cairn_wal::recover(recovered, conf_state)?;
     Ok(Some(storage))
 }
 

@@ -26,10 +26,10 @@ use std::thread::JoinHandle;
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
 
-use super::StorageError;
+use crate::{Error, Result};
 
 /// Bytes after which a new segment is started (etcd's `SegmentSizeBytes`).
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Bytes written to a segment that was not zero-filled ahead (the first one) after
 /// which a zero-filled one is prepared and taken as soon as it is ready: a member
 /// under load soon writes only to allocated blocks, one that never is pays nothing.
@@ -44,17 +44,18 @@ const SNAPSHOT: u8 = 4;
 
 /// What the log held when it was opened.
 #[derive(Debug, Default)]
-pub(crate) struct Recovered {
+pub struct Recovered {
     /// The entries after `first_index - 1`, contiguous.
-    pub(crate) entries: Vec<Entry>,
-    pub(crate) hard_state: Option<HardState>,
+    pub entries: Vec<Entry>,
+    /// The last hard state written; `None` for a new log.
+    pub hard_state: Option<HardState>,
     /// Index and term of the last entry dropped by a compaction or snapshot.
-    pub(crate) compacted: (u64, u64),
+    pub compacted: (u64, u64),
 }
 
 /// An open write-ahead log.
 #[derive(Debug)]
-pub(crate) struct Wal {
+pub struct Wal {
     dir: PathBuf,
     file: File,
     /// Sequence number of the segment being written.
@@ -78,8 +79,8 @@ pub(crate) struct Wal {
     no_spare: bool,
 }
 
-fn io(error: std::io::Error) -> StorageError {
-    StorageError::Redb(format!("wal: {error}"))
+fn io(error: std::io::Error) -> Error {
+    Error::Io(error)
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -90,7 +91,7 @@ fn spare_path(dir: &Path) -> PathBuf {
     dir.join("spare.tmp")
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)
 }
 
@@ -105,8 +106,8 @@ fn push_record(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-fn push_message(buf: &mut Vec<u8>, kind: u8, message: &impl protobuf::Message) -> Result<(), StorageError> {
-    let payload = message.write_to_bytes().map_err(|_| StorageError::Corrupt("raft message"))?;
+fn push_message(buf: &mut Vec<u8>, kind: u8, message: &impl protobuf::Message) -> Result<()> {
+    let payload = message.write_to_bytes().map_err(|_| Error::Undecodable("raft message"))?;
     push_record(buf, kind, &payload);
     Ok(())
 }
@@ -193,16 +194,16 @@ fn ending(bytes: &[u8], at: usize, preallocated: bool) -> Ending {
     Ending::Corrupt(if length == 0 { "a zero length before more records" } else { "checksum mismatch" })
 }
 
-fn corrupt_at(path: &Path, offset: usize, why: &str) -> StorageError {
-    StorageError::CorruptWal(format!(
+fn corrupt_at(path: &Path, offset: usize, why: &str) -> Error {
+    Error::Corrupt(format!(
         "segment {}, record at offset {offset}: {why}; refusing to start, as reading on would drop \
          the acknowledged entries after it (restore the member from a healthy peer or a backup)",
         path.display()
     ))
 }
 
-fn point(payload: &[u8]) -> Result<(u64, u64), StorageError> {
-    let bytes: [u8; 16] = payload.try_into().map_err(|_| StorageError::Corrupt("wal point"))?;
+fn point(payload: &[u8]) -> Result<(u64, u64)> {
+    let bytes: [u8; 16] = payload.try_into().map_err(|_| Error::Undecodable("wal point"))?;
     let [index, term] = [&bytes[..8], &bytes[8..]].map(|half| {
         let mut word = [0; 8];
         word.copy_from_slice(half);
@@ -213,11 +214,13 @@ fn point(payload: &[u8]) -> Result<(u64, u64), StorageError> {
 
 impl Wal {
     /// Opens the log in `dir`, creating it when absent, and replays it.
-    pub(crate) fn open(dir: &Path) -> Result<(Self, Recovered), StorageError> {
+    pub fn open(dir: &Path) -> Result<(Self, Recovered)> {
         Self::open_sized(dir, SEGMENT_BYTES)
     }
 
-    pub(super) fn open_sized(dir: &Path, segment_bytes: u64) -> Result<(Self, Recovered), StorageError> {
+    /// Opens the log like [`Wal::open`], starting a new segment after `segment_bytes`
+    /// (small segments are for tests of segment switches and deletion).
+    pub fn open_sized(dir: &Path, segment_bytes: u64) -> Result<(Self, Recovered)> {
         std::fs::create_dir_all(dir).map_err(io)?;
         let _ = std::fs::remove_file(spare_path(dir));
         let mut seqs = Vec::new();
@@ -232,7 +235,7 @@ impl Wal {
 
         if let Some(pair) = seqs.windows(2).find(|pair| pair[1] != pair[0] + 1) {
             let missing = segment_path(dir, pair[0] + 1);
-            return Err(StorageError::CorruptWal(format!(
+            return Err(Error::Corrupt(format!(
                 "segment {} is missing (found {} before it and {} after it)",
                 missing.display(),
                 segment_path(dir, pair[0]).display(),
@@ -325,12 +328,7 @@ impl Wal {
     }
 
     /// Appends `entries` and the new hard state, durable on return when `sync`.
-    pub(crate) fn append(
-        &mut self,
-        entries: &[Entry],
-        hard_state: Option<&HardState>,
-        sync: bool,
-    ) -> Result<(), StorageError> {
+    pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>, sync: bool) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         for entry in entries {
@@ -353,7 +351,7 @@ impl Wal {
     /// Records that the entries up to `index` (of `term`) were compacted away, and
     /// deletes the old segments holding only such entries. The state machine must be
     /// durable past `index` first: the entries are gone for good.
-    pub(crate) fn compact(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
+    pub fn compact(&mut self, index: u64, term: u64) -> Result<()> {
         self.compacted = (index, term);
         let mut buf = Vec::new();
         push_point(&mut buf, COMPACT, self.compacted);
@@ -367,7 +365,7 @@ impl Wal {
 
     /// Restarts the log after a snapshot at `index` (of `term`): every entry before
     /// is dropped, and so is every entry after, which the snapshot supersedes.
-    pub(crate) fn restart_at(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
+    pub fn restart_at(&mut self, index: u64, term: u64) -> Result<()> {
         self.compacted = (index, term);
         let mut buf = Vec::new();
         push_point(&mut buf, SNAPSHOT, self.compacted);
@@ -376,7 +374,7 @@ impl Wal {
         Ok(())
     }
 
-    fn write(&mut self, bytes: &[u8], sync: bool) -> Result<(), StorageError> {
+    fn write(&mut self, bytes: &[u8], sync: bool) -> Result<()> {
         let early = !self.zeroed && self.offset > EARLY_SPARE_BYTES;
         if self.offset + bytes.len() as u64 > self.segment_bytes
             || (!self.zeroed && self.spare.as_ref().is_some_and(JoinHandle::is_finished))
@@ -429,7 +427,7 @@ impl Wal {
     }
 
     /// Closes the current segment and continues in a new one.
-    fn rotate(&mut self) -> Result<(), StorageError> {
+    fn rotate(&mut self) -> Result<()> {
         self.file.sync_data().map_err(io)?;
         let next = self.seq + 1;
         let path = segment_path(&self.dir, next);
@@ -454,7 +452,7 @@ impl Wal {
 
     /// Opens a segment with the hard state and compaction point, so that it can be
     /// read without the segments before it.
-    fn write_header(&mut self) -> Result<(), StorageError> {
+    fn write_header(&mut self) -> Result<()> {
         let mut buf = Vec::new();
         push_message(&mut buf, HARD_STATE, &self.hard_state)?;
         push_point(&mut buf, COMPACT, self.compacted);
@@ -465,8 +463,8 @@ impl Wal {
 }
 
 /// Applies one record to what is being recovered; returns the highest index it names.
-fn replay(recovered: &mut Recovered, kind: u8, payload: &[u8]) -> Result<u64, StorageError> {
-    let decode = |what| StorageError::Corrupt(what);
+fn replay(recovered: &mut Recovered, kind: u8, payload: &[u8]) -> Result<u64> {
+    let decode = |what| Error::Undecodable(what);
     match kind {
         ENTRY => {
             let entry = Entry::parse_from_bytes(payload).map_err(|_| decode("wal entry"))?;
