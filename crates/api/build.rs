@@ -12,11 +12,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["proto"])?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .generate_default_stubs(true)
-        .include_file("mod.rs")
-        .compile_fds(descriptors)?;
+    // Both variants, picked by `cfg(feature = "grpc")` in lib.rs: with the services,
+    // and the messages alone for crates that use etcd's types but no transport.
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR unset")?);
+    for (dir, grpc) in [("grpc", true), ("messages", false)] {
+        let out_dir = out.join(dir);
+        std::fs::create_dir_all(&out_dir)?;
+        tonic_prost_build::configure()
+            .build_client(grpc)
+            .build_server(grpc)
+            .generate_default_stubs(true)
+            .include_file("mod.rs")
+            .out_dir(out_dir)
+            .compile_fds(descriptors.clone())?;
+    }
     Ok(())
 }

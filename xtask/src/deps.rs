@@ -17,6 +17,9 @@ pub(crate) const RULES: &[(&str, &[&str])] = &[
     ("cairn-wal", &["cairn-server", "cairn-api", "tonic", "redb", "tokio"]),
     // A state machine with an injected clock: no consensus, no wire, no runtime.
     ("cairn-lease", &["cairn-server", "cairn-api", "tonic", "raft", "redb", "tokio"]),
+    // etcd's message types (cairn-api without its `grpc` feature) on redb; no
+    // consensus, no transport.
+    ("cairn-mvcc", &["cairn-server", "tonic", "tonic-prost", "raft"]),
 ];
 
 /// What the crates with no business with consensus or the wire may not depend on.

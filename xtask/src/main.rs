@@ -169,16 +169,26 @@ fn examples() -> anyhow::Result<()> {
 
 fn package() -> anyhow::Result<()> {
     // Every crate but the `publish = false` tooling; cargo verifies that each packaged
-    // crate builds on its own, with the others from a local registry.
-    run(cargo().args([
-        "package",
-        "--workspace",
-        "--exclude",
-        "cairn-bench",
-        "--exclude",
-        "xtask",
-        "--allow-dirty",
-    ]))
+    // crate builds on its own, with the others from a local registry. Registry crates
+    // count as immutable, so their build outputs are never refreshed: verify in a
+    // target dir of its own and forget our crates' outputs there first, or a crate
+    // would be checked against an older build of another.
+    let target = project_root().join("target").join("package-verify");
+    for dir in ["deps", "build", ".fingerprint"] {
+        let Ok(entries) = std::fs::read_dir(target.join("debug").join(dir)) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("cairn") || name.starts_with("libcairn") {
+                let path = entry.path();
+                let _ =
+                    if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            }
+        }
+    }
+    run(cargo()
+        .args(["package", "--workspace", "--exclude", "cairn-bench", "--exclude", "xtask", "--allow-dirty"])
+        .arg("--target-dir")
+        .arg(&target))
 }
 
 fn deps_check() -> anyhow::Result<()> {

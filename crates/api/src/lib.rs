@@ -8,6 +8,10 @@
 //! contract; code is generated at build time by `protox` and `tonic-prost-build`, so
 //! no system `protoc` is needed.
 //!
+//! The `grpc` feature (on by default) generates the tonic clients and servers; without
+//! it the crate holds the message types alone, for crates that use etcd's types but
+//! no transport (`cairn-mvcc`).
+//!
 //! Services that a server does not implement answer `Unimplemented` (the generated
 //! default methods), as an etcd of an older version would.
 //!
@@ -17,4 +21,7 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
 
-include!(concat!(env!("OUT_DIR"), "/mod.rs"));
+#[cfg(feature = "grpc")]
+include!(concat!(env!("OUT_DIR"), "/grpc/mod.rs"));
+#[cfg(not(feature = "grpc"))]
+include!(concat!(env!("OUT_DIR"), "/messages/mod.rs"));

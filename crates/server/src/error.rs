@@ -49,6 +49,12 @@ impl From<StorageError> for Error {
     }
 }
 
+impl From<cairn_mvcc::Error> for Error {
+    fn from(error: cairn_mvcc::Error) -> Self {
+        StorageError::from(error).into()
+    }
+}
+
 impl From<redb::StorageError> for Error {
     fn from(error: redb::StorageError) -> Self {
         StorageError::from(error).into()

@@ -5,6 +5,8 @@
 //! write-ahead log and applied; `cairn` accepts etcd's flag names and forms (`--flag value`,
 //! `--flag=value`, `ETCD_*` environment variables), and an unknown flag is an error.
 
+use cairn_mvcc as watch;
+
 mod alarms;
 mod apply;
 mod auth;
@@ -20,7 +22,6 @@ mod node;
 mod storage;
 mod tls;
 mod transport;
-mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;

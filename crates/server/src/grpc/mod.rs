@@ -208,7 +208,7 @@ impl Service {
 
     fn revisions(&self) -> Result<Revisions, StorageError> {
         let txn = self.db.begin_read()?;
-        Revisions::load(&txn.open_table(META)?)
+        Ok(Revisions::load(&txn.open_table(META)?)?)
     }
 
     /// Stops the gate: requests in flight fail with `etcdserver: server stopped`.

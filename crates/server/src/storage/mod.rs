@@ -7,7 +7,6 @@
 //! crash loses the state since the last durable commit, and a restart replays its
 //! entries from the log, so no entry is applied twice or skipped.
 
-pub(crate) mod mvcc;
 pub(crate) mod raft_log;
 pub(crate) mod snapshot;
 
@@ -15,12 +14,12 @@ use std::path::Path;
 
 use redb::{Database, TableDefinition};
 
+pub(crate) use cairn_mvcc as mvcc;
+pub(crate) use cairn_mvcc::{KV, META};
+
 /// Raft state that goes with the state machine, by name: `conf_state`, and
 /// `restored`, the snapshot it was last replaced by.
 pub(crate) const RAFT_STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_state");
-/// Every change of every key by position (revision, place in the revision) to an
-/// encoded `mvccpb.KeyValue`; a deletion is a tombstone with version 0.
-pub(crate) const KV: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("kv");
 /// Leases: ID to `(granted TTL, remaining TTL at the last checkpoint)`, in seconds.
 pub(crate) const LEASES: TableDefinition<'_, i64, (i64, i64)> = TableDefinition::new("leases");
 /// The members of the cluster: ID to an encoded `etcdserverpb.Member`.
@@ -29,8 +28,6 @@ pub(crate) const MEMBERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new
 pub(crate) const AUTH: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("auth");
 /// Raised alarms: (member ID, `etcdserverpb.AlarmType`) to nothing.
 pub(crate) const ALARMS: TableDefinition<'_, (u64, i32), ()> = TableDefinition::new("alarms");
-/// Counters: `revision`, `compact_revision`, `applied_index`, and member identity.
-pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// Storage failures: redb's, or undecodable data. The server cannot go on after one.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +48,15 @@ impl From<cairn_wal::Error> for StorageError {
             cairn_wal::Error::Undecodable(what) => Self::Corrupt(what),
             cairn_wal::Error::Corrupt(why) => Self::CorruptWal(why),
             other => Self::Redb(other.to_string()),
+        }
+    }
+}
+
+impl From<cairn_mvcc::Error> for StorageError {
+    fn from(error: cairn_mvcc::Error) -> Self {
+        match error {
+            cairn_mvcc::Error::Corrupt(what) => Self::Corrupt(what),
+            other => Self::Redb(other.to_string().trim_start_matches("storage: ").to_owned()),
         }
     }
 }

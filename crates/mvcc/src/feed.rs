@@ -16,28 +16,38 @@ const CAPACITY: usize = 4096;
 
 /// The changes of one revision.
 #[derive(Debug)]
-pub(crate) struct Batch {
-    pub(crate) revision: u64,
-    pub(crate) events: Vec<Event>,
+pub struct Batch {
+    /// The revision the changes were made at.
+    pub revision: u64,
+    /// The changes, in the order they were made.
+    pub events: Vec<Event>,
 }
 
 /// Where the apply loop publishes changes and watch streams subscribe to them.
 #[derive(Debug, Clone)]
-pub(crate) struct Hub {
+pub struct Hub {
     sender: broadcast::Sender<Arc<Batch>>,
 }
 
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Hub {
-    pub(crate) fn new() -> Self {
+    /// A feed nobody listens to yet.
+    pub fn new() -> Self {
         Self { sender: broadcast::channel(CAPACITY).0 }
     }
 
     /// Publishes the changes of `revision`; nobody listening is fine.
-    pub(crate) fn publish(&self, revision: u64, events: Vec<Event>) {
+    pub fn publish(&self, revision: u64, events: Vec<Event>) {
         let _ = self.sender.send(Arc::new(Batch { revision, events }));
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
+    /// A receiver of every batch published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
         self.sender.subscribe()
     }
 }

@@ -1,4 +1,4 @@
-//! The multi-version key-value store: etcd's revision semantics over redb tables.
+//! The store: the `kv` table, the key index, reads, writes and compaction.
 //!
 //! A store revision counts write requests (a txn is one revision). Each key carries
 //! the revision it was created at, the revision of its last change and its version
@@ -15,14 +15,14 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{KV, META, StorageError};
+use crate::{Error, KV, META};
 
 /// The changes by position, in a write transaction.
-pub(crate) type KvTable<'txn> = Table<'txn, Position, &'static [u8]>;
+pub type KvTable<'txn> = Table<'txn, Position, &'static [u8]>;
 
 /// Which keys a request names, by etcd's `key`/`range_end` conventions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeySpan<'a> {
+pub enum KeySpan<'a> {
     /// `range_end` empty: one key.
     Single(&'a [u8]),
     /// `range_end` `"\0"`: every key from `key` on.
@@ -32,7 +32,8 @@ pub(crate) enum KeySpan<'a> {
 }
 
 impl<'a> KeySpan<'a> {
-    pub(crate) fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
+    /// The keys named by etcd's `key` and `range_end`.
+    pub fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
         match range_end {
             [] => Self::Single(key),
             [0] => Self::From(key),
@@ -45,7 +46,7 @@ impl<'a> KeySpan<'a> {
     }
 
     /// Whether `candidate` is one of the keys named.
-    pub(crate) fn contains(&self, candidate: &[u8]) -> bool {
+    pub fn contains(&self, candidate: &[u8]) -> bool {
         match *self {
             Self::Single(key) => candidate == key,
             Self::From(key) => candidate >= key,
@@ -54,13 +55,13 @@ impl<'a> KeySpan<'a> {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<KeyValue, StorageError> {
-    KeyValue::decode(bytes).map_err(|_| StorageError::Corrupt("key-value record"))
+fn decode(bytes: &[u8]) -> Result<KeyValue, Error> {
+    KeyValue::decode(bytes).map_err(|_| Error::Corrupt("key-value record"))
 }
 
 /// Where a change is stored: its revision, and its place among that revision's
 /// changes (etcd's main and sub revision).
-pub(crate) type Position = (u64, u32);
+pub type Position = (u64, u32);
 
 /// One change of a key in the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +79,7 @@ struct Change {
 /// replaces the index after its commit: a reader whose snapshot predates either must
 /// take a new one ([`KeyIndex::serves`]).
 #[derive(Debug, Default)]
-pub(crate) struct KeyIndex {
+pub struct KeyIndex {
     keys: BTreeMap<Vec<u8>, Vec<Change>>,
     /// The compaction revision the index reflects.
     compacted: u64,
@@ -87,21 +88,21 @@ pub(crate) struct KeyIndex {
 }
 
 /// The key index, shared by the apply loop and readers.
-pub(crate) type SharedIndex = Arc<RwLock<KeyIndex>>;
+pub type SharedIndex = Arc<RwLock<KeyIndex>>;
 
 /// Reads the shared index.
-pub(crate) fn read_index(index: &SharedIndex) -> RwLockReadGuard<'_, KeyIndex> {
+pub fn read_index(index: &SharedIndex) -> RwLockReadGuard<'_, KeyIndex> {
     index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Changes the shared index.
-pub(crate) fn write_index(index: &SharedIndex) -> RwLockWriteGuard<'_, KeyIndex> {
+pub fn write_index(index: &SharedIndex) -> RwLockWriteGuard<'_, KeyIndex> {
     index.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl KeyIndex {
     /// Builds the index from every change stored in `kv`.
-    pub(crate) fn load(kv: &impl ReadableTable<Position, &'static [u8]>) -> Result<Self, StorageError> {
+    pub fn load(kv: &impl ReadableTable<Position, &'static [u8]>) -> Result<Self, Error> {
         let mut index = Self::default();
         for entry in kv.iter()? {
             let (at, value) = entry?;
@@ -114,7 +115,7 @@ impl KeyIndex {
     /// Whether a reader whose snapshot has `revisions` can use the index: the
     /// snapshot must include every compaction and restore the index reflects; if it
     /// does not, a newer snapshot does.
-    pub(crate) fn serves(&self, revisions: Revisions) -> bool {
+    pub fn serves(&self, revisions: Revisions) -> bool {
         revisions.compacted >= self.compacted && revisions.current >= self.restored
     }
 
@@ -137,7 +138,7 @@ impl KeyIndex {
 
     /// Where the values of the live keys in `span` at `revision` are, in key order:
     /// counting them reads nothing from disk.
-    pub(crate) fn positions(&self, span: KeySpan<'_>, revision: u64) -> Vec<Position> {
+    pub fn positions(&self, span: KeySpan<'_>, revision: u64) -> Vec<Position> {
         let live = |changes: &Vec<Change>| Self::live(changes, revision);
         match span {
             _ if span.is_empty() => Vec::new(),
@@ -177,7 +178,7 @@ impl KeyIndex {
 
     /// Forgets what compaction at `revision` dropped from the `kv` table, once its
     /// transaction has committed.
-    pub(crate) fn compact(&mut self, revision: u64) {
+    pub fn compact(&mut self, revision: u64) {
         self.keys.retain(|_, changes| {
             let visible = changes.partition_point(|change| change.at.0 <= revision);
             if let Some(last) = visible.checked_sub(1) {
@@ -202,49 +203,49 @@ impl KeyIndex {
 
     /// Marks the index as built from a store restored at `revisions`, so that readers
     /// of older snapshots take new ones.
-    pub(crate) fn restored_at(&mut self, revisions: Revisions) {
+    pub fn restored_at(&mut self, revisions: Revisions) {
         self.compacted = revisions.compacted;
         self.restored = revisions.current;
     }
 }
 
 /// Builds the shared key index from the `kv` table in `db`.
-pub(crate) fn load_index(db: &redb::Database) -> Result<SharedIndex, StorageError> {
+pub fn load_index(db: &redb::Database) -> Result<SharedIndex, Error> {
     use redb::ReadableDatabase as _;
     let txn = db.begin_read()?;
     Ok(Arc::new(RwLock::new(KeyIndex::load(&txn.open_table(KV)?)?)))
 }
 
-fn get(kv: &impl ReadableTable<Position, &'static [u8]>, at: Position) -> Result<KeyValue, StorageError> {
-    let value = kv.get(at)?.ok_or(StorageError::Corrupt("key index names a missing change"))?;
+fn get(kv: &impl ReadableTable<Position, &'static [u8]>, at: Position) -> Result<KeyValue, Error> {
+    let value = kv.get(at)?.ok_or(Error::Corrupt("key index names a missing change"))?;
     decode(value.value())
 }
 
 /// The live keys in `span` as they were at `revision`, in key order.
-pub(crate) fn range(
+pub fn range(
     kv: &impl ReadableTable<Position, &'static [u8]>,
     index: &KeyIndex,
     span: KeySpan<'_>,
     revision: u64,
-) -> Result<Vec<KeyValue>, StorageError> {
+) -> Result<Vec<KeyValue>, Error> {
     fetch(kv, &index.positions(span, revision))
 }
 
 /// The values at `positions`, in that order.
-pub(crate) fn fetch(
+pub fn fetch(
     kv: &impl ReadableTable<Position, &'static [u8]>,
     positions: &[Position],
-) -> Result<Vec<KeyValue>, StorageError> {
+) -> Result<Vec<KeyValue>, Error> {
     positions.iter().map(|at| get(kv, *at)).collect()
 }
 
 /// The live value of `key` at `revision`.
-pub(crate) fn live(
+pub fn live(
     kv: &impl ReadableTable<Position, &'static [u8]>,
     index: &KeyIndex,
     key: &[u8],
     revision: u64,
-) -> Result<Option<KeyValue>, StorageError> {
+) -> Result<Option<KeyValue>, Error> {
     index
         .keys
         .get(key)
@@ -255,21 +256,22 @@ pub(crate) fn live(
 
 /// The store's counters, kept by the apply loop and persisted with every change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Revisions {
+pub struct Revisions {
     /// The current store revision: 1 for an empty store.
-    pub(crate) current: u64,
+    pub current: u64,
     /// Revisions below this are gone; 0 before any compaction.
-    pub(crate) compacted: u64,
+    pub compacted: u64,
 }
 
 impl Revisions {
-    pub(crate) fn load(meta: &impl ReadableTable<&'static str, u64>) -> Result<Self, StorageError> {
-        let get =
-            |name: &str| -> Result<Option<u64>, StorageError> { Ok(meta.get(name)?.map(|v| v.value())) };
+    /// Reads the counters from the `meta` table (1 and 0 in a new store).
+    pub fn load(meta: &impl ReadableTable<&'static str, u64>) -> Result<Self, Error> {
+        let get = |name: &str| -> Result<Option<u64>, Error> { Ok(meta.get(name)?.map(|v| v.value())) };
         Ok(Self { current: get("revision")?.unwrap_or(1), compacted: get("compact_revision")?.unwrap_or(0) })
     }
 
-    pub(crate) fn save(&self, meta: &mut Table<'_, &'static str, u64>) -> Result<(), StorageError> {
+    /// Writes the counters to the `meta` table.
+    pub fn save(&self, meta: &mut Table<'_, &'static str, u64>) -> Result<(), Error> {
         meta.insert("revision", self.current)?;
         meta.insert("compact_revision", self.compacted)?;
         Ok(())
@@ -277,30 +279,32 @@ impl Revisions {
 }
 
 /// Writes at one revision: a put or delete request, or every write of a txn.
-pub(crate) struct Writer<'a, 'txn> {
-    pub(crate) kv: &'a mut KvTable<'txn>,
-    pub(crate) index: &'a mut KeyIndex,
+pub struct Writer<'a, 'txn> {
+    /// The `kv` table of the caller's write transaction.
+    pub kv: &'a mut KvTable<'txn>,
+    /// The key index, which the writes go into before the transaction commits.
+    pub index: &'a mut KeyIndex,
     /// The changes made, in order, for watchers.
-    pub(crate) events: Vec<Event>,
+    pub events: Vec<Event>,
     /// The revision the writes get.
-    pub(crate) revision: u64,
+    pub revision: u64,
     /// Whether anything was written, so the store revision moves.
-    pub(crate) wrote: bool,
+    pub wrote: bool,
 }
 
-impl Writer<'_, '_> {
+impl<'a, 'txn> Writer<'a, 'txn> {
+    /// A writer of changes at `revision`, into `kv` and `index`.
+    pub fn new(kv: &'a mut KvTable<'txn>, index: &'a mut KeyIndex, revision: u64) -> Self {
+        Self { kv, index, events: Vec::new(), revision, wrote: false }
+    }
+
     /// The live value of `key`, seeing this writer's own writes.
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, Error> {
         live(&*self.kv, self.index, key, self.revision)
     }
 
     /// Puts `key`, returning its previous live value.
-    pub(crate) fn put(
-        &mut self,
-        key: &[u8],
-        value: Vec<u8>,
-        lease: i64,
-    ) -> Result<Option<KeyValue>, StorageError> {
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<Option<KeyValue>, Error> {
         let previous = self.get(key)?;
         let kv = KeyValue {
             key: key.to_vec(),
@@ -315,7 +319,7 @@ impl Writer<'_, '_> {
     }
 
     /// Deletes the live keys in `span`, returning them.
-    pub(crate) fn delete(&mut self, span: KeySpan<'_>) -> Result<Vec<KeyValue>, StorageError> {
+    pub fn delete(&mut self, span: KeySpan<'_>) -> Result<Vec<KeyValue>, Error> {
         let deleted = range(&*self.kv, self.index, span, self.revision)?;
         for kv in &deleted {
             let tombstone =
@@ -330,9 +334,9 @@ impl Writer<'_, '_> {
     }
 
     /// Stores a change at the next position of this revision.
-    fn record(&mut self, event: Event) -> Result<(), StorageError> {
-        let sub = u32::try_from(self.events.len()).map_err(|_| StorageError::Corrupt("too many changes"))?;
-        let kv = event.kv.as_ref().ok_or(StorageError::Corrupt("change without a key"))?;
+    fn record(&mut self, event: Event) -> Result<(), Error> {
+        let sub = u32::try_from(self.events.len()).map_err(|_| Error::Corrupt("too many changes"))?;
+        let kv = event.kv.as_ref().ok_or(Error::Corrupt("change without a key"))?;
         self.kv.insert((self.revision, sub), kv.encode_to_vec().as_slice())?;
         self.index.push(&kv.key, (self.revision, sub), kv.version == 0);
         self.events.push(event);
@@ -343,7 +347,7 @@ impl Writer<'_, '_> {
 
 /// Drops from `kv` every change that no read at `revision` or later can see; the
 /// index forgets them with [`KeyIndex::compact`] once this commits.
-pub(crate) fn compact(kv: &mut KvTable<'_>, index: &KeyIndex, revision: u64) -> Result<usize, StorageError> {
+pub fn compact(kv: &mut KvTable<'_>, index: &KeyIndex, revision: u64) -> Result<usize, Error> {
     let doomed = index.obsolete(revision);
     for at in &doomed {
         kv.remove(*at)?;
@@ -353,7 +357,7 @@ pub(crate) fn compact(kv: &mut KvTable<'_>, index: &KeyIndex, revision: u64) -> 
 
 /// etcd's key in its `key` bucket for the change at `at`: the main revision and the
 /// sub revision, each 8 bytes big-endian, joined by `_`, with `t` after a deletion.
-pub(crate) fn revision_key(at: Position, deleted: bool) -> Vec<u8> {
+pub fn revision_key(at: Position, deleted: bool) -> Vec<u8> {
     let mut key = Vec::with_capacity(18);
     key.extend_from_slice(&at.0.to_be_bytes());
     key.push(b'_');
@@ -370,12 +374,12 @@ pub(crate) fn revision_key(at: Position, deleted: bool) -> Vec<u8> {
 /// changes at or below the compaction revision that a read at `revision` no longer
 /// sees. The same history hashes the same on Cairn and on etcd. The caller checks
 /// that `revision` is neither compacted nor in the future.
-pub(crate) fn hash_kv(
+pub fn hash_kv(
     kv: &impl ReadableTable<Position, &'static [u8]>,
     index: &KeyIndex,
     compacted: u64,
     revision: u64,
-) -> Result<u32, StorageError> {
+) -> Result<u32, Error> {
     let filter = index.any_live(revision);
     let mut hash = crc32c::crc32c(b"key");
     for entry in kv.range(..=(revision, u32::MAX))? {
@@ -398,13 +402,15 @@ pub(crate) fn hash_kv(
 }
 
 /// The key-value tables of a write transaction.
-pub(crate) struct Tables<'txn> {
-    pub(crate) kv: KvTable<'txn>,
-    pub(crate) meta: Table<'txn, &'static str, u64>,
+pub struct Tables<'txn> {
+    /// Every change by position.
+    pub kv: KvTable<'txn>,
+    /// The counters.
+    pub meta: Table<'txn, &'static str, u64>,
 }
 
 /// Opens the key-value tables of a write transaction.
-pub(crate) fn open_tables(txn: &redb::WriteTransaction) -> Result<Tables<'_>, StorageError> {
+pub fn open_tables(txn: &redb::WriteTransaction) -> Result<Tables<'_>, Error> {
     Ok(Tables { kv: txn.open_table(KV)?, meta: txn.open_table(META)? })
 }
 
@@ -412,14 +418,14 @@ pub(crate) fn open_tables(txn: &redb::WriteTransaction) -> Result<Tables<'_>, St
 /// `limit` of them and whole revisions (more may follow when at least as many come
 /// back): each with its revision,
 /// and with the key's previous value when `with_prev`.
-pub(crate) fn events_since(
+pub fn events_since(
     kv: &impl ReadableTable<Position, &'static [u8]>,
     index: &KeyIndex,
     span: KeySpan<'_>,
     from: u64,
     limit: usize,
     with_prev: bool,
-) -> Result<Vec<(u64, Event)>, StorageError> {
+) -> Result<Vec<(u64, Event)>, Error> {
     let mut events = Vec::new();
     for entry in kv.range((from, 0)..)? {
         let (at, value) = entry?;
