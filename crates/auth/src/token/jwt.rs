@@ -239,6 +239,20 @@ fn pem_text<'a>(what: &str, key: &'a [u8]) -> Result<&'a str> {
     std::str::from_utf8(key).map_err(|_| Error::InvalidKey(format!("{what} is not PEM text")))
 }
 
+/// The public key (its DER `SubjectPublicKeyInfo`) of an X.509 certificate in PEM,
+/// when `pem` is one: etcd accepts a certificate as `pub-key` and uses its key, so
+/// deployments point `pub-key` at their server certificate. `None` for anything else.
+fn certificate_key(what: &str, pem: &[u8]) -> Result<Option<Vec<u8>>> {
+    if !pem_text(what, pem)?.contains("-----BEGIN CERTIFICATE-----") {
+        return Ok(None);
+    }
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|error| Error::InvalidKey(format!("{what}: certificate PEM: {error}")))?;
+    let certificate =
+        block.parse_x509().map_err(|error| Error::InvalidKey(format!("{what}: certificate: {error}")))?;
+    Ok(Some(certificate.tbs_certificate.subject_pki.raw.to_vec()))
+}
+
 /// The signing key (when a private key is given) and the verifying key of `method`.
 fn keys(
     method: SignMethod,
@@ -294,6 +308,10 @@ fn rsa_keys(
         .transpose()?;
     let public = public_key
         .map(|pem| -> Result<rsa::RsaPublicKey> {
+            if let Some(spki) = certificate_key("RSA pub-key", pem)? {
+                return rsa::RsaPublicKey::from_public_key_der(&spki)
+                    .map_err(|error| invalid_key("RSA pub-key")(error.to_string()));
+            }
             let text = pem_text("RSA pub-key", pem)?;
             rsa::RsaPublicKey::from_public_key_pem(text)
                 .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(text))
@@ -327,6 +345,10 @@ macro_rules! ec_keys {
             .transpose()?;
         let public = $public_key
             .map(|pem: &[u8]| -> Result<$curve::PublicKey> {
+                if let Some(spki) = certificate_key("ECDSA pub-key", pem)? {
+                    return $curve::PublicKey::from_public_key_der(&spki)
+                        .map_err(|error| invalid_key("ECDSA pub-key")(error.to_string()));
+                }
                 let text = pem_text("ECDSA pub-key", pem)?;
                 $curve::PublicKey::from_public_key_pem(text)
                     .map_err(|error| invalid_key("ECDSA pub-key")(error.to_string()))
@@ -360,6 +382,10 @@ fn ed_keys(
         .transpose()?;
     let public = public_key
         .map(|pem| -> Result<ed25519_dalek::VerifyingKey> {
+            if let Some(spki) = certificate_key("Ed25519 pub-key", pem)? {
+                return ed25519_dalek::VerifyingKey::from_public_key_der(&spki)
+                    .map_err(|error| invalid_key("Ed25519 pub-key")(error.to_string()));
+            }
             let text = pem_text("Ed25519 pub-key", pem)?;
             ed25519_dalek::VerifyingKey::from_public_key_pem(text)
                 .map_err(|error| invalid_key("Ed25519 pub-key")(error.to_string()))

@@ -244,6 +244,50 @@ fn pkcs1_rsa_and_sec1_ec_private_keys_are_accepted() {
     assert!(tokens.info(&tokens.assign("", "a", 1, 1).unwrap(), 1).is_some());
 }
 
+/// A self-signed certificate in PEM for the private key `private` (PKCS#8 PEM).
+fn certificate_for(private: &str, algorithm: &'static rcgen::SignatureAlgorithm) -> String {
+    let key = rcgen::KeyPair::from_pem_and_sign_algo(private, algorithm).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[test]
+fn a_certificate_is_accepted_as_the_public_key_as_etcd_does() {
+    // etcd's own e2e fixtures: `pub-key=server.crt,priv-key=server.key.insecure`.
+    for (method, keys, algorithm) in [
+        (SignMethod::RS256, new_rsa_pair(), &rcgen::PKCS_RSA_SHA256),
+        (SignMethod::ES256, p256_pair(), &rcgen::PKCS_ECDSA_P256_SHA256),
+    ] {
+        let certificate = certificate_for(&keys.private, algorithm);
+        let tokens = JwtTokens::new(
+            method,
+            Some(keys.private.as_bytes()),
+            Some(certificate.as_bytes()),
+            Duration::from_secs(9),
+            clock(),
+        )
+        .unwrap();
+        let token = tokens.assign("", "alice", 1, 1).unwrap();
+        assert_eq!(tokens.info(&token, 1), Some(AuthInfo::new("alice", 1)), "{method:?}");
+
+        // A verify-only member with the certificate accepts the signer's tokens.
+        let verifier =
+            JwtTokens::new(method, None, Some(certificate.as_bytes()), Duration::from_secs(9), clock())
+                .unwrap();
+        assert_eq!(verifier.info(&token, 1), Some(AuthInfo::new("alice", 1)), "{method:?}");
+    }
+    // Another key's certificate does not match the private key.
+    let certificate = certificate_for(&p256_pair().private, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let mismatch = JwtTokens::new(
+        SignMethod::ES256,
+        Some(p256_pair().private.as_bytes()),
+        Some(certificate.as_bytes()),
+        Duration::from_secs(9),
+        clock(),
+    );
+    assert!(matches!(mismatch, Err(Error::KeyMismatch)));
+}
+
 #[test]
 fn the_auth_token_flag_reads_keys_from_files() {
     let dir = tempfile::tempdir().unwrap();
