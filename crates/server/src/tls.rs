@@ -91,23 +91,34 @@ pub(crate) fn server_config(
         }
         let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
         if !files.crl_file.is_empty() {
-            let crls: Vec<CertificateRevocationListDer<'static>> =
-                CertificateRevocationListDer::pem_file_iter(&files.crl_file)
-                    .with_context(|| format!("cannot read CRL file {}", files.crl_file))?
-                    .collect::<Result<_, _>>()
-                    .with_context(|| format!("cannot parse CRL file {}", files.crl_file))?;
-            verifier = verifier.with_crls(crls);
+            verifier = verifier.with_crls(read_crls(&files.crl_file)?);
         }
         if !files.client_cert_auth {
             verifier = verifier.allow_unauthenticated();
         }
-        builder.with_client_cert_verifier(verifier.build().context("client certificate verifier")?)
+        let verifier = verifier.build().with_context(|| {
+            format!("client certificate verifier (CA {}, CRL {:?})", files.trusted_ca_file, files.crl_file)
+        })?;
+        builder.with_client_cert_verifier(verifier)
     };
     let mut config = builder
         .with_single_cert(certificates, key)
         .with_context(|| format!("key file {key_file} does not fit certificate file {cert_file}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Some(Arc::new(config)))
+}
+
+/// The CRLs in `path`: PEM `X509 CRL` blocks, or else the whole file as one DER CRL,
+/// as etcd (Go's `x509.ParseCRL`) reads either. Reading a DER file as PEM would find
+/// no CRL and check no revocation at all; a file that is neither stops the start when
+/// the verifier parses it.
+fn read_crls(path: &str) -> anyhow::Result<Vec<CertificateRevocationListDer<'static>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read CRL file {path}"))?;
+    let pem: Vec<CertificateRevocationListDer<'static>> =
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("cannot parse CRL file {path}"))?;
+    Ok(if pem.is_empty() { vec![CertificateRevocationListDer::from(bytes)] } else { pem })
 }
 
 /// What a member presents to its peers and trusts them by, for `https://` peer URLs:

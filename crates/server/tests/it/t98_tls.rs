@@ -63,7 +63,10 @@ impl Pki {
             }],
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        std::fs::write(dir.path().join("crl.pem"), crl.signed_by(&issuer).unwrap().pem().unwrap()).unwrap();
+        let crl = crl.signed_by(&issuer).unwrap();
+        std::fs::write(dir.path().join("crl.pem"), crl.pem().unwrap()).unwrap();
+        // etcd's own fixtures hold a DER CRL (`revoke.crl`).
+        std::fs::write(dir.path().join("crl.der"), crl.der()).unwrap();
         Self { dir }
     }
 
@@ -130,6 +133,40 @@ fn clients_reach_cairn_over_tls_and_plain_urls_may_sit_beside_it() {
     // A client that does not trust the CA refuses the server.
     let untrusting = ["--insecure-transport=false".to_owned()];
     assert!(!etcdctl_tls(&cairn, &untrusting, &["get", "secure"]).status.success());
+}
+
+#[test]
+fn a_der_crl_is_read_and_enforced_and_a_file_that_is_no_crl_is_refused() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let server = |crl: &str| {
+        vec![
+            pki.arg("cert-file", "server.pem"),
+            pki.arg("key-file", "server-key.pem"),
+            pki.arg("trusted-ca-file", "ca.pem"),
+            pki.arg("client-crl-file", crl),
+            "--client-cert-auth".to_owned(),
+        ]
+    };
+    let cairn = start_tls(data.path(), server("crl.der"));
+    let as_user = |name: &str| {
+        vec![
+            pki.arg("cacert", "ca.pem"),
+            pki.arg("cert", &format!("{name}.pem")),
+            pki.arg("key", &format!("{name}-key.pem")),
+        ]
+    };
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &as_user("alice"), &["put", "k", "v"])), "OK\n");
+    assert!(
+        !etcdctl_tls(&cairn, &as_user("mallory"), &["put", "k", "v"]).status.success(),
+        "a certificate revoked by a DER CRL"
+    );
+    drop(cairn);
+
+    // A CRL file with no CRL in it is refused, never taken as "nothing revoked".
+    let (status, stderr) = crate::support::start_refused(data.path(), &server("ca.pem"));
+    assert!(!status.success());
+    assert!(stderr.contains("client certificate verifier") || stderr.contains("CRL"), "{stderr}");
 }
 
 #[test]
