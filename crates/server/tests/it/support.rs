@@ -123,8 +123,12 @@ fn cairn_command(addr: SocketAddr, data_dir: &Path, args: &[String]) -> Command 
 /// to refuse to start: its exit status and standard error. Fails the test if it is
 /// still running after a deadline.
 pub(crate) fn start_refused(data_dir: &Path, args: &[String]) -> (ExitStatus, String) {
-    let mut child =
-        cairn_command(free_port(), data_dir, args).stderr(Stdio::piped()).spawn().expect("cairn starts");
+    // Set as a developer's shell may have it: a refusal must still be plain lines.
+    let mut child = cairn_command(free_port(), data_dir, args)
+        .env("RUST_BACKTRACE", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn starts");
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -45,3 +45,19 @@ fn an_https_url_without_a_certificate_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_configuration_error_is_one_plain_line_even_with_rust_backtrace_set() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, says) in [
+        ("--experimental-enable-lease-checkpoint=false", "--experimental-enable-lease-checkpoint=false"),
+        ("--listen-client-urls=https://127.0.0.1:0", "--cert-file"),
+    ] {
+        let (status, stderr) = crate::support::start_refused(dir.path(), &[flag.to_owned()]);
+        assert!(!status.success(), "{flag}");
+        let errors: Vec<&str> = stderr.lines().filter(|line| !line.contains(" INFO ")).collect();
+        assert_eq!(errors.len(), 1, "{flag}: {stderr}");
+        assert!(errors[0].starts_with("Error: ") && errors[0].contains(says), "{flag}: {stderr}");
+        assert!(!stderr.contains("backtrace"), "{flag}: {stderr}");
+    }
+}
