@@ -201,7 +201,12 @@ impl Applier {
     }
 
     pub(crate) fn compact(&mut self, tables: &mut Tables<'_>, request: &CompactionRequest) -> ApplyResult {
-        let revision = u64::try_from(request.revision).unwrap_or(0);
+        // etcd's compaction revision is -1 before the first compaction, so a
+        // compaction at 0 is then accepted (and compacts nothing); a negative one never.
+        let Ok(revision) = u64::try_from(request.revision) else { return Err(Error::Compacted) };
+        if revision == 0 && self.revisions.compacted == 0 {
+            return Ok(Applied::Compaction(CompactionResponse { header: header(self.revisions.current) }));
+        }
         if revision <= self.revisions.compacted {
             return Err(Error::Compacted);
         }

@@ -310,6 +310,16 @@ impl WatchStreamTask {
         };
         let header = self.header(current);
         self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
+        if create.start_revision < 0 {
+            // etcd's watchable store takes a negative start as history below its
+            // compaction revision (-1 before the first compaction): cancelled at once.
+            let compacted = self.service.view(|_, _, revisions| Ok(revisions.compacted)).unwrap_or(0);
+            let mut response = compacted_response(id, compacted, self.header(0));
+            if compacted == 0 {
+                response.compact_revision = -1;
+            }
+            return self.send(response).await;
+        }
         // A start before the compaction revision is cancelled by the catch-up below.
         self.watchers.insert(id, watcher);
         self.catch_up(&[id]).await

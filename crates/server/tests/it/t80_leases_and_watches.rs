@@ -208,3 +208,40 @@ async fn progress_never_promises_a_revision_whose_events_are_still_to_come() {
     let progress = stream.message().await.unwrap().unwrap();
     assert_eq!((progress.events().len(), progress.header().unwrap().revision()), (0, current));
 }
+
+/// etcd's compaction revision is -1 until the first compaction: `Compact(0)` is then
+/// accepted, and a watch from a negative revision asks for history below it, so it is
+/// cancelled with that compaction revision.
+#[tokio::test]
+async fn compaction_at_zero_and_a_watch_from_a_negative_revision_answer_as_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    client.put("k", "v", None).await.unwrap();
+    client.compact(0, None).await.expect("Compact(0) before any compaction is ok");
+    let below = client.compact(-3, None).await.unwrap_err();
+    assert_eq!(
+        crate::support::status(below),
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".to_owned())
+    );
+
+    let cancelled_at = async |client: &mut etcd_client::Client| {
+        let options = etcd_client::WatchOptions::new().with_start_revision(-5);
+        let mut stream = client.watch("k", Some(options)).await.unwrap();
+        loop {
+            let response = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+                .await
+                .expect("an answer in time")
+                .unwrap()
+                .expect("the stream stays open");
+            if response.canceled() {
+                assert!(response.events().is_empty());
+                return response.compact_revision();
+            }
+        }
+    };
+    assert_eq!(cancelled_at(&mut client).await, -1);
+    client.put("k", "w", None).await.unwrap();
+    client.compact(2, None).await.unwrap();
+    assert_eq!(cancelled_at(&mut client).await, 2);
+}
