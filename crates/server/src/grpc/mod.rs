@@ -31,6 +31,7 @@ use prost::Message as _;
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use tokio::net::TcpListener;
 use tonic::Status;
+use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tracing::info;
@@ -443,6 +444,53 @@ pub(crate) fn serve_peers(
     }
 }
 
+/// grpc-go's answer to a request over the receive limit, which etcd's clients see:
+/// `ResourceExhausted` "grpc: received message larger than max (N vs. M)", where tonic
+/// answers `OutOfRange` "Error, decoded message length too large: found N bytes, the
+/// limit is: M bytes". Rewrites the status of such an answer; leaves the rest alone.
+fn oversize_as_etcd(mut response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").is_some_and(|code| code == "11")
+        && let Some(message) = headers.get("grpc-message").and_then(|message| message.to_str().ok())
+        && let Some(rewritten) = etcd_oversize_message(&percent_decoded(message))
+        && let Ok(value) = http::HeaderValue::from_str(&rewritten)
+    {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
+/// `grpc-message` is percent-encoded (tonic encodes spaces too).
+fn percent_decoded(message: &str) -> String {
+    let bytes = message.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes.get(at + 1..at + 3).and_then(|hex| std::str::from_utf8(hex).ok());
+        match (bytes[at], hex.and_then(|hex| u8::from_str_radix(hex, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                at += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// grpc-go's text for tonic's, or `None` when `message` is not tonic's oversize error.
+fn etcd_oversize_message(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("Error, decoded message length too large: found ")?;
+    let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
+    let limit = rest.strip_suffix(" bytes")?;
+    let (found, limit): (u64, u64) = (found.parse().ok()?, limit.parse().ok()?);
+    Some(format!("grpc: received message larger than max ({found} vs. {limit})"))
+}
+
 /// Serves every service on every listener until `shutdown` completes.
 pub(crate) async fn serve(
     service: Service,
@@ -457,6 +505,7 @@ pub(crate) async fn serve(
         let addr = listener.local_addr().context("listener has no address")?;
         let router = Server::builder()
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .layer(tower::util::MapResponseLayer::new(oversize_as_etcd))
             .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(MaintenanceServer::new(service.clone()).max_decoding_message_size(max_receive))
             .add_service(ClusterServer::new(service.clone()).max_decoding_message_size(max_receive))
@@ -510,6 +559,17 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use futures::StreamExt as _;
+
+    #[test]
+    fn tonics_oversize_error_reads_as_grpc_gos() {
+        let tonic = "Error, decoded message length too large: found 528394 bytes, the limit is: 528384 bytes";
+        assert_eq!(
+            super::etcd_oversize_message(tonic).as_deref(),
+            Some("grpc: received message larger than max (528394 vs. 528384)")
+        );
+        assert_eq!(super::etcd_oversize_message("etcdserver: request is too large"), None);
+        assert_eq!(super::percent_decoded("a%20b%2Cc%"), "a b,c%");
+    }
 
     #[tokio::test]
     async fn accepted_connections_send_small_frames_at_once() {
