@@ -44,9 +44,11 @@
 //! ```
 
 mod feed;
+mod requests;
 mod store;
 
 pub use feed::{Batch, Hub};
+pub use requests::{compare_holds, range_request, range_revision};
 pub use store::*;
 
 use redb::TableDefinition;
@@ -68,6 +70,12 @@ pub enum Error {
     /// Stored data that does not decode, or an index that names a missing change.
     #[error("storage: corrupt {0}")]
     Corrupt(&'static str),
+    /// A read at a revision that a compaction dropped.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// A read at a revision the store has not reached.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
 }
 
 macro_rules! from_redb {

@@ -2,25 +2,20 @@
 //! deletes, txns with compares and nested ops, compaction. Writes run inside the apply
 //! loop's redb transaction; ranges run on any transaction.
 
-use std::cmp::Ordering;
-
-use cairn_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use cairn_api::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_api::etcdserverpb::request_op::Request as Op;
 use cairn_api::etcdserverpb::response_op::Response as OpResponse;
 use cairn_api::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
     LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
 };
+use cairn_api::mvccpb::Event;
 use cairn_api::mvccpb::event::EventType;
-use cairn_api::mvccpb::{Event, KeyValue};
-use redb::ReadableTable;
 
 use crate::error::Error;
 use crate::lease::{self, Lessor, SharedLessor};
-use crate::storage::mvcc::{self, KeyIndex, KeySpan, Position, Revisions, SharedIndex, Tables, Writer};
+use crate::storage::mvcc::{self, KeySpan, Revisions, SharedIndex, Tables, Writer};
 
 /// What applying a write gives back to its caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,117 +37,6 @@ pub(crate) type ApplyResult = Result<Applied, Error>;
 
 fn header(revision: u64) -> Option<ResponseHeader> {
     Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() })
-}
-
-/// A range at the store's `revisions`, through any transaction's `kv` table.
-pub(crate) fn range(
-    kv: &impl ReadableTable<Position, &'static [u8]>,
-    index: &KeyIndex,
-    revisions: Revisions,
-    request: &RangeRequest,
-) -> Result<RangeResponse, Error> {
-    let revision = check_range_revision(request, revisions)?;
-    let span = KeySpan::new(&request.key, &request.range_end);
-    let positions = index.positions(span, revision);
-    let count = positions.len() as i64;
-    // Without revision filters, the index alone answers a count, and a limit in key
-    // order reads only the values returned (a paginated list of a big prefix).
-    let filtered = [
-        request.min_mod_revision,
-        request.max_mod_revision,
-        request.min_create_revision,
-        request.max_create_revision,
-    ] != [0; 4];
-    if request.count_only && !filtered {
-        return Ok(RangeResponse { header: header(revisions.current), kvs: Vec::new(), more: false, count });
-    }
-    let limit = usize::try_from(request.limit).unwrap_or(0);
-    if !filtered && limit > 0 && limits_before_sorting(request) {
-        // As etcd: the first `limit + 1` keys in key order, sorted, then truncated.
-        let mut kvs = mvcc::fetch(kv, &positions[..(limit + 1).min(positions.len())])?;
-        sort(&mut kvs, request);
-        let more = kvs.len() > limit;
-        kvs.truncate(limit);
-        if request.keys_only {
-            kvs.iter_mut().for_each(|kv| kv.value.clear());
-        }
-        return Ok(RangeResponse { header: header(revisions.current), kvs, more, count });
-    }
-    let mut kvs = mvcc::fetch(kv, &positions)?;
-    let within = |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
-    kvs.retain(|kv| {
-        within(kv.mod_revision, request.min_mod_revision, request.max_mod_revision)
-            && within(kv.create_revision, request.min_create_revision, request.max_create_revision)
-    });
-    sort(&mut kvs, request);
-    let mut more = false;
-    if request.limit > 0 && kvs.len() > request.limit as usize {
-        kvs.truncate(request.limit as usize);
-        more = true;
-    }
-    if request.count_only {
-        kvs.clear();
-        more = false;
-    }
-    if request.keys_only {
-        for kv in &mut kvs {
-            kv.value.clear();
-        }
-    }
-    Ok(RangeResponse { header: header(revisions.current), kvs, more, count })
-}
-
-/// The revision a range reads at: the current one for 0 or less.
-fn check_range_revision(request: &RangeRequest, revisions: Revisions) -> Result<u64, Error> {
-    if request.revision <= 0 {
-        return Ok(revisions.current);
-    }
-    let revision = request.revision as u64;
-    if revision > revisions.current {
-        return Err(Error::FutureRevision);
-    }
-    if revision < revisions.compacted {
-        return Err(Error::Compacted);
-    }
-    Ok(revision)
-}
-
-/// The sort a range asks for, as etcd reads it: a target other than the key with no
-/// order sorts ascending.
-fn sort_of(request: &RangeRequest) -> (SortTarget, SortOrder) {
-    let target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
-    let order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
-    if target != SortTarget::Key && order == SortOrder::None {
-        return (target, SortOrder::Ascend);
-    }
-    (target, order)
-}
-
-/// Whether etcd applies the range's limit in key order before sorting: with no sort
-/// order asked for (a target other than the key then sorts only the keys kept), or
-/// when the sort is by key ascending anyway.
-fn limits_before_sorting(request: &RangeRequest) -> bool {
-    let order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
-    order == SortOrder::None || sort_of(request) == (SortTarget::Key, SortOrder::Ascend)
-}
-
-/// etcd's sort: by key ascending unless asked otherwise.
-fn sort(kvs: &mut [KeyValue], request: &RangeRequest) {
-    let (target, order) = sort_of(request);
-    let by = |a: &KeyValue, b: &KeyValue| -> Ordering {
-        match target {
-            SortTarget::Key => a.key.cmp(&b.key),
-            SortTarget::Version => a.version.cmp(&b.version),
-            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-            SortTarget::Value => a.value.cmp(&b.value),
-        }
-    };
-    match order {
-        SortOrder::None => {}
-        SortOrder::Ascend => kvs.sort_by(by),
-        SortOrder::Descend => kvs.sort_by(|a, b| by(b, a)),
-    }
 }
 
 /// Applies write requests in log order, keeping the store's revisions, the leases'
@@ -406,7 +290,7 @@ fn check_txn(
         for op in ops {
             match &op.request {
                 Some(Op::RequestRange(range)) => {
-                    check_range_revision(range, revisions)?;
+                    cairn_mvcc::range_revision(range, revisions)?;
                 }
                 Some(Op::RequestPut(put)) => check_put(writer, lessor, put)?,
                 Some(Op::RequestTxn(nested)) => walk(writer, lessor, revisions, nested, path)?,
@@ -432,7 +316,12 @@ fn txn(
             Some(Op::RequestRange(range)) => {
                 // Reads see the txn's own earlier writes, at the revision they will get.
                 let revisions = Revisions { current: view(writer, before), ..before };
-                OpResponse::ResponseRange(self::range(&*writer.kv, writer.index, revisions, range)?)
+                OpResponse::ResponseRange(cairn_mvcc::range_request(
+                    &*writer.kv,
+                    writer.index,
+                    revisions,
+                    range,
+                )?)
             }
             // Like etcd, each op's response carries the revision the txn is at after it.
             Some(Op::RequestPut(put)) => {
@@ -462,46 +351,7 @@ fn view(writer: &Writer<'_, '_>, before: Revisions) -> u64 {
     if writer.wrote { writer.revision } else { before.current }
 }
 
-/// Whether `compare` holds for every key it names. A value compare on no key fails;
-/// other compares on no key compare against an absent key's zeros, as in etcd.
+/// Whether `compare` holds at the writer's revision, seeing its own writes.
 fn compare_holds(writer: &Writer<'_, '_>, compare: &Compare) -> Result<bool, Error> {
-    let span = KeySpan::new(&compare.key, &compare.range_end);
-    let kvs = mvcc::range(&*writer.kv, writer.index, span, writer.revision)?;
-    let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
-    if kvs.is_empty() {
-        return Ok(target != CompareTarget::Value && compare_kv(compare, target, &KeyValue::default()));
-    }
-    Ok(kvs.iter().all(|kv| compare_kv(compare, target, kv)))
-}
-
-fn compare_kv(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
-    let union = compare.target_union.as_ref();
-    let ordering = match target {
-        CompareTarget::Version => kv.version.cmp(&match union {
-            Some(TargetUnion::Version(v)) => *v,
-            _ => 0,
-        }),
-        CompareTarget::Create => kv.create_revision.cmp(&match union {
-            Some(TargetUnion::CreateRevision(v)) => *v,
-            _ => 0,
-        }),
-        CompareTarget::Mod => kv.mod_revision.cmp(&match union {
-            Some(TargetUnion::ModRevision(v)) => *v,
-            _ => 0,
-        }),
-        CompareTarget::Value => kv.value.as_slice().cmp(match union {
-            Some(TargetUnion::Value(v)) => v.as_slice(),
-            _ => &[],
-        }),
-        CompareTarget::Lease => kv.lease.cmp(&match union {
-            Some(TargetUnion::Lease(v)) => *v,
-            _ => 0,
-        }),
-    };
-    match CompareResult::try_from(compare.result).unwrap_or(CompareResult::Equal) {
-        CompareResult::Equal => ordering == Ordering::Equal,
-        CompareResult::Greater => ordering == Ordering::Greater,
-        CompareResult::Less => ordering == Ordering::Less,
-        CompareResult::NotEqual => ordering != Ordering::Equal,
-    }
+    Ok(cairn_mvcc::compare_holds(&*writer.kv, writer.index, writer.revision, compare)?)
 }

@@ -51,7 +51,11 @@ impl From<StorageError> for Error {
 
 impl From<cairn_mvcc::Error> for Error {
     fn from(error: cairn_mvcc::Error) -> Self {
-        StorageError::from(error).into()
+        match error {
+            cairn_mvcc::Error::Compacted => Self::Compacted,
+            cairn_mvcc::Error::FutureRevision => Self::FutureRevision,
+            other => StorageError::from(other).into(),
+        }
     }
 }
 

@@ -30,7 +30,9 @@ impl Kv for Service {
         }
         self.check_read(&credentials, &request.key, &request.range_end)?;
         let mut response = self
-            .read(false, |kv, index, revisions| crate::apply::range(kv, index, revisions, &request))
+            .read(false, |kv, index, revisions| {
+                Ok(cairn_mvcc::range_request(kv, index, revisions, &request)?)
+            })
             .await?;
         self.fill(&mut response.header);
         Ok(Response::new(response))
