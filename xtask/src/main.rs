@@ -170,9 +170,10 @@ fn examples() -> anyhow::Result<()> {
 fn package() -> anyhow::Result<()> {
     // Every crate but the `publish = false` tooling; cargo verifies that each packaged
     // crate builds on its own, with the others from a local registry. Registry crates
-    // count as immutable, so their build outputs are never refreshed: verify in a
-    // target dir of its own and forget our crates' outputs there first, or a crate
-    // would be checked against an older build of another.
+    // count as immutable, so neither their unpacked sources nor their build outputs
+    // are ever refreshed: verify in a target dir of its own and forget our crates'
+    // sources and outputs first, or a crate would be checked against an older version
+    // of another.
     let target = project_root().join("target").join("package-verify");
     for dir in ["deps", "build", ".fingerprint"] {
         let Ok(entries) = std::fs::read_dir(target.join("debug").join(dir)) else { continue };
@@ -182,6 +183,22 @@ fn package() -> anyhow::Result<()> {
                 let path = entry.path();
                 let _ =
                     if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            }
+        }
+    }
+    // The local registry's crates are unpacked once under the cargo home and reused
+    // while the directory exists, whatever their .crate holds now: forget ours.
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    if let Some(Ok(registries)) = cargo_home.map(|home| std::fs::read_dir(home.join("registry").join("src")))
+    {
+        // A local registry's directory is named `-<hash>`; crates.io's is not.
+        for registry in registries.flatten().filter(|r| r.file_name().to_string_lossy().starts_with('-')) {
+            for unpacked in std::fs::read_dir(registry.path()).into_iter().flatten().flatten() {
+                if unpacked.file_name().to_string_lossy().starts_with("cairn-") {
+                    std::fs::remove_dir_all(unpacked.path())?;
+                }
             }
         }
     }
