@@ -314,6 +314,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         registry,
         Arc::clone(&node.shared),
         node.proposer.clone(),
+        Arc::clone(&alarms),
         config.metrics_listeners().await?,
     );
     wait_for_leader(&node.shared, request_timeout).await;

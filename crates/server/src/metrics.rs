@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use cairn_api::etcdserverpb::AlarmType;
 use cairn_proposal::IndexSource;
 use opentelemetry::metrics::{Histogram, Meter};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -144,6 +145,7 @@ struct HttpState {
     registry: Registry,
     shared: Arc<Shared>,
     proposer: RaftProposer,
+    alarms: crate::alarms::SharedAlarms,
 }
 
 /// Serves `/metrics` and `/health` on `listeners` until the process ends.
@@ -151,9 +153,10 @@ pub(crate) fn serve(
     registry: Registry,
     shared: Arc<Shared>,
     proposer: RaftProposer,
+    alarms: crate::alarms::SharedAlarms,
     listeners: Vec<TcpListener>,
 ) {
-    let state = HttpState { registry, shared, proposer };
+    let state = HttpState { registry, shared, proposer, alarms };
     let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(state);
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
@@ -179,14 +182,29 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// etcd's `/health`: healthy when there is a leader and a linearizable read index
-/// round completes in time.
-async fn health(State(state): State<HttpState>) -> impl IntoResponse {
+/// etcd's `/health`: unhealthy while an alarm is raised (unless `?exclude=NAME`
+/// leaves it out), or without a leader; otherwise healthy when a linearizable read
+/// index round completes in time, or at once with `?serializable=true`.
+async fn health(State(state): State<HttpState>, RawQuery(query): RawQuery) -> impl IntoResponse {
     let unhealthy = |reason: &str| {
         (StatusCode::SERVICE_UNAVAILABLE, format!(r#"{{"health":"false","reason":"{reason}"}}"#))
     };
+    let query = query.unwrap_or_default();
+    let params: Vec<(&str, &str)> = query.split('&').filter_map(|pair| pair.split_once('=')).collect();
+    let excluded: Vec<&str> =
+        params.iter().filter(|(key, _)| *key == "exclude").map(|(_, value)| *value).collect();
+    let raised: Vec<i32> = crate::alarms::lock(&state.alarms).iter().map(|&(_, alarm)| alarm).collect();
+    for alarm in raised {
+        let name = AlarmType::try_from(alarm).map_or("UNKNOWN", |alarm| alarm.as_str_name());
+        if !excluded.contains(&name) {
+            return unhealthy(&format!("ALARM {name}"));
+        }
+    }
     if state.shared.leader_id() == 0 {
         return unhealthy("RAFT NO LEADER");
+    }
+    if params.contains(&("serializable", "true")) {
+        return (StatusCode::OK, r#"{"health":"true","reason":""}"#.to_owned());
     }
     match tokio::time::timeout(Duration::from_secs(1), state.proposer.read_index()).await {
         Ok(Ok(_)) => (StatusCode::OK, r#"{"health":"true","reason":""}"#.to_owned()),

@@ -72,3 +72,34 @@ fn the_readme_run_command_serves_etcdctls_default_endpoint() {
     assert_eq!(String::from_utf8_lossy(&get.stdout), "a\n1\n");
     assert!(dir.path().join("default.cairn").join("member").is_dir(), "the default data dir");
 }
+
+/// As etcd's `/health`: a raised alarm makes the member unhealthy unless the probe
+/// excludes it (`?exclude=NOSPACE`, as kubeadm-style probes ask), and
+/// `?serializable=true` answers without a read index round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_raised_alarm_unless_excluded() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = free_port();
+    let cairn = Cairn::start(dir.path(), &[&format!("--listen-metrics-urls=http://{metrics_addr}")]);
+    let mut client = cairn.client().await;
+    let member = client.status().await.unwrap().header().unwrap().member_id();
+    let health = |path: &'static str| http_get(metrics_addr, path);
+    let healthy = ("HTTP/1.1 200 OK".to_owned(), r#"{"health":"true","reason":""}"#.to_owned());
+    assert_eq!(health("/health?serializable=true"), healthy);
+
+    let mut options = AlarmOptions::new();
+    options.with_member(member);
+    client.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(options.clone())).await.unwrap();
+    let alarmed = (
+        "HTTP/1.1 503 Service Unavailable".to_owned(),
+        r#"{"health":"false","reason":"ALARM NOSPACE"}"#.to_owned(),
+    );
+    assert_eq!(health("/health"), alarmed);
+    assert_eq!(health("/health?serializable=true"), alarmed);
+    assert_eq!(health("/health?exclude=NOSPACE"), healthy);
+    assert_eq!(health("/health?exclude=CORRUPT"), alarmed);
+
+    client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options)).await.unwrap();
+    assert_eq!(health("/health"), healthy);
+}
