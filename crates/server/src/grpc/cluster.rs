@@ -17,7 +17,7 @@ use super::Service;
 
 impl Service {
     /// The current members (removed ones left out).
-    fn members(&self) -> Vec<Member> {
+    pub(super) fn members(&self) -> Vec<Member> {
         let members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         members.values().filter(|member| member.name != crate::members::REMOVED).cloned().collect()
     }

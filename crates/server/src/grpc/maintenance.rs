@@ -4,7 +4,7 @@ use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_api::etcdserverpb::maintenance_server::Maintenance;
 use cairn_api::etcdserverpb::{
     AlarmRequest, AlarmResponse, AlarmType, HashKvRequest, HashKvResponse, InternalRaftRequest,
-    ResponseHeader, StatusRequest, StatusResponse,
+    MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, StatusRequest, StatusResponse,
 };
 
 use crate::apply::Applied;
@@ -53,6 +53,36 @@ impl Maintenance for Service {
             compact_revision: hashed.compact_revision,
             hash_revision: hashed.hash_revision,
         };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    /// etcd's `MoveLeader`: on the leader only, to a voting member, answered once the
+    /// target leads. etcd waits for as long as the client does; Cairn gives up after
+    /// the request timeout with etcd's text for a transfer that took too long.
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.check_maintenance_admin(&request).await?;
+        let target = request.into_inner().target_id;
+        if self.shared.leader_id() != self.shared.member_id {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        if !self.members().iter().any(|member| member.id == target && !member.is_learner) {
+            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+        }
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        while self.shared.leader_id() != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unknown("etcdserver: request timed out, leader transfer took too long"));
+            }
+            // raft-rs gives up a transfer the target does not take within an election
+            // timeout; asking again while the target lags restarts it.
+            self.proposer.transfer_leader(target);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut response = MoveLeaderResponse { header: None };
         self.fill(&mut response.header);
         Ok(Response::new(response))
     }

@@ -318,3 +318,42 @@ async fn concurrent_linearizable_reads_on_followers_never_wait_for_a_retry() {
         assert_eq!(slow.rsplit(' ').next(), Some("0"), "m{n}: {slow}");
     }
 }
+
+/// etcd's `MoveLeader`: the leader hands over to the voter named and answers once it
+/// leads; a follower, an unknown member and a learner are refused as etcd refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_hands_leadership_to_the_member_named() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let target = (leader + 1) % 3;
+    let follower = (leader + 2) % 3;
+    let id = |n: usize| {
+        let cluster = &cluster;
+        async move { cluster.client(n).await.status().await.unwrap().header().unwrap().member_id() }
+    };
+    let target_id = id(target).await;
+
+    let refused = cluster.client(follower).await.move_leader(target_id).await.unwrap_err();
+    assert_eq!(
+        crate::support::status(refused),
+        (tonic::Code::FailedPrecondition, "etcdserver: not leader".to_owned())
+    );
+    let unknown = cluster.client(leader).await.move_leader(0x1234).await.unwrap_err();
+    assert_eq!(
+        crate::support::status(unknown),
+        (tonic::Code::FailedPrecondition, "etcdserver: bad leader transferee".to_owned())
+    );
+
+    cluster.client(leader).await.move_leader(target_id).await.unwrap();
+    // Answered once the target leads: every member agrees on it at once or soon after.
+    let status = cluster.client(target).await.status().await.unwrap();
+    assert_eq!(status.leader(), target_id);
+    assert_eq!(cluster.leader().await, target);
+    // Writes go on under the new leader.
+    let client = cluster.client(follower).await;
+    until_ok("a write after the move", || {
+        let mut client = client.clone();
+        async move { client.put("after-move", "v", None).await }
+    })
+    .await;
+}
