@@ -401,6 +401,42 @@ pub fn hash_kv(
     Ok(hash)
 }
 
+/// What etcd's `HashKV` answers: the hash, the current revision, the compaction
+/// revision (-1 before the first one, as etcd) and the revision hashed (etcd 3.6's
+/// `hash_revision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashKv {
+    /// [`hash_kv`] at `hash_revision`.
+    pub hash: u32,
+    /// The store's current revision.
+    pub revision: i64,
+    /// The compaction revision, -1 before the first compaction.
+    pub compact_revision: i64,
+    /// The revision hashed.
+    pub hash_revision: i64,
+}
+
+/// etcd's `HashByRev` at `revision` (0: the current one), with its errors for a
+/// compacted or a future revision.
+pub fn hash_kv_at(
+    kv: &impl ReadableTable<Position, &'static [u8]>,
+    index: &KeyIndex,
+    revisions: Revisions,
+    revision: i64,
+) -> Result<HashKv, Error> {
+    let compact_revision = if revisions.compacted == 0 { -1 } else { revisions.compacted as i64 };
+    let current = revisions.current as i64;
+    if revision > 0 && revision <= compact_revision {
+        return Err(Error::Compacted);
+    }
+    if revision > current {
+        return Err(Error::FutureRevision);
+    }
+    let at = if revision == 0 { current } else { revision };
+    let hash = hash_kv(kv, index, revisions.compacted, at.max(0) as u64)?;
+    Ok(HashKv { hash, revision: current, compact_revision, hash_revision: at })
+}
+
 /// The key-value tables of a write transaction.
 pub struct Tables<'txn> {
     /// Every change by position.

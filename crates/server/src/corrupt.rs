@@ -9,51 +9,20 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redb::{ReadableDatabase as _, ReadableTable};
+use redb::ReadableDatabase as _;
 use tracing::{info, warn};
 
-use crate::error::Error;
-use crate::storage::mvcc::{KeyIndex, Position, Revisions};
-use crate::storage::{KV, META, StorageError};
+use crate::storage::mvcc::{KeyIndex, Revisions};
+use crate::storage::{KV, META};
 use crate::transport::PeerTls;
 
-/// What `HashKV` answers: the hash, the current revision, and the compaction
-/// revision (-1 before the first one, as etcd).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HashKv {
-    pub(crate) hash: u32,
-    pub(crate) revision: i64,
-    pub(crate) compact_revision: i64,
-    /// The revision hashed (etcd 3.6's `hash_revision`).
-    pub(crate) hash_revision: i64,
-}
-
-/// etcd's `HashByRev` at `revision` (0: the current one), with its errors for a
-/// compacted or a future revision.
-pub(crate) fn hash_kv(
-    kv: &impl ReadableTable<Position, &'static [u8]>,
-    index: &KeyIndex,
-    revisions: Revisions,
-    revision: i64,
-) -> Result<Result<HashKv, Error>, StorageError> {
-    let compact_revision = if revisions.compacted == 0 { -1 } else { revisions.compacted as i64 };
-    let current = revisions.current as i64;
-    if revision > 0 && revision <= compact_revision {
-        return Ok(Err(Error::Compacted));
-    }
-    if revision > current {
-        return Ok(Err(Error::FutureRevision));
-    }
-    let at = if revision == 0 { current } else { revision };
-    let hash = crate::storage::mvcc::hash_kv(kv, index, revisions.compacted, at.max(0) as u64)?;
-    Ok(Ok(HashKv { hash, revision: current, compact_revision, hash_revision: at }))
-}
+pub(crate) use cairn_mvcc::HashKv;
 
 /// This member's hash at its current revision, from its store as it was at start.
 pub(crate) fn local_hash(db: &redb::Database, index: &KeyIndex, member_id: u64) -> anyhow::Result<HashKv> {
     let txn = db.begin_read()?;
     let revisions = Revisions::load(&txn.open_table(META)?)?;
-    hash_kv(&txn.open_table(KV)?, index, revisions, 0)?
+    cairn_mvcc::hash_kv_at(&txn.open_table(KV)?, index, revisions, 0)
         .map_err(|error| anyhow::anyhow!("{member_id:x} failed to fetch hash ({error})"))
 }
 

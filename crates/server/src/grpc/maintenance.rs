@@ -114,8 +114,8 @@ impl Service {
     /// etcd's `HashKV` at `revision` (0: the current one) of this member's store.
     pub(crate) fn hash_kv(&self, revision: i64) -> Result<crate::corrupt::HashKv, Status> {
         let hashed =
-            self.view(|kv, index, revisions| crate::corrupt::hash_kv(kv, index, revisions, revision));
-        Ok(hashed.map_err(Error::from)??)
+            self.view(|kv, index, revisions| Ok(cairn_mvcc::hash_kv_at(kv, index, revisions, revision)));
+        Ok(hashed.map_err(Error::from)?.map_err(Error::from)?)
     }
 
     /// Raises this member's NOSPACE alarm through raft.
