@@ -166,3 +166,57 @@ async fn a_member_whose_data_differs_from_its_peers_refuses_to_start() {
     .await;
     assert_eq!(got.kvs()[0].value(), b"agreed");
 }
+
+/// What an operator checks after a failover or a migration: every member, leader and
+/// followers alike, gives the same HashKV at the same revision, before and after a
+/// compaction and after a member restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_hashes_the_same_across_compaction_and_restart() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let client = cluster.client(leader).await;
+    let mut last = 0;
+    for n in 0..20 {
+        let response = until_ok("a write", || {
+            let mut client = client.clone();
+            async move { client.put(format!("k{}", n % 7), format!("v{n}"), None).await }
+        })
+        .await;
+        last = response.header().unwrap().revision();
+    }
+    // Each member's hash at `revision` once it has applied the compaction at
+    // `compacted` (a follower answers a future revision until it has applied it).
+    let hashes = async |cluster: &Cluster, revision: i64, compacted: i64| {
+        let mut hashes = Vec::new();
+        for n in 0..3 {
+            let client = cluster.client(n).await;
+            let answer = until_ok("HashKV on every member", || {
+                let mut client = client.clone();
+                async move {
+                    let answer = client.hash_kv(revision).await.map_err(|error| error.to_string())?;
+                    if answer.compact_version() == compacted {
+                        Ok(answer)
+                    } else {
+                        Err::<_, String>("not compacted yet".into())
+                    }
+                }
+            })
+            .await;
+            hashes.push((answer.hash(), answer.compact_version()));
+        }
+        hashes
+    };
+    let before = hashes(&cluster, last, -1).await;
+    assert!(before.iter().all(|hash| *hash == before[0]), "{before:?}");
+
+    client.clone().compact(last - 5, None).await.unwrap();
+    let after = hashes(&cluster, last, last - 5).await;
+    assert!(after.iter().all(|hash| *hash == after[0]), "{after:?}");
+    assert_eq!(after[0].1, last - 5);
+    assert_ne!(after[0].0, before[0].0, "a compaction leaves older versions out of the hash");
+
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    cluster.restart(follower);
+    assert_eq!(hashes(&cluster, last, last - 5).await, after);
+}
