@@ -45,6 +45,7 @@ mod info;
 mod password;
 mod perms;
 mod snapshot;
+pub use snapshot::EtcdAuthBuckets;
 mod store;
 mod token;
 

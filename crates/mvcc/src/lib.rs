@@ -43,6 +43,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod backend;
+pub mod bbolt;
 mod feed;
 mod requests;
 mod store;
@@ -76,6 +78,9 @@ pub enum Error {
     /// A read at a revision the store has not reached.
     #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRevision,
+    /// A bbolt file (etcd's backend format) that could not be written or read.
+    #[error("{0}")]
+    Backend(String),
 }
 
 macro_rules! from_redb {

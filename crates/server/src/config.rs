@@ -14,6 +14,10 @@ use tokio::net::TcpListener;
 // etcd lets a later flag override an earlier one of the same name.
 #[command(args_override_self = true)]
 pub(crate) struct Config {
+    /// `cairn snapshot save|status|restore` instead of a server.
+    #[command(subcommand)]
+    pub(crate) command: Option<crate::snapshot_cli::Command>,
+
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub(crate) name: String,
@@ -205,24 +209,10 @@ impl Config {
     /// The initial cluster, name to sorted peer URLs: `--initial-cluster`, or this
     /// member alone with its advertised peer URLs.
     pub(crate) fn initial_members(&self) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
-        let mut members: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
         match &self.initial_cluster {
-            Some(cluster) => {
-                for entry in split_urls(cluster) {
-                    let Some((name, url)) = entry.split_once('=') else {
-                        bail!("--initial-cluster entry {entry:?} is not name=url");
-                    };
-                    members.entry(name.to_owned()).or_default().push(url.to_owned());
-                }
-            }
-            None => {
-                members.insert(self.name.clone(), self.peer_urls());
-            }
+            Some(cluster) => parse_initial_cluster(cluster),
+            None => Ok([(self.name.clone(), self.peer_urls())].into()),
         }
-        for urls in members.values_mut() {
-            urls.sort();
-        }
-        Ok(members)
     }
 
     /// Whether this member joins a running cluster (`--initial-cluster-state=existing`).
@@ -404,6 +394,23 @@ async fn bind(urls: &str) -> anyhow::Result<Vec<(TcpListener, bool)>> {
         }
         Ok(listeners)
     }
+}
+
+/// `--initial-cluster`: name to sorted peer URLs.
+pub(crate) fn parse_initial_cluster(
+    cluster: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let mut members: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for entry in split_urls(cluster) {
+        let Some((name, url)) = entry.split_once('=') else {
+            bail!("--initial-cluster entry {entry:?} is not name=url");
+        };
+        members.entry(name.to_owned()).or_default().push(url.to_owned());
+    }
+    for urls in members.values_mut() {
+        urls.sort();
+    }
+    Ok(members)
 }
 
 fn split_urls(urls: &str) -> impl Iterator<Item = &str> {

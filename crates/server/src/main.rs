@@ -19,6 +19,7 @@ mod lease;
 mod members;
 mod metrics;
 mod node;
+mod snapshot_cli;
 mod storage;
 mod tls;
 mod transport;
@@ -54,7 +55,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn start() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    if let Some(command) = config.command.take() {
+        return snapshot_cli::run(command);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

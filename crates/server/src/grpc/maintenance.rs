@@ -1,11 +1,19 @@
-//! `etcdserverpb.Maintenance`: `Status`, alarms and `HashKV`.
+//! `etcdserverpb.Maintenance`: `Status`, alarms, `HashKV`, `MoveLeader` and
+//! `Snapshot`.
 
 use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_api::etcdserverpb::maintenance_server::Maintenance;
 use cairn_api::etcdserverpb::{
     AlarmRequest, AlarmResponse, AlarmType, HashKvRequest, HashKvResponse, InternalRaftRequest,
-    MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, StatusRequest, StatusResponse,
+    MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
+use std::io::{Read, Seek};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use sha2::{Digest, Sha256};
 
 use crate::apply::Applied;
 use crate::error::Error;
@@ -17,8 +25,35 @@ use super::Service;
 /// The etcd version Cairn answers as: the API it implements.
 pub(crate) const ETCD_VERSION: &str = "3.5.0";
 
+/// etcd's chunk of a snapshot stream.
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl Maintenance for Service {
+    /// etcd's `Snapshot`: the state machine as one read transaction sees it, as an etcd
+    /// backend file (bbolt) streamed in 32 KiB blobs with the bytes still to come, then
+    /// one last blob with the SHA-256 of the file. The file is built in an unnamed
+    /// temporary file beside the database, so memory stays bounded and neither writes
+    /// nor the raft loop wait for it.
+    async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        self.check_maintenance_admin(&request).await?;
+        let db = Arc::clone(&self.db);
+        let dir = self.config.data_file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = send_snapshot(&db, &dir, &sender) {
+                tracing::warn!(%error, "sending a snapshot failed");
+                let _ = sender.blocking_send(Err(Status::unknown(error)));
+            }
+        });
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
@@ -154,4 +189,35 @@ impl Service {
     fn db_size(&self) -> i64 {
         self.config.data_file.metadata().map(|metadata| metadata.len() as i64).unwrap_or_default()
     }
+}
+
+/// Writes the snapshot file and sends it through `sender`; stops early, without an
+/// error, once the client has gone.
+fn send_snapshot(
+    db: &redb::Database,
+    dir: &std::path::Path,
+    sender: &tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
+) -> Result<(), String> {
+    let file =
+        tempfile::tempfile_in(dir).map_err(|error| format!("cannot create a snapshot file: {error}"))?;
+    let (mut file, total) = crate::storage::backup::write(db, file).map_err(|error| error.to_string())?;
+    file.rewind().map_err(|error| error.to_string())?;
+    let mut hasher = Sha256::new();
+    let mut sent = 0u64;
+    let mut buffer = vec![0u8; SNAPSHOT_CHUNK];
+    while sent < total {
+        let n = (total - sent).min(SNAPSHOT_CHUNK as u64) as usize;
+        file.read_exact(&mut buffer[..n]).map_err(|error| error.to_string())?;
+        hasher.update(&buffer[..n]);
+        sent += n as u64;
+        let blob = buffer[..n].to_vec();
+        let response =
+            SnapshotResponse { remaining_bytes: total - sent, blob, ..SnapshotResponse::default() };
+        if sender.blocking_send(Ok(response)).is_err() {
+            return Ok(());
+        }
+    }
+    let hash = SnapshotResponse { blob: hasher.finalize().to_vec(), ..SnapshotResponse::default() };
+    let _ = sender.blocking_send(Ok(hash));
+    Ok(())
 }

@@ -12,6 +12,7 @@ mod maintenance;
 mod watch;
 
 pub(crate) use lease::PeerLeases;
+pub(crate) use maintenance::ETCD_VERSION;
 
 use std::future::Future;
 use std::sync::Arc;

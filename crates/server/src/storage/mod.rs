@@ -7,6 +7,7 @@
 //! crash loses the state since the last durable commit, and a restart replays its
 //! entries from the log, so no entry is applied twice or skipped.
 
+pub(crate) mod backup;
 pub(crate) mod raft_log;
 pub(crate) mod snapshot;
 

@@ -10,6 +10,7 @@ mod t40_etcdctl;
 mod t50_crash;
 mod t60_observability;
 mod t65_maintenance;
+mod t66_backup;
 mod t70_auth;
 mod t80_leases_and_watches;
 mod t90_watch_scale;

@@ -361,8 +361,18 @@ impl Cluster {
     /// A new cluster with this one's names, flags and ports, its data in a new
     /// directory. Every member of this one must be stopped first.
     pub(crate) fn twin(&self) -> Self {
+        self.twin_from(|_, _| {})
+    }
+
+    /// Like [`Cluster::twin`], with member `n`'s data dir first made by
+    /// `prepare(n, data_dir)` (a restored backup).
+    pub(crate) fn twin_from(&self, prepare: impl Fn(usize, &Path)) -> Self {
         assert!(self.members.iter().all(Option::is_none), "stop every member first");
-        Self::launch(tempfile::tempdir().unwrap(), self.client_addrs.clone(), self.args.clone())
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..self.args.len() {
+            prepare(n, &dir.path().join(format!("m{n}")));
+        }
+        Self::launch(dir, self.client_addrs.clone(), self.args.clone())
     }
 
     /// The flags member `n` runs with, after `--data-dir` and its client URLs.

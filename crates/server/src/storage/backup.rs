@@ -1,0 +1,215 @@
+//! Backups in etcd's backend format: the state machine as a bbolt file with etcd's
+//! buckets, which `etcdctl snapshot status/restore` and `etcdutl` read, and the
+//! reverse, an etcd backend (or a Cairn backup) read into a Cairn state machine.
+//!
+//! Buckets: `key` (every change, from `cairn-mvcc`), `meta` (`consistent_index`, the
+//! compaction revisions), `lease` (ID to `leasepb.Lease`), `auth`, `authUsers`,
+//! `authRoles` (from `cairn-auth`), `alarm` (marshalled `AlarmMember`), `cluster`
+//! (`clusterVersion`), `members` and `members_removed` (ID in hex to etcd's member
+//! JSON). A restore keeps keys, revisions, leases, auth and alarms; the membership
+//! comes from the new cluster's flags, as with etcd.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+
+use cairn_api::etcdserverpb::{AlarmMember, Member};
+use cairn_auth::EtcdAuthBuckets;
+use cairn_mvcc::backend::{self as etcd, META_BUCKET};
+use cairn_mvcc::bbolt::{BoltError, BoltReader, BoltWriter};
+use prost::Message;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+
+use super::mvcc::Revisions;
+use super::{ALARMS, AUTH, KV, LEASES, MEMBERS, META, StorageError};
+
+/// etcd's `leasepb.Lease`.
+#[derive(Clone, PartialEq, Message)]
+struct LeasePb {
+    #[prost(int64, tag = "1")]
+    id: i64,
+    #[prost(int64, tag = "2")]
+    ttl: i64,
+    #[prost(int64, tag = "3")]
+    remaining_ttl: i64,
+}
+
+impl From<BoltError> for StorageError {
+    fn from(error: BoltError) -> Self {
+        Self::Redb(error.to_string())
+    }
+}
+
+fn put_all<F: Write + Seek>(
+    writer: &mut BoltWriter<F>,
+    name: &str,
+    mut entries: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), BoltError> {
+    entries.sort();
+    let mut bucket = writer.bucket(name.as_bytes());
+    for (key, value) in &entries {
+        bucket.put(key, value)?;
+    }
+    bucket.finish()
+}
+
+/// etcd's JSON for a member (`membership.Member`): ID, peer URLs, then the learner
+/// flag, name and client URLs when set.
+fn member_json(member: &Member) -> Vec<u8> {
+    let mut json = serde_json::Map::new();
+    json.insert("id".into(), member.id.into());
+    json.insert("peerURLs".into(), member.peer_ur_ls.clone().into());
+    if member.is_learner {
+        json.insert("isLearner".into(), true.into());
+    }
+    if !member.name.is_empty() {
+        json.insert("name".into(), member.name.clone().into());
+    }
+    if !member.client_ur_ls.is_empty() {
+        json.insert("clientURLs".into(), member.client_ur_ls.clone().into());
+    }
+    serde_json::Value::Object(json).to_string().into_bytes()
+}
+
+/// Writes the state machine, as one read transaction of `db` sees it, to `file` as
+/// an etcd backend, giving back the file (flushed, not synced) and its size.
+pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64), StorageError> {
+    let txn = db.begin_read()?;
+    let mut writer = BoltWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+
+    let mut alarms = Vec::new();
+    for entry in txn.open_table(ALARMS)?.iter()? {
+        let (member_id, alarm) = entry?.0.value();
+        alarms.push((AlarmMember { member_id, alarm }.encode_to_vec(), Vec::new()));
+    }
+    put_all(&mut writer, "alarm", alarms)?;
+
+    let auth = match txn.open_table(AUTH)?.get("store")? {
+        Some(bytes) => bytes.value().to_vec(),
+        None => cairn_auth::AuthStore::new().snapshot(),
+    };
+    let auth = EtcdAuthBuckets::from_snapshot(&auth).map_err(|_| StorageError::Corrupt("auth store"))?;
+    put_all(
+        &mut writer,
+        "auth",
+        vec![
+            (b"authEnabled".to_vec(), vec![u8::from(auth.enabled)]),
+            (b"authRevision".to_vec(), auth.revision.to_be_bytes().to_vec()),
+        ],
+    )?;
+    put_all(&mut writer, "authUsers", auth.users)?;
+    put_all(&mut writer, "authRoles", auth.roles)?;
+    put_all(
+        &mut writer,
+        "cluster",
+        vec![(b"clusterVersion".to_vec(), crate::grpc::ETCD_VERSION.as_bytes().to_vec())],
+    )?;
+
+    etcd::write_key_bucket(&mut writer, &txn.open_table(KV)?)?;
+
+    let mut leases = Vec::new();
+    for entry in txn.open_table(LEASES)?.iter()? {
+        let (id, ttls) = entry?;
+        let (ttl, remaining) = ttls.value();
+        // etcd keeps a remainder only once a checkpoint set one.
+        let remaining_ttl = if remaining < ttl { remaining } else { 0 };
+        let lease = LeasePb { id: id.value(), ttl, remaining_ttl };
+        leases.push((id.value().to_be_bytes().to_vec(), lease.encode_to_vec()));
+    }
+    put_all(&mut writer, "lease", leases)?;
+
+    let (mut members, mut removed) = (Vec::new(), Vec::new());
+    for entry in txn.open_table(MEMBERS)?.iter()? {
+        let (id, bytes) = entry?;
+        let member = Member::decode(bytes.value()).map_err(|_| StorageError::Corrupt("member"))?;
+        let key = format!("{:x}", id.value()).into_bytes();
+        if member.name == crate::members::REMOVED {
+            removed.push((key, b"removed".to_vec()));
+        } else {
+            members.push((key, member_json(&member)));
+        }
+    }
+    put_all(&mut writer, "members", members)?;
+    put_all(&mut writer, "members_removed", removed)?;
+
+    let meta_table = txn.open_table(META)?;
+    let revisions = Revisions::load(&meta_table)?;
+    let applied = meta_table.get("applied_index")?.map_or(0, |v| v.value());
+    let mut meta = vec![(b"consistent_index".to_vec(), applied.to_be_bytes().to_vec())];
+    if revisions.compacted > 0 {
+        let compacted = etcd::compact_revision_value(revisions.compacted);
+        meta.push((etcd::SCHEDULED_COMPACT.to_vec(), compacted.clone()));
+        meta.push((etcd::FINISHED_COMPACT.to_vec(), compacted));
+    }
+    put_all(&mut writer, std::str::from_utf8(META_BUCKET).unwrap_or("meta"), meta)?;
+
+    let mut file = writer.finish()?.into_inner().map_err(|error| StorageError::Redb(error.to_string()))?;
+    let size = file.stream_position().map_err(|error| StorageError::Redb(error.to_string()))?;
+    Ok((file, size))
+}
+
+/// What a restore read from a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Restored {
+    /// The store's revisions.
+    pub(crate) revisions: Revisions,
+    /// How many changes of keys it holds.
+    pub(crate) changes: u64,
+    /// How many leases.
+    pub(crate) leases: u64,
+}
+
+/// Replaces the keys, leases, auth store and alarms in `txn` with the backup read by
+/// `reader`; the membership and the applied index are the caller's.
+pub(crate) fn restore(reader: &BoltReader, txn: &WriteTransaction) -> Result<Restored, StorageError> {
+    let mut kv = txn.open_table(KV)?;
+    kv.retain(|_, _| false)?;
+    let highest = etcd::read_key_bucket(reader, &mut kv)?;
+    let changes = kv.len()?;
+    let compacted = etcd::read_compact_revision(reader)?;
+    let revisions = Revisions { current: highest.max(compacted).max(1), compacted };
+    revisions.save(&mut txn.open_table(META)?)?;
+
+    let mut leases = txn.open_table(LEASES)?;
+    leases.retain(|_, _| false)?;
+    reader.for_each(b"lease", |_, value| {
+        let lease =
+            LeasePb::decode(value).map_err(|_| StorageError::Corrupt("leasepb.Lease in the lease bucket"))?;
+        let remaining = if lease.remaining_ttl > 0 { lease.remaining_ttl } else { lease.ttl };
+        leases.insert(lease.id, (lease.ttl, remaining))?;
+        Ok::<_, StorageError>(())
+    })?;
+    let lease_count = leases.len()?;
+
+    let mut auth = EtcdAuthBuckets { revision: 1, ..EtcdAuthBuckets::default() };
+    reader.for_each(b"auth", |key, value| {
+        match key {
+            b"authEnabled" => auth.enabled = value == [1],
+            b"authRevision" => {
+                let bytes = value.try_into().map_err(|_| StorageError::Corrupt("authRevision"))?;
+                auth.revision = u64::from_be_bytes(bytes);
+            }
+            _ => {}
+        }
+        Ok::<_, StorageError>(())
+    })?;
+    for (bucket, entries) in [(b"authUsers".as_slice(), &mut auth.users), (b"authRoles", &mut auth.roles)] {
+        reader.for_each(bucket, |key, value| {
+            entries.push((key.to_vec(), value.to_vec()));
+            Ok::<_, StorageError>(())
+        })?;
+    }
+    let auth = auth.to_snapshot().map_err(|_| StorageError::Corrupt("auth buckets"))?;
+    let mut table = txn.open_table(AUTH)?;
+    table.retain(|_, _| false)?;
+    table.insert("store", auth.as_slice())?;
+
+    let mut alarms = txn.open_table(ALARMS)?;
+    alarms.retain(|_, _| false)?;
+    reader.for_each(b"alarm", |key, _| {
+        let alarm =
+            AlarmMember::decode(key).map_err(|_| StorageError::Corrupt("AlarmMember in the alarm bucket"))?;
+        alarms.insert((alarm.member_id, alarm.alarm), ())?;
+        Ok::<_, StorageError>(())
+    })?;
+    Ok(Restored { revisions, changes, leases: lease_count })
+}
