@@ -441,12 +441,7 @@ impl BoltReader {
     }
 
     /// Calls `visit` with each leaf element of the tree at `page`, in key order.
-    fn walk<E: From<BoltError>>(
-        &self,
-        page: &[u8],
-        depth: usize,
-        visit: &mut Visit<'_, E>,
-    ) -> Result<(), E> {
+    fn walk<E: From<BoltError>>(&self, page: &[u8], depth: usize, visit: &mut Visit<'_, E>) -> Result<(), E> {
         if depth > MAX_DEPTH {
             return Err(invalid("a tree deeper than any real one (a cycle of pages)").into());
         }

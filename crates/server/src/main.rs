@@ -82,7 +82,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(name = %config.name, data_dir = %data_dir.display(), "starting cairn");
     // First, so that every instrument created below is live.
     let registry = metrics::install()?;
-    let db = Arc::new(storage::open(&data_dir).context("cannot open the database")?);
+    let store = Arc::new(storage::Store::open(&data_dir).context("cannot open the database")?);
+    let db = store.get();
 
     let initial = config.initial_members()?;
     let token = &config.initial_cluster_token;
@@ -196,7 +197,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         min_lease_ttl: lease::min_ttl(config.election_timeout()),
     };
     let node = node::start(
-        Arc::clone(&db),
+        Arc::clone(&store),
         node_config,
         node::StateHandles {
             wait: wait.clone(),
@@ -210,7 +211,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .context("cannot start raft")?;
     let data_file = data_dir.join("member").join("cairn.redb");
-    metrics::observe_node(&metrics::meter(), &node.shared, data_file.clone());
+    metrics::observe_node(&metrics::meter(), &node.shared, data_file);
 
     let mut gate_config = cairn_proposal::Config::with_election_timeout(config.election_timeout());
     gate_config.max_request_bytes = config.max_request_bytes;
@@ -230,7 +231,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         gate,
         proposer: node.proposer.clone(),
         shared: Arc::clone(&node.shared),
-        db: Arc::clone(&db),
+        db: Arc::clone(&store),
         index,
         auth,
         lessor,
@@ -245,7 +246,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
             strict_reconfig_check: config.strict_reconfig_check,
             watch_progress_notify_interval: config.watch_progress_notify_interval()?,
             leader_loss_grace: config.election_timeout() / 2,
-            data_file,
         },
     });
 

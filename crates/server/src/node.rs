@@ -18,7 +18,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
 use raft::storage::MemStorage;
 use raft::{RawNode, Storage as _};
-use redb::{Database, Durability, ReadableDatabase};
+use redb::Durability;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -28,7 +28,7 @@ use crate::auth::{self, SharedAuth};
 use crate::error::Error;
 use crate::lease::{self, SharedLessor};
 use crate::storage::mvcc::{self, KeyIndex, Revisions, SharedIndex};
-use crate::storage::{LEASES, META, StorageError, raft_log, snapshot};
+use crate::storage::{LEASES, META, StorageError, Store, raft_log, snapshot};
 use crate::transport::Transport;
 use crate::watch::Hub;
 use cairn_wal::Wal;
@@ -147,6 +147,11 @@ pub(crate) enum Command {
     TransferLeader(u64),
     /// On the leader: how far member `id`'s log matches, and the leader's own.
     Progress(u64, oneshot::Sender<Option<(u64, u64)>>),
+    /// Put a defragmented copy of the database in place, between two applies.
+    Defragment(
+        crate::storage::defrag::Copy,
+        oneshot::Sender<Result<crate::storage::defrag::Outcome, String>>,
+    ),
     /// Finish the current step and stop.
     Stop,
 }
@@ -181,6 +186,19 @@ impl RaftProposer {
         let (reply, progress) = oneshot::channel();
         self.commands.send(Command::Progress(id, reply)).ok()?;
         progress.await.ok().flatten()
+    }
+
+    /// Puts a defragmented copy in place of the database, on the raft thread so that
+    /// no write happens meanwhile.
+    pub(crate) async fn defragment(
+        &self,
+        copy: crate::storage::defrag::Copy,
+    ) -> Result<crate::storage::defrag::Outcome, String> {
+        let (reply, done) = oneshot::channel();
+        self.commands
+            .send(Command::Defragment(copy, reply))
+            .map_err(|_| "etcdserver: server stopped".to_owned())?;
+        done.await.map_err(|_| "etcdserver: server stopped".to_owned())?
     }
 
     /// Asks raft to hand leadership to `to`.
@@ -256,14 +274,14 @@ pub(crate) struct StateHandles {
 
 /// Recovers or bootstraps the node from `db` and starts its thread.
 pub(crate) fn start(
-    db: Arc<Database>,
+    db: Arc<Store>,
     config: NodeConfig,
     handles: StateHandles,
     transport: Option<Arc<Transport>>,
 ) -> Result<Node, StorageError> {
     let StateHandles { wait, auth, lessor, index, hub, alarms } = handles;
     let (mut wal, recovered) = Wal::open(&config.wal_dir)?;
-    let (storage, fresh) = match raft_log::recover(&db, &mut wal, recovered)? {
+    let (storage, fresh) = match raft_log::recover(&db.get(), &mut wal, recovered)? {
         Some(storage) => (storage, false),
         None => {
             let storage = MemStorage::new_with_conf_state((config.voters.clone(), vec![]));
@@ -330,7 +348,7 @@ pub(crate) fn start(
         slow_read_indexes: AtomicU64::new(0),
         applied_wait: IndexWait::starting_at(applied),
         voters: Mutex::new(initial.conf_state.voters.clone()),
-        members: Mutex::new(crate::members::load(&db)?),
+        members: Mutex::new(crate::members::load(&db.get())?),
         removed: Arc::clone(&config.removed),
         leaderless_since: tokio::sync::watch::Sender::new(Some(Instant::now())),
         transport: transport.clone(),
@@ -385,7 +403,7 @@ pub(crate) fn start(
 /// raft-rs's in-memory log, with snapshots that carry the state machine from disk.
 struct SnapshotStorage {
     log: MemStorage,
-    db: Arc<Database>,
+    db: Arc<Store>,
 }
 
 impl raft::Storage for SnapshotStorage {
@@ -417,7 +435,7 @@ impl raft::Storage for SnapshotStorage {
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
         let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
-        let (index, data) = snapshot::take(&self.db).map_err(|error| {
+        let (index, data) = snapshot::take(&self.db.get()).map_err(|error| {
             error!(%error, "cannot take a snapshot");
             unavailable()
         })?;
@@ -442,7 +460,7 @@ struct Runner {
     /// When the applied state was last committed durably.
     last_durable: std::time::Instant,
     transport: Option<Arc<Transport>>,
-    db: Arc<Database>,
+    db: Arc<Store>,
     shared: Arc<Shared>,
     wait: Wait<ApplyResult>,
     applier: Applier,
@@ -536,6 +554,11 @@ impl Runner {
                 if let Err(error) = self.node.step(message) {
                     tracing::debug!(%error, "raft refused a message");
                 }
+            }
+            Command::Defragment(copy, reply) => {
+                let outcome =
+                    crate::storage::defrag::finish(&self.db, copy).map_err(|error| error.to_string());
+                let _ = reply.send(outcome);
             }
             Command::Stop => return true,
         }
@@ -1053,12 +1076,12 @@ impl Runner {
         drop(read);
         restored.restored_at(self.applier.revisions);
         *key_index = restored;
-        *lease::lock(&self.lessor) = lease::load(&self.db, &key_index)?;
+        *lease::lock(&self.lessor) = lease::load(&self.db.get(), &key_index)?;
         drop(key_index);
         let tokens = Arc::clone(auth::read(&self.auth).tokens());
-        *auth::write(&self.auth) = auth::load(&self.db, tokens)?;
+        *auth::write(&self.auth) = auth::load(&self.db.get(), tokens)?;
         // The membership too: the registry, the voters and who the transport sends to.
-        let restored_members = crate::members::load(&self.db)?;
+        let restored_members = crate::members::load(&self.db.get())?;
         if let Some(transport) = &self.transport {
             // Every sender starts again, so that peer URLs changed since (a member
             // update the snapshot holds) take effect.
@@ -1074,7 +1097,7 @@ impl Runner {
             self.shared.removed.notify_one();
         }
         *self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = restored_members;
-        *crate::alarms::lock(&self.alarms) = crate::alarms::load(&self.db)?;
+        *crate::alarms::lock(&self.alarms) = crate::alarms::load(&self.db.get())?;
         *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             self.storage.initial_state().map_err(raft_error)?.conf_state.voters;
         self.applied = index;

@@ -4,13 +4,12 @@
 use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_api::etcdserverpb::maintenance_server::Maintenance;
 use cairn_api::etcdserverpb::{
-    AlarmRequest, AlarmResponse, AlarmType, HashKvRequest, HashKvResponse, InternalRaftRequest,
-    MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, InternalRaftRequest, MoveLeaderRequest, MoveLeaderResponse, ResponseHeader,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use std::io::{Read, Seek};
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::Stream;
 use sha2::{Digest, Sha256};
@@ -39,8 +38,8 @@ impl Maintenance for Service {
     /// nor the raft loop wait for it.
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
         self.check_maintenance_admin(&request).await?;
-        let db = Arc::clone(&self.db);
-        let dir = self.config.data_file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let db = self.db.get();
+        let dir = self.db.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             if let Err(error) = send_snapshot(&db, &dir, &sender) {
@@ -88,6 +87,36 @@ impl Maintenance for Service {
             compact_revision: hashed.compact_revision,
             hash_revision: hashed.hash_revision,
         };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    /// etcd's `Defragment`, on this member alone: the database rewritten into a
+    /// compact file (see `storage::defrag`). Reads never wait for it; writes wait only
+    /// for its last step, which copies what was written while the rest was copied.
+    async fn defragment(
+        &self,
+        request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        self.check_maintenance_admin(&request).await?;
+        let _one_at_a_time = self.db.defragmenting.lock().await;
+        let store = std::sync::Arc::clone(&self.db);
+        let copy = tokio::task::spawn_blocking(move || crate::storage::defrag::copy(&store))
+            .await
+            .map_err(|error| Status::internal(error.to_string()))?;
+        let copy = copy.map_err(|error| {
+            let _ = std::fs::remove_file(crate::storage::defrag::copy_path(self.db.path()));
+            Status::unknown(error.to_string())
+        })?;
+        let outcome = self.proposer.defragment(copy).await.map_err(Status::unknown)?;
+        tracing::info!(
+            size_before = outcome.size_before,
+            size_after = outcome.size_after,
+            writes_blocked_ms = outcome.blocked.as_millis() as u64,
+            took_ms = outcome.took.as_millis() as u64,
+            "defragmented"
+        );
+        let mut response = DefragmentResponse { header: None };
         self.fill(&mut response.header);
         Ok(Response::new(response))
     }
@@ -187,7 +216,7 @@ impl Service {
     }
 
     fn db_size(&self) -> i64 {
-        self.config.data_file.metadata().map(|metadata| metadata.len() as i64).unwrap_or_default()
+        self.db.size() as i64
     }
 }
 

@@ -5,6 +5,7 @@
 //! methods until their issues land (watch and lease, auth, membership changes).
 
 mod auth;
+mod authority;
 mod cluster;
 mod kv;
 mod lease;
@@ -27,9 +28,9 @@ use cairn_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_api::etcdserverpb::watch_server::WatchServer;
 use cairn_api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
 use cairn_proposal::Gate;
-use futures::FutureExt;
+use futures::{FutureExt, TryStreamExt};
 use prost::Message as _;
-use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use redb::ReadOnlyTable;
 use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::codegen::http;
@@ -112,8 +113,6 @@ pub(crate) struct ServiceConfig {
     /// How long this member may be without a leader before streams that asked for
     /// one are ended.
     pub(crate) leader_loss_grace: Duration,
-    /// The database file, whose size `Status` reports.
-    pub(crate) data_file: std::path::PathBuf,
 }
 
 /// The state every service shares.
@@ -127,7 +126,7 @@ pub(crate) struct Inner {
     pub(crate) gate: ServerGate,
     pub(crate) proposer: RaftProposer,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: Arc<crate::storage::Store>,
     pub(crate) index: SharedIndex,
     pub(crate) auth: SharedAuth,
     pub(crate) lessor: SharedLessor,
@@ -516,7 +515,7 @@ pub(crate) async fn serve(
         let server_shutdown = shutdown.clone();
         if is_tls {
             let config = tls.clone().context("an https listener needs TLS configuration")?;
-            let incoming = crate::tls::accept(listener, config);
+            let incoming = crate::tls::accept(listener, config).map_ok(authority::AuthorityFix::new);
             servers.spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, server_shutdown)
@@ -525,7 +524,7 @@ pub(crate) async fn serve(
             });
             info!(address = %addr, "serving client traffic securely");
         } else {
-            let incoming = plain_incoming(listener);
+            let incoming = plain_incoming(listener).map_ok(authority::AuthorityFix::new);
             servers.spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, server_shutdown)

@@ -8,12 +8,14 @@
 //! entries from the log, so no entry is applied twice or skipped.
 
 pub(crate) mod backup;
+pub(crate) mod defrag;
 pub(crate) mod raft_log;
 pub(crate) mod snapshot;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadTransaction, TableDefinition, WriteTransaction};
 
 pub(crate) use cairn_mvcc as mvcc;
 pub(crate) use cairn_mvcc::{KV, META};
@@ -81,11 +83,69 @@ from_redb!(
     redb::SetDurabilityError
 );
 
+/// The state machine's database, which a defragmentation replaces as a whole: every
+/// user takes the current one for each transaction, and a transaction begun on the old
+/// one finishes there.
+pub(crate) struct Store {
+    current: RwLock<Arc<Database>>,
+    path: PathBuf,
+    /// Held through a defragmentation: one at a time.
+    pub(crate) defragmenting: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `data_dir`, with every table present.
+    pub(crate) fn open(data_dir: &Path) -> Result<Self, StorageError> {
+        let path = data_dir.join("member").join(DB_FILE);
+        // A defragmentation that stopped before its rename left a copy that was never used.
+        let _ = std::fs::remove_file(defrag::copy_path(&path));
+        let db = open(data_dir)?;
+        Ok(Self { current: RwLock::new(Arc::new(db)), path, defragmenting: tokio::sync::Mutex::new(()) })
+    }
+
+    /// The current database.
+    pub(crate) fn get(&self) -> Arc<Database> {
+        Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Makes `db` the current database.
+    pub(crate) fn replace(&self, db: Database) {
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(db);
+    }
+
+    /// The database file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The size of the database file, as etcd reports its backend's.
+    pub(crate) fn size(&self) -> u64 {
+        self.path.metadata().map(|metadata| metadata.len()).unwrap_or_default()
+    }
+
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        redb::ReadableDatabase::begin_read(&*self.get())
+    }
+
+    pub(crate) fn begin_write(&self) -> Result<WriteTransaction, redb::TransactionError> {
+        self.get().begin_write()
+    }
+}
+
+/// The database file in `member/`.
+pub(crate) const DB_FILE: &str = "cairn.redb";
+
 /// Opens (or creates) the database in `data_dir`, with every table present.
 pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
     let member = data_dir.join("member");
     std::fs::create_dir_all(&member).map_err(|error| StorageError::Redb(error.to_string()))?;
-    let db = Database::create(member.join("cairn.redb"))?;
+    let db = Database::create(member.join(DB_FILE))?;
+    create_tables(&db)?;
+    Ok(db)
+}
+
+/// Creates every table that `db` lacks.
+pub(crate) fn create_tables(db: &Database) -> Result<(), StorageError> {
     let txn = db.begin_write()?;
     txn.open_table(RAFT_STATE)?;
     txn.open_table(KV)?;
@@ -95,5 +155,5 @@ pub(crate) fn open(data_dir: &Path) -> Result<Database, StorageError> {
     txn.open_table(MEMBERS)?;
     txn.open_table(ALARMS)?;
     txn.commit()?;
-    Ok(db)
+    Ok(())
 }

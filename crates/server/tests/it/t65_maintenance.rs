@@ -220,3 +220,81 @@ async fn every_member_hashes_the_same_across_compaction_and_restart() {
     cluster.restart(follower);
     assert_eq!(hashes(&cluster, last, last - 5).await, after);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defragment_gives_space_back_and_loses_no_write_made_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut client = cairn.client().await;
+    // 300 versions of 30 keys, 10 KB each: about 3 MB of history.
+    for i in 0..300 {
+        client.put(format!("key{}", i % 30), vec![b'a' + (i % 26) as u8; 10_000], None).await.unwrap();
+    }
+    let revision = client.get("key0", None).await.unwrap().header().unwrap().revision();
+    client.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    let before = client.status().await.unwrap().db_size();
+    let marked = client.put("marker", "1", None).await.unwrap().header().unwrap().revision();
+    let hash = client.hash_kv(marked).await.unwrap().hash();
+
+    // Writes and reads go on while it runs; every acknowledged one must survive.
+    let writer = {
+        let mut client = cairn.client().await;
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..200 {
+                client.put(format!("during/{i:03}"), "x", None).await.unwrap();
+                assert!(!client.get("key1", None).await.unwrap().kvs().is_empty());
+                acknowledged.push(format!("during/{i:03}"));
+            }
+            acknowledged
+        })
+    };
+    client.defragment().await.unwrap();
+    let acknowledged = writer.await.unwrap();
+    let after = client.status().await.unwrap().db_size();
+    assert!(after * 3 < before, "defragment shrank the file from {before} to only {after}");
+    let during = client.get("during/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    let keys: Vec<String> = during.kvs().iter().map(|kv| kv.key_str().unwrap().to_owned()).collect();
+    assert_eq!(keys, acknowledged);
+    // The history up to the marker hashes as before, also after a SIGKILL.
+    assert_eq!(client.hash_kv(marked).await.unwrap().hash(), hash);
+    let cairn = cairn.kill_and_restart();
+    let mut client = cairn.client().await;
+    assert_eq!(client.hash_kv(marked).await.unwrap().hash(), hash);
+    let during = client.get("during/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(during.count(), 200);
+    assert!(client.status().await.unwrap().db_size() < before / 3);
+}
+
+/// etcd 3.4's `etcdctl` sends the whole endpoint URL as `:authority` when it talks to
+/// one endpoint; etcd accepts that, and so does Cairn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_with_a_scheme_in_its_endpoint_runs_every_per_member_command() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let endpoint = cluster.endpoint(leader);
+    let mut client = cluster.client(leader).await;
+    client.put("a", "1", None).await.unwrap();
+    let leader_id = client.status().await.unwrap().header().unwrap().member_id();
+    let ctl = |args: &[&str]| {
+        let output = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .args(args)
+            .output()
+            .unwrap();
+        crate::support::stdout(&output)
+    };
+    assert!(ctl(&["endpoint", "status"]).contains(&format!("{endpoint}, {:x}", leader_id)));
+    assert!(ctl(&["endpoint", "hashkv"]).starts_with(&format!("{endpoint}, ")));
+    assert_eq!(ctl(&["defrag"]).trim(), format!("Finished defragmenting etcd member[{endpoint}]"));
+    let follower =
+        cluster.members.iter().flatten().map(|m| m.addr).find(|a| format!("http://{a}") != endpoint);
+    let target = {
+        let mut follower_client =
+            etcd_client::Client::connect([format!("http://{}", follower.unwrap())], None).await.unwrap();
+        follower_client.status().await.unwrap().header().unwrap().member_id()
+    };
+    let moved = ctl(&["move-leader", &format!("{target:x}")]);
+    assert_eq!(moved.trim(), format!("Leadership transferred from {:x} to {target:x}", leader_id));
+}

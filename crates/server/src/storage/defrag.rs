@@ -1,0 +1,281 @@
+//! Defragmentation (etcd's `Defragment`): the database rewritten into a fresh,
+//! compact file that takes the old one's place.
+//!
+//! redb reuses the pages a compaction frees but never gives them back to the file
+//! system, so the file only grows. A rewrite copies every table, in key order, into a
+//! new file beside it, in two steps:
+//!
+//! 1. [`copy`], on any thread: everything one read transaction sees, in batches, while
+//!    reads and writes go on against the old file.
+//! 2. [`finish`], on the apply thread between two applies, so that no write happens
+//!    meanwhile: the changes made since step 1 (new revisions of `kv`, rows a
+//!    compaction dropped, and the small tables whole), then a durable commit, a rename
+//!    over the old file and a sync of the directory. Only this step holds up writes;
+//!    reads never wait: a read that began on the old file finishes there.
+//!
+//! A crash before the rename leaves the old file in place and a stray copy, which the
+//! next start deletes; after it, the new file is complete and durable.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::mvcc::Revisions;
+use super::{ALARMS, AUTH, KV, LEASES, MEMBERS, META, RAFT_STATE, StorageError, Store};
+
+/// Rows of `kv` per commit while copying (etcd's defrag commits every 10,000 keys).
+const BATCH: usize = 10_000;
+
+/// Where the copy is built, beside the database file.
+pub(crate) fn copy_path(path: &Path) -> PathBuf {
+    path.with_extension("redb.defrag")
+}
+
+/// A copy of the database as of one read transaction, not yet in place.
+pub(crate) struct Copy {
+    db: Database,
+    path: PathBuf,
+    /// The store revisions the copy has.
+    revisions: Revisions,
+    /// The `restored` record of `raft_state` the copy has: if it differs at the end,
+    /// a snapshot from the leader replaced the state meanwhile.
+    restored: Option<Vec<u8>>,
+    started: Instant,
+    pub(crate) size_before: u64,
+}
+
+fn restored_record(txn: &ReadTransaction) -> Result<Option<Vec<u8>>, StorageError> {
+    Ok(txn.open_table(RAFT_STATE)?.get("restored")?.map(|value| value.value().to_vec()))
+}
+
+/// Replaces table `table` of `to` with `from`'s.
+fn copy_whole<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &ReadTransaction,
+    to: &redb::WriteTransaction,
+    table: TableDefinition<'_, K, V>,
+) -> Result<(), StorageError> {
+    let source = from.open_table(table)?;
+    let mut target = to.open_table(table)?;
+    target.retain(|_, _| false)?;
+    for entry in source.iter()? {
+        let (key, value) = entry?;
+        target.insert(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
+/// Copies every table but `kv` whole.
+fn copy_small_tables(from: &ReadTransaction, to: &redb::WriteTransaction) -> Result<(), StorageError> {
+    copy_whole(from, to, RAFT_STATE)?;
+    copy_whole(from, to, META)?;
+    copy_whole(from, to, AUTH)?;
+    copy_whole(from, to, LEASES)?;
+    copy_whole(from, to, MEMBERS)?;
+    copy_whole(from, to, ALARMS)?;
+    Ok(())
+}
+
+/// Copies the rows of `kv` from `start` on, committing every [`BATCH`] rows.
+fn copy_kv_from(from: &ReadTransaction, to: &Database, start: (u64, u32)) -> Result<(), StorageError> {
+    let source = from.open_table(KV)?;
+    let mut next = Some(start);
+    while let Some(start) = next.take() {
+        let mut txn = to.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut target = txn.open_table(KV)?;
+            for (n, entry) in source.range(start..)?.enumerate() {
+                let (key, value) = entry?;
+                if n == BATCH {
+                    next = Some(key.value());
+                    break;
+                }
+                target.insert(key.value(), value.value())?;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(())
+}
+
+/// Step 1: copies the database as one read transaction of `store` sees it into a new
+/// file. Reads and writes go on meanwhile.
+pub(crate) fn copy(store: &Store) -> Result<Copy, StorageError> {
+    let started = Instant::now();
+    let size_before = store.size();
+    let source = store.get();
+    let read = source.begin_read()?;
+    let path = copy_path(store.path());
+    let _ = std::fs::remove_file(&path);
+    let db = Database::create(&path)?;
+    super::create_tables(&db)?;
+    copy_kv_from(&read, &db, (0, 0))?;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None)?;
+    copy_small_tables(&read, &txn)?;
+    txn.commit()?;
+    let revisions = Revisions::load(&read.open_table(META)?)?;
+    let restored = restored_record(&read)?;
+    Ok(Copy { db, path, revisions, restored, started, size_before })
+}
+
+/// What a defragmentation did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outcome {
+    pub(crate) size_before: u64,
+    pub(crate) size_after: u64,
+    /// How long writes waited for the last step.
+    pub(crate) blocked: std::time::Duration,
+    pub(crate) took: std::time::Duration,
+}
+
+/// Step 2, on the apply thread: brings `copy` up to date with `store`, makes it
+/// durable, renames it over the database file and makes it the current database.
+pub(crate) fn finish(store: &Store, copy: Copy) -> Result<Outcome, StorageError> {
+    let path = copy.path.clone();
+    let outcome = catch_up_and_replace(store, copy);
+    if outcome.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    outcome
+}
+
+fn catch_up_and_replace(store: &Store, copy: Copy) -> Result<Outcome, StorageError> {
+    let blocked_since = Instant::now();
+    let Copy { db, path, revisions, restored, started, size_before } = copy;
+    let source = store.get();
+    let read = source.begin_read()?;
+    let now = Revisions::load(&read.open_table(META)?)?;
+    if restored_record(&read)? != restored {
+        // A snapshot from the leader replaced every table: copy `kv` again.
+        let txn = db.begin_write()?;
+        txn.open_table(KV)?.retain(|_, _| false)?;
+        txn.commit()?;
+        copy_kv_from(&read, &db, (0, 0))?;
+    } else {
+        copy_kv_from(&read, &db, (revisions.current + 1, 0))?;
+        if now.compacted > revisions.compacted {
+            // A compaction since step 1 dropped rows the copy still has.
+            let txn = db.begin_write()?;
+            {
+                let source = read.open_table(KV)?;
+                let mut target = txn.open_table(KV)?;
+                let mut dropped = Vec::new();
+                for entry in target.range(..=(now.compacted, u32::MAX))? {
+                    let key = entry?.0.value();
+                    if source.get(key)?.is_none() {
+                        dropped.push(key);
+                    }
+                }
+                for key in dropped {
+                    target.remove(key)?;
+                }
+            }
+            txn.commit()?;
+        }
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    copy_small_tables(&read, &txn)?;
+    txn.commit()?;
+    drop(read);
+    let io = |error: std::io::Error| StorageError::Redb(format!("defragment: {error}"));
+    std::fs::rename(&path, store.path()).map_err(io)?;
+    if let Some(dir) = store.path().parent() {
+        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
+    }
+    store.replace(db);
+    Ok(Outcome {
+        size_before,
+        size_after: store.size(),
+        blocked: blocked_since.elapsed(),
+        took: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::TableHandle as _;
+
+    use super::*;
+    use crate::storage::mvcc::{self, KeyIndex, KeySpan, Writer};
+
+    fn table_names(db: &Database) -> Vec<String> {
+        let read = db.begin_read().unwrap();
+        let mut names: Vec<String> = read.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    fn rows(db: &Database) -> Vec<((u64, u32), Vec<u8>)> {
+        let read = db.begin_read().unwrap();
+        let kv = read.open_table(KV).unwrap();
+        kv.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value(), v.value().to_vec())).collect()
+    }
+
+    fn write(store: &Store, index: &mut KeyIndex, revision: u64, key: &str, size: usize) {
+        let txn = store.begin_write().unwrap();
+        {
+            let mut tables = mvcc::open_tables(&txn).unwrap();
+            Writer::new(&mut tables.kv, index, revision).put(key.as_bytes(), vec![7; size], 0).unwrap();
+            Revisions { current: revision, compacted: 0 }.save(&mut tables.meta).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_rewrite_keeps_every_table_and_what_was_written_meanwhile_and_shrinks_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut index = KeyIndex::default();
+        for revision in 2..2_000 {
+            write(&store, &mut index, revision, &format!("k{}", revision % 50), 2_000);
+        }
+        let compact = |index: &mut KeyIndex, current: u64, revision: u64| {
+            let txn = store.begin_write().unwrap();
+            {
+                let mut kv = txn.open_table(KV).unwrap();
+                mvcc::compact(&mut kv, index, revision).unwrap();
+                let revisions = Revisions { current, compacted: revision };
+                revisions.save(&mut txn.open_table(META).unwrap()).unwrap();
+            }
+            txn.commit().unwrap();
+            index.compact(revision);
+        };
+        compact(&mut index, 1_999, 1_900);
+        let txn = store.begin_write().unwrap();
+        txn.open_table(LEASES).unwrap().insert(5, (10, 10)).unwrap();
+        txn.commit().unwrap();
+
+        let copy = copy(&store).unwrap();
+        // Written and compacted after step 1: the last step catches up.
+        write(&store, &mut index, 2_000, "late", 10);
+        compact(&mut index, 2_000, 1_990);
+        let before = rows(&store.get());
+        let tables = table_names(&store.get());
+
+        let outcome = finish(&store, copy).unwrap();
+        assert_eq!(rows(&store.get()), before);
+        assert_eq!(table_names(&store.get()), tables, "every table is copied");
+        assert!(outcome.size_after * 4 < outcome.size_before, "{outcome:?}");
+        assert!(!copy_path(store.path()).exists());
+        assert_eq!(
+            mvcc::range(
+                &store.begin_read().unwrap().open_table(KV).unwrap(),
+                &index,
+                KeySpan::Single(b"late"),
+                2_000
+            )
+            .unwrap()
+            .len(),
+            1
+        );
+        // The file in place is the new one, whole, after a reopen.
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(rows(&reopened.get()), before);
+        let read = reopened.begin_read().unwrap();
+        assert_eq!(read.open_table(LEASES).unwrap().get(5).unwrap().unwrap().value(), (10, 10));
+    }
+}
