@@ -100,6 +100,45 @@ pub(crate) fn grows_store(request: &InternalRaftRequest) -> bool {
     request.put.is_some() || request.lease_grant.is_some() || request.txn.as_ref().is_some_and(txn_puts)
 }
 
+/// What a request adds to the store, as etcd's quota counts it (`v3rpc/quota.go`):
+/// a put 256 bytes plus its key and value, a txn its costlier branch (nested txns
+/// counted), a lease grant 64 bytes, the rest nothing.
+pub(crate) fn cost(request: &InternalRaftRequest) -> u64 {
+    fn put(put: &cairn_api::etcdserverpb::PutRequest) -> u64 {
+        256 + put.key.len() as u64 + put.value.len() as u64
+    }
+    fn branch(ops: &[cairn_api::etcdserverpb::RequestOp]) -> u64 {
+        ops.iter()
+            .map(|op| match &op.request {
+                Some(Op::RequestPut(request)) => put(request),
+                Some(Op::RequestTxn(nested)) => txn(nested),
+                _ => 0,
+            })
+            .sum()
+    }
+    fn txn(txn: &TxnRequest) -> u64 {
+        branch(&txn.success).max(branch(&txn.failure))
+    }
+    if let Some(request) = &request.put {
+        put(request)
+    } else if let Some(request) = &request.txn {
+        txn(request)
+    } else if request.lease_grant.is_some() {
+        64
+    } else {
+        0
+    }
+}
+
+/// Whether a write of `cost` bytes fits a store of `size` bytes under `quota`
+/// (etcd's `backendQuota.Available`: strictly below).
+pub(crate) fn fits(quota: Option<u64>, size: u64, cost: u64) -> bool {
+    match quota {
+        Some(quota) if cost > 0 => size.saturating_add(cost) < quota,
+        _ => true,
+    }
+}
+
 /// When the data dir's file system counts as low on space.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Watermarks {

@@ -62,10 +62,10 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub(crate) max_txn_ops: usize,
 
-    /// Raise alarms when the backend size exceeds the given quota. Not supported
-    /// yet: only the default (0) is accepted.
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
-    quota_backend_bytes: u64,
+    /// Raise alarms when the backend size exceeds the given quota (0 defaults to
+    /// 2 GiB; a negative value turns the quota off).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
+    quota_backend_bytes: i64,
 
     /// Number of committed transactions after which the raft log is compacted.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
@@ -215,6 +215,16 @@ impl Config {
         }
     }
 
+    /// The backend quota in bytes (etcd's `--quota-backend-bytes`): 0 means etcd's
+    /// default of 2 GiB, a negative value none.
+    pub(crate) fn quota(&self) -> Option<u64> {
+        match self.quota_backend_bytes {
+            0 => Some(DEFAULT_QUOTA_BYTES),
+            n if n < 0 => None,
+            n => Some(n as u64),
+        }
+    }
+
     /// Whether this member joins a running cluster (`--initial-cluster-state=existing`).
     pub(crate) fn joins_existing(&self) -> bool {
         self.initial_cluster_state == "existing"
@@ -314,10 +324,11 @@ impl Config {
         }
         // Flags of etcd's that Cairn does not act on yet are refused, never accepted
         // and ignored.
-        if self.quota_backend_bytes != 0 {
-            bail!(
-                "--quota-backend-bytes is not supported yet: cairn does not enforce a backend quota \
-                 (remove the flag; the store is limited only by the disk)"
+        if self.quota_backend_bytes > MAX_QUOTA_BYTES {
+            tracing::warn!(
+                quota = self.quota_backend_bytes,
+                max = MAX_QUOTA_BYTES,
+                "--quota-backend-bytes is above the suggested maximum"
             );
         }
         if !self.experimental_enable_lease_checkpoint {
@@ -396,6 +407,11 @@ async fn bind(urls: &str) -> anyhow::Result<Vec<(TcpListener, bool)>> {
     }
 }
 
+/// etcd's backend quota when `--quota-backend-bytes` is 0.
+const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Above this quota etcd warns that the backend may perform poorly.
+const MAX_QUOTA_BYTES: i64 = 8 * 1024 * 1024 * 1024;
+
 /// `--initial-cluster`: name to sorted peer URLs.
 pub(crate) fn parse_initial_cluster(
     cluster: &str,
@@ -449,21 +465,27 @@ mod tests {
 
     #[test]
     fn flags_cairn_does_not_act_on_are_refused_not_ignored() {
-        for (flag, says) in [
-            ("--quota-backend-bytes=8589934592", "--quota-backend-bytes is not supported yet"),
-            ("--experimental-enable-lease-checkpoint=false", "cairn always checkpoints"),
-        ] {
+        for (flag, says) in [("--experimental-enable-lease-checkpoint=false", "cairn always checkpoints")] {
             let error = parse(&[flag]).validate().unwrap_err().to_string();
             assert!(error.contains(says), "{flag}: {error}");
         }
         for accepted in [
             "--quota-backend-bytes=0",
+            "--quota-backend-bytes=-1",
+            "--quota-backend-bytes=8589934592",
             "--experimental-initial-corrupt-check",
             "--experimental-enable-lease-checkpoint",
             "--strict-reconfig-check=false",
         ] {
             parse(&[accepted]).validate().unwrap();
         }
+    }
+
+    #[test]
+    fn the_quota_is_etcds() {
+        assert_eq!(parse(&[]).quota(), Some(2 * 1024 * 1024 * 1024));
+        assert_eq!(parse(&["--quota-backend-bytes=-1"]).quota(), None);
+        assert_eq!(parse(&["--quota-backend-bytes", "4096"]).quota(), Some(4096));
     }
 
     #[test]

@@ -184,6 +184,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let hub = watch::Hub::new();
     let wait = Wait::new();
     let alarms: alarms::SharedAlarms = Arc::new(std::sync::Mutex::new(alarms::load(&db)?));
+    let quota_exceeded = Arc::new(tokio::sync::Notify::new());
     let node_config = node::NodeConfig {
         member_id,
         cluster_id,
@@ -195,6 +196,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         removed: Arc::clone(&removed),
         disk: metrics::DiskMetrics::new(&metrics::meter()),
         min_lease_ttl: lease::min_ttl(config.election_timeout()),
+        quota: config.quota(),
+        quota_exceeded: Arc::clone(&quota_exceeded),
     };
     let node = node::start(
         Arc::clone(&store),
@@ -238,6 +241,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hub,
         alarms: Arc::clone(&alarms),
         config: grpc::ServiceConfig {
+            quota: config.quota(),
             cluster_token: config.initial_cluster_token.clone(),
             max_txn_ops: config.max_txn_ops,
             max_request_bytes: config.max_request_bytes,
@@ -257,6 +261,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         alarms::watch_disk(data_dir.clone(), marks, Arc::clone(&alarms), member_id, move || {
             let service = service.clone();
             async move { service.raise_no_space().await }
+        });
+    }
+    {
+        // An applied write left the store over its quota: raise NOSPACE (etcd raises
+        // it from its apply loop).
+        let service = service.clone();
+        tokio::spawn(async move {
+            loop {
+                quota_exceeded.notified().await;
+                service.raise_no_space().await;
+            }
         });
     }
     let proposer = node.proposer.clone();

@@ -243,6 +243,10 @@ pub(crate) struct NodeConfig {
     pub(crate) disk: crate::metrics::DiskMetrics,
     /// The smallest lease TTL granted, in seconds.
     pub(crate) min_lease_ttl: i64,
+    /// `--quota-backend-bytes`, if any.
+    pub(crate) quota: Option<u64>,
+    /// Notified when an applied write leaves the store over its quota.
+    pub(crate) quota_exceeded: Arc<tokio::sync::Notify>,
 }
 
 /// A started node: the shared view, the proposer, and the thread.
@@ -687,6 +691,7 @@ impl Runner {
             txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
             let started = std::time::Instant::now();
             txn.commit()?;
+            self.db.refresh_size();
             self.config.disk.backend_commit.record(started.elapsed().as_secs_f64(), &[]);
             if durable {
                 self.last_durable = std::time::Instant::now();
@@ -789,7 +794,11 @@ impl Runner {
                                 let mut alarms = crate::alarms::lock(&self.alarms);
                                 crate::alarms::apply(&mut alarms, &mut table, alarm).map(Applied::Alarm)
                             }
-                            None => self.apply_request(&mut tables, &mut leases, &request, entry.index),
+                            None => {
+                                let result =
+                                    self.apply_request(&mut tables, &mut leases, &request, entry.index);
+                                self.over_quota(result, &request)
+                            }
                         };
                         results.push((id, result));
                     }
@@ -841,6 +850,20 @@ impl Runner {
             auth::save(txn, &store)?;
         }
         Ok(results)
+    }
+
+    /// etcd's `quotaApplierV3`: a write that leaves the store over its quota is
+    /// applied, and answered `database space exceeded`; the first one asks for the
+    /// NOSPACE alarm (raised through raft by the services, off this thread).
+    fn over_quota(&self, result: ApplyResult, request: &InternalRaftRequest) -> ApplyResult {
+        let cost = crate::alarms::cost(request);
+        if result.is_err() || crate::alarms::fits(self.config.quota, self.db.size(), cost) {
+            return result;
+        }
+        if !crate::alarms::no_space(&crate::alarms::lock(&self.alarms)) {
+            self.config.quota_exceeded.notify_one();
+        }
+        Err(Error::NoSpace)
     }
 
     fn apply_request(

@@ -101,6 +101,8 @@ pub(crate) type ServerGate =
 /// What the services need to know about the member.
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceConfig {
+    /// `--quota-backend-bytes`, if any.
+    pub(crate) quota: Option<u64>,
     /// The initial cluster token, which new members' IDs derive from.
     pub(crate) cluster_token: String,
     pub(crate) max_txn_ops: usize,
@@ -282,6 +284,13 @@ impl Service {
         mut request: InternalRaftRequest,
         credentials: &Credentials,
     ) -> Result<Applied, Status> {
+        if !crate::alarms::fits(self.config.quota, self.db.size(), crate::alarms::cost(&request)) {
+            // etcd's quota servers: this member's NOSPACE alarm, then the refusal.
+            if !crate::alarms::no_space(&crate::alarms::lock(&self.alarms)) {
+                Box::pin(self.raise_no_space()).await;
+            }
+            return Err(Error::NoSpace.into());
+        }
         let pairs = credentials.as_pairs();
         let mut attempts = 0;
         loop {

@@ -89,6 +89,8 @@ from_redb!(
 pub(crate) struct Store {
     current: RwLock<Arc<Database>>,
     path: PathBuf,
+    /// The file's size as of the last commit ([`Store::refresh_size`]).
+    size: std::sync::atomic::AtomicU64,
     /// Held through a defragmentation: one at a time.
     pub(crate) defragmenting: tokio::sync::Mutex<()>,
 }
@@ -100,7 +102,14 @@ impl Store {
         // A defragmentation that stopped before its rename left a copy that was never used.
         let _ = std::fs::remove_file(defrag::copy_path(&path));
         let db = open(data_dir)?;
-        Ok(Self { current: RwLock::new(Arc::new(db)), path, defragmenting: tokio::sync::Mutex::new(()) })
+        let store = Self {
+            current: RwLock::new(Arc::new(db)),
+            path,
+            size: std::sync::atomic::AtomicU64::new(0),
+            defragmenting: tokio::sync::Mutex::new(()),
+        };
+        store.refresh_size();
+        Ok(store)
     }
 
     /// The current database.
@@ -111,6 +120,7 @@ impl Store {
     /// Makes `db` the current database.
     pub(crate) fn replace(&self, db: Database) {
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(db);
+        self.refresh_size();
     }
 
     /// The database file's path.
@@ -118,9 +128,16 @@ impl Store {
         &self.path
     }
 
-    /// The size of the database file, as etcd reports its backend's.
+    /// The size of the database file, as etcd reports its backend's (and measures it
+    /// against the quota), as of the last [`Store::refresh_size`].
     pub(crate) fn size(&self) -> u64 {
-        self.path.metadata().map(|metadata| metadata.len()).unwrap_or_default()
+        self.size.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Reads the file's size again; the apply loop calls this after each commit.
+    pub(crate) fn refresh_size(&self) {
+        let size = self.path.metadata().map(|metadata| metadata.len()).unwrap_or_default();
+        self.size.store(size, std::sync::atomic::Ordering::Release);
     }
 
     pub(crate) fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {

@@ -298,3 +298,77 @@ async fn etcdctl_with_a_scheme_in_its_endpoint_runs_every_per_member_command() {
     let moved = ctl(&["move-leader", &format!("{target:x}")]);
     assert_eq!(moved.trim(), format!("Leadership transferred from {:x} to {target:x}", leader_id));
 }
+
+/// `--quota-backend-bytes`: writes that would grow a store past it are refused with
+/// etcd's error and raise NOSPACE on every member; reads, deletes, compaction and
+/// defragmentation go on; once space is back and the alarm disarmed, writes work
+/// again, and nothing acknowledged was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_quota_raises_nospace_and_lifts_after_compact_defrag_and_disarm() {
+    const QUOTA: u64 = 4 * 1024 * 1024;
+    let cluster = Cluster::start_with(3, &["--quota-backend-bytes=4194304"]);
+    let mut client = cluster.client(0).await;
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        assert!(acknowledged.len() < 1_000, "the quota never refused a write");
+        let key = format!("fill/{:04}", acknowledged.len());
+        match client.put(key.as_str(), vec![b'x'; 64 * 1024], None).await {
+            Ok(_) => acknowledged.push(key),
+            Err(error) => break status(error),
+        }
+    };
+    let no_space = (tonic::Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".to_owned());
+    assert_eq!(refused, no_space);
+    assert!(client.status().await.unwrap().db_size() as u64 + 64 * 1024 >= QUOTA);
+    let member0 = client.status().await.unwrap().header().unwrap().member_id();
+    // Every member lists the alarm and refuses what would grow the store.
+    for n in 0..3 {
+        let mut member = cluster.client(n).await;
+        let listed = until_ok("the alarm reaches every member", || {
+            let mut member = member.clone();
+            async move {
+                let alarms =
+                    member.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await;
+                let alarms = alarms.map_err(|e| e.to_string())?;
+                let listed: Vec<(u64, i32)> =
+                    alarms.alarms().iter().map(|a| (a.member_id(), a.alarm() as i32)).collect();
+                if listed.is_empty() { Err("no alarm yet".to_owned()) } else { Ok(listed) }
+            }
+        })
+        .await;
+        assert_eq!(listed, [(member0, etcd_client::AlarmType::Nospace as i32)], "member {n}");
+        assert_eq!(status(member.put("small", "1", None).await.unwrap_err()), no_space);
+        assert_eq!(status(member.lease_grant(60, None).await.unwrap_err()), no_space);
+        // Reads are served, with every acknowledged write.
+        let read =
+            member.get("fill/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only())).await;
+        let keys: Vec<String> =
+            read.unwrap().kvs().iter().map(|kv| kv.key_str().unwrap().to_owned()).collect();
+        assert!(acknowledged.iter().all(|key| keys.contains(key)), "member {n} lost an acknowledged write");
+    }
+    // Deleting, compacting and defragmenting still work, and give the space back.
+    let deleted =
+        client.delete("fill/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
+    let revision = deleted.header().unwrap().revision();
+    client.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    for n in 0..3 {
+        cluster.client(n).await.defragment().await.unwrap();
+    }
+    assert!((client.status().await.unwrap().db_size() as u64) < QUOTA / 2);
+    // Still refused until the alarm is disarmed, as etcd.
+    assert_eq!(status(client.put("small", "1", None).await.unwrap_err()), no_space);
+    let mut disarm = etcd_client::AlarmOptions::new();
+    disarm.with_member(member0);
+    client
+        .alarm(etcd_client::AlarmAction::Deactivate, etcd_client::AlarmType::Nospace, Some(disarm))
+        .await
+        .unwrap();
+    for n in 0..3 {
+        let member = cluster.client(n).await;
+        until_ok("writes work again", || {
+            let mut member = member.clone();
+            async move { member.put(format!("after/{n}"), "1", None).await }
+        })
+        .await;
+    }
+}
