@@ -190,35 +190,13 @@ async fn save(file: &Path, endpoints: &str, user: Option<&str>, tls: &TlsFlags) 
 }
 
 /// What `snapshot status` reports, as etcd computes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Status {
-    hash: u32,
-    revision: i64,
-    total_keys: u64,
-    total_size: u64,
-}
-
-fn file_status(path: &Path) -> anyhow::Result<Status> {
+fn file_status(path: &Path) -> anyhow::Result<(backup::BackendHash, u64)> {
     let reader = BoltReader::open(path)?;
     let errors = reader.check()?;
     if !errors.is_empty() {
         bail!("snapshot file integrity check failed. {} errors found.\n{}", errors.len(), errors.join("\n"));
     }
-    let mut status = Status { hash: 0, revision: 0, total_keys: 0, total_size: reader.size() };
-    for bucket in reader.buckets()? {
-        status.hash = crc32c::crc32c_append(status.hash, &bucket);
-        let is_key = bucket == cairn_mvcc::backend::KEY_BUCKET;
-        reader.for_each(&bucket, |key, value| {
-            status.hash = crc32c::crc32c_append(status.hash, key);
-            status.hash = crc32c::crc32c_append(status.hash, value);
-            if is_key && key.len() >= 8 {
-                status.revision = i64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
-            }
-            status.total_keys += 1;
-            Ok::<_, cairn_mvcc::bbolt::BoltError>(())
-        })?;
-    }
-    Ok(status)
+    Ok((backup::hash(&reader, false)?, reader.size()))
 }
 
 /// go-humanize's `Bytes`, which etcd prints sizes with: SI units, one decimal
@@ -238,13 +216,13 @@ fn human_bytes(size: u64) -> String {
 }
 
 fn status(file: &Path, write_out: &str) -> anyhow::Result<()> {
-    let status = file_status(file)?;
-    let size = human_bytes(status.total_size);
+    let (status, total_size) = file_status(file)?;
+    let size = human_bytes(total_size);
     match write_out {
         "simple" => println!("{:x}, {}, {}, {size}", status.hash, status.revision, status.total_keys),
         "json" => println!(
             "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{}}}",
-            status.hash, status.revision, status.total_keys, status.total_size
+            status.hash, status.revision, status.total_keys, total_size
         ),
         "table" => {
             let cells = [

@@ -4,9 +4,10 @@
 use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_api::etcdserverpb::maintenance_server::Maintenance;
 use cairn_api::etcdserverpb::{
-    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest,
-    HashKvResponse, InternalRaftRequest, MoveLeaderRequest, MoveLeaderResponse, ResponseHeader,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, InternalRaftRequest,
+    MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 use std::io::{Read, Seek};
 use std::pin::Pin;
@@ -121,6 +122,50 @@ impl Maintenance for Service {
         Ok(Response::new(response))
     }
 
+    /// etcd's `Hash`: CRC-32C over the whole state in etcd's backend layout, leaving
+    /// out the applied index, so that members with the same state agree. It reads
+    /// the whole state; `HashKV` is the cheaper check.
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.check_maintenance_admin(&request).await?;
+        let db = self.db.get();
+        let dir = self.db.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let hashed = tokio::task::spawn_blocking(move || crate::storage::backup::backend_hash(&db, &dir))
+            .await
+            .map_err(|error| Status::internal(error.to_string()))?;
+        let (hash, revision) = hashed.map_err(|error| Status::unknown(error.to_string()))?;
+        let mut response = HashResponse {
+            header: Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() }),
+            hash,
+        };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    /// etcd 3.5's `Downgrade`, for a cluster that supports no downgrade target: a
+    /// version in the wrong format, or any target (etcd allows only one minor below
+    /// the cluster's, which would need members that run etcd 3.4's storage), is
+    /// refused with etcd's errors, and there is never a downgrade to cancel.
+    async fn downgrade(
+        &self,
+        request: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        use cairn_api::etcdserverpb::downgrade_request::DowngradeAction;
+        self.check_maintenance_admin(&request).await?;
+        let request = request.into_inner();
+        let action = DowngradeAction::try_from(request.action)
+            .map_err(|_| Status::unknown("etcdserver: unknown method"))?;
+        if action != DowngradeAction::Cancel && !is_cluster_version(&request.version) {
+            return Err(Status::invalid_argument("etcdserver: wrong downgrade target version format"));
+        }
+        self.wait_read_index().await?;
+        Err(match action {
+            DowngradeAction::Cancel => Status::failed_precondition("etcdserver: no inflight downgrade job"),
+            DowngradeAction::Validate | DowngradeAction::Enable => {
+                Status::invalid_argument("etcdserver: invalid downgrade target version")
+            }
+        })
+    }
+
     /// etcd's `MoveLeader`: on the leader only, to a voting member, answered once the
     /// target leads. etcd waits for as long as the client does; Cairn gives up after
     /// the request timeout with etcd's text for a transfer that took too long.
@@ -161,9 +206,9 @@ impl Maintenance for Service {
             raft_index: self.shared.committed_index(),
             raft_term: self.shared.term(),
             raft_applied_index: self.shared.applied_index(),
-            errors: self.alarm_errors(),
+            errors: self.status_errors(),
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: self.members().iter().any(|m| m.id == self.shared.member_id && m.is_learner),
             ..StatusResponse::default()
         };
         let revision = self.read(false, |_, _, revisions| Ok(revisions.current)).await.unwrap_or_default();
@@ -195,11 +240,17 @@ impl Service {
         }
     }
 
-    /// The raised alarms as `Status` reports them, as etcd formats them.
-    fn alarm_errors(&self) -> Vec<String> {
+    /// What `Status` lists as errors, as etcd words them: no leader, then the raised
+    /// alarms.
+    fn status_errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.shared.leader_id() == 0 {
+            errors.push("etcdserver: no leader".to_owned());
+        }
         let alarms = crate::alarms::lock(&self.alarms);
         let name = |alarm: i32| AlarmType::try_from(alarm).map_or("UNKNOWN", |alarm| alarm.as_str_name());
-        alarms.iter().map(|&(member, alarm)| format!("memberID:{member} alarm:{} ", name(alarm))).collect()
+        errors.extend(alarms.iter().map(|&(member, alarm)| format!("memberID:{member} alarm:{} ", name(alarm))));
+        errors
     }
 
     /// etcd's `authMaintenanceServer.isAuthenticated`: with auth on, root only. Its
@@ -229,7 +280,7 @@ fn send_snapshot(
 ) -> Result<(), String> {
     let file =
         tempfile::tempfile_in(dir).map_err(|error| format!("cannot create a snapshot file: {error}"))?;
-    let (mut file, total) = crate::storage::backup::write(db, file).map_err(|error| error.to_string())?;
+    let (mut file, total, _) = crate::storage::backup::write(db, file).map_err(|error| error.to_string())?;
     file.rewind().map_err(|error| error.to_string())?;
     let mut hasher = Sha256::new();
     let mut sent = 0u64;
@@ -249,4 +300,13 @@ fn send_snapshot(
     let hash = SnapshotResponse { blob: hasher.finalize().to_vec(), ..SnapshotResponse::default() };
     let _ = sender.blocking_send(Ok(hash));
     Ok(())
+}
+
+/// Whether `version` parses as etcd's downgrade target does: semver, or
+/// `major.minor`.
+fn is_cluster_version(version: &str) -> bool {
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts.iter().all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -70,9 +70,58 @@ fn member_json(member: &Member) -> Vec<u8> {
     serde_json::Value::Object(json).to_string().into_bytes()
 }
 
+/// etcd's hashes of a backend (`snapshot status`, `Maintenance.Hash`): CRC-32C over
+/// every bucket's name and its keys and values, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BackendHash {
+    pub(crate) hash: u32,
+    /// The main revision of the last key in the `key` bucket.
+    pub(crate) revision: i64,
+    /// Key/value pairs in all buckets.
+    pub(crate) total_keys: u64,
+}
+
+/// Hashes the backend `reader` reads. `Maintenance.Hash` leaves out `meta`'s
+/// `consistent_index` and `term` (`skip_index`), which differ between members;
+/// `snapshot status` hashes everything.
+pub(crate) fn hash(reader: &BoltReader, skip_index: bool) -> Result<BackendHash, BoltError> {
+    let mut hashed = BackendHash { hash: 0, revision: 0, total_keys: 0 };
+    for bucket in reader.buckets()? {
+        hashed.hash = crc32c::crc32c_append(hashed.hash, &bucket);
+        let is_key = bucket == etcd::KEY_BUCKET;
+        let is_meta = bucket == META_BUCKET;
+        reader.for_each(&bucket, |key, value| {
+            if skip_index && is_meta && (key == b"consistent_index" || key == b"term") {
+                return Ok(());
+            }
+            hashed.hash = crc32c::crc32c_append(hashed.hash, key);
+            hashed.hash = crc32c::crc32c_append(hashed.hash, value);
+            if is_key && key.len() >= 8 {
+                hashed.revision = i64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
+            }
+            hashed.total_keys += 1;
+            Ok::<_, BoltError>(())
+        })?;
+    }
+    Ok(hashed)
+}
+
+/// etcd's `Maintenance.Hash` of the state machine: the backend written to a temporary
+/// file beside the database and hashed without the applied index. Also the store
+/// revision it was taken at.
+pub(crate) fn backend_hash(db: &redb::Database, dir: &std::path::Path) -> Result<(u32, u64), StorageError> {
+    let io = |error: std::io::Error| StorageError::Redb(format!("hash: {error}"));
+    let file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let copy = file.reopen().map_err(io)?;
+    let (_, _, revision) = write(db, copy)?;
+    let reader = BoltReader::open(file.path())?;
+    Ok((hash(&reader, true)?.hash, revision))
+}
+
 /// Writes the state machine, as one read transaction of `db` sees it, to `file` as
-/// an etcd backend, giving back the file (flushed, not synced) and its size.
-pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64), StorageError> {
+/// an etcd backend, giving back the file (flushed, not synced), its size and the store
+/// revision.
+pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64, u64), StorageError> {
     let txn = db.begin_read()?;
     let mut writer = BoltWriter::new(BufWriter::with_capacity(1 << 20, file))?;
 
@@ -144,7 +193,7 @@ pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64), Stor
 
     let mut file = writer.finish()?.into_inner().map_err(|error| StorageError::Redb(error.to_string()))?;
     let size = file.stream_position().map_err(|error| StorageError::Redb(error.to_string()))?;
-    Ok((file, size))
+    Ok((file, size, revisions.current))
 }
 
 /// What a restore read from a backup.

@@ -372,3 +372,73 @@ async fn the_backend_quota_raises_nospace_and_lifts_after_compact_defrag_and_dis
         .await;
     }
 }
+
+/// etcd's `Hash` covers the whole state but the applied index: members with the same
+/// state agree, a write changes it, a restart does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_gives_the_same_hash_of_the_whole_state() {
+    let mut cluster = Cluster::start(3);
+    let mut client = cluster.client(0).await;
+    client.put("a", "1", None).await.unwrap();
+    client.lease_grant(100, None).await.unwrap();
+    let revision = client.put("b", "2", None).await.unwrap().header().unwrap().revision();
+    let hashes = async |cluster: &Cluster| {
+        let mut hashes = Vec::new();
+        for n in 0..3 {
+            let member = cluster.client(n).await;
+            let hashed = until_ok("member caught up", || {
+                let mut member = member.clone();
+                async move {
+                    let answer = member.hash().await.map_err(|e| e.to_string())?;
+                    let at = answer.header().unwrap().revision();
+                    if at == revision { Ok(answer.hash()) } else { Err(format!("at {at}")) }
+                }
+            })
+            .await;
+            hashes.push(hashed);
+        }
+        hashes
+    };
+    let before = hashes(&cluster).await;
+    assert!(before.iter().all(|hash| *hash == before[0]), "{before:?}");
+    cluster.kill(1);
+    cluster.restart(1);
+    assert_eq!(hashes(&cluster).await, before);
+    client.put("c", "3", None).await.unwrap();
+    assert_ne!(client.hash().await.unwrap().hash(), before[0]);
+}
+
+/// etcd 3.5's `Downgrade`, for a cluster that supports no downgrade target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_is_refused_with_etcds_errors() {
+    use cairn_api::etcdserverpb::DowngradeRequest;
+    use cairn_api::etcdserverpb::downgrade_request::DowngradeAction;
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut client =
+        cairn_api::etcdserverpb::maintenance_client::MaintenanceClient::connect(cairn.endpoint())
+            .await
+            .unwrap();
+    let mut ask = async |action: DowngradeAction, version: &str| {
+        let request = DowngradeRequest { action: action as i32, version: version.to_owned() };
+        let error = client.downgrade(request).await.unwrap_err();
+        (error.code(), error.message().to_owned())
+    };
+    let invalid = |text: &str| (tonic::Code::InvalidArgument, text.to_owned());
+    assert_eq!(
+        ask(DowngradeAction::Validate, "3.4").await,
+        invalid("etcdserver: invalid downgrade target version")
+    );
+    assert_eq!(
+        ask(DowngradeAction::Enable, "3.4.0").await,
+        invalid("etcdserver: invalid downgrade target version")
+    );
+    assert_eq!(
+        ask(DowngradeAction::Validate, "three").await,
+        invalid("etcdserver: wrong downgrade target version format")
+    );
+    assert_eq!(
+        ask(DowngradeAction::Cancel, "").await,
+        (tonic::Code::FailedPrecondition, "etcdserver: no inflight downgrade job".to_owned())
+    );
+}

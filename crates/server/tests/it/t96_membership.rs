@@ -68,7 +68,16 @@ async fn members_are_added_promoted_and_removed_while_the_cluster_serves() {
     // A learner serves serializable reads only.
     let refused = m2_client.put("k2", "v", None).await.unwrap_err();
     assert!(refused.to_string().contains("etcdserver: rpc not supported for learner"), "{refused}");
+    assert!(m2_client.status().await.unwrap().is_learner(), "Status says the member is a learner");
     client.member_promote(m2_id).await.unwrap();
+    until_ok("the promotion to reach the member", || {
+        let mut m2_client = m2_client.clone();
+        async move {
+            let learner = m2_client.status().await.map_err(|e| e.to_string())?.is_learner();
+            if learner { Err("still a learner".to_owned()) } else { Ok(()) }
+        }
+    })
+    .await;
 
     // Every member knows every other, with the names and client URLs each published.
     let members = until_ok("the members to publish themselves", || {
