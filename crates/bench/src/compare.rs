@@ -33,10 +33,10 @@ pub(crate) struct CompareOptions {
 }
 
 /// A cluster under test, on fresh ports and fresh data dirs.
-struct Server {
+pub(crate) struct Server {
     children: Vec<Child>,
     _data: tempfile::TempDir,
-    endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
 }
 
 impl Drop for Server {
@@ -52,7 +52,12 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn start(binary: &PathBuf, is_etcd: bool, members: usize) -> anyhow::Result<Server> {
+pub(crate) fn start(
+    binary: &PathBuf,
+    is_etcd: bool,
+    members: usize,
+    extra: &[&str],
+) -> anyhow::Result<Server> {
     let data = tempfile::tempdir()?;
     let clients: Vec<SocketAddr> = (0..members).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
     let peers: Vec<SocketAddr> = (0..members).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
@@ -70,6 +75,7 @@ fn start(binary: &PathBuf, is_etcd: bool, members: usize) -> anyhow::Result<Serv
             .arg(format!("--listen-peer-urls=http://{}", peers[n]))
             .arg(format!("--initial-advertise-peer-urls=http://{}", peers[n]))
             .arg(format!("--initial-cluster={}", initial.join(",")))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -97,22 +103,8 @@ async fn one_run(
     members: usize,
     options: &LoadOptions,
 ) -> anyhow::Result<(Summary, Option<ProcessUsage>, Vec<Duration>)> {
-    let server = start(binary, is_etcd, members)?;
-    // The first requests wait for a leader; a warm-up, retried until the cluster
-    // answers, keeps that out of the figures.
-    let mut warm_up = options.clone();
-    warm_up.total = Some(100);
-    warm_up.duration = None;
-    warm_up.quiet = true;
-    warm_up.clients = 1;
-    warm_up.workload = load::Workload::Put;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(error) = load::run(&server.endpoints, &warm_up).await {
-        if Instant::now() > deadline {
-            return Err(error.context("the cluster did not answer"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let server = start(binary, is_etcd, members, &[])?;
+    warm_up(&server.endpoints, options).await?;
     let result = load::run(&server.endpoints, options).await?;
     // CPU and memory of all members together.
     let usages: Vec<ProcessUsage> =
@@ -124,18 +116,43 @@ async fn one_run(
     Ok((report::summarize(&result), usage, result.latencies))
 }
 
+/// The first requests wait for a leader; a warm-up, retried until the cluster
+/// answers, keeps that out of the figures.
+pub(crate) async fn warm_up(endpoints: &[String], options: &LoadOptions) -> anyhow::Result<()> {
+    let mut warm_up = options.clone();
+    warm_up.total = Some(100);
+    warm_up.duration = None;
+    warm_up.quiet = true;
+    warm_up.clients = 1;
+    warm_up.workload = load::Workload::Put;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(error) = load::run(endpoints, &warm_up).await {
+        if Instant::now() > deadline {
+            return Err(error.context("the cluster did not answer"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// The `cairn` binary beside this one.
+pub(crate) fn cairn_beside_this_binary() -> PathBuf {
+    std::env::current_exe().unwrap_or_default().with_file_name("cairn")
+}
+
+/// Whether `binary` runs.
+pub(crate) fn installed(binary: &PathBuf) -> bool {
+    Command::new(binary).arg("--version").output().is_ok_and(|out| out.status.success())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 pub(crate) async fn run(options: CompareOptions) -> anyhow::Result<()> {
-    let cairn = match options.cairn {
-        Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("cairn"),
-    };
-    let etcd_found =
-        Command::new(&options.etcd).arg("--version").output().is_ok_and(|out| out.status.success());
+    let cairn = options.cairn.clone().unwrap_or_else(cairn_beside_this_binary);
+    let etcd_found = installed(&options.etcd);
     let mut servers = vec![("cairn", cairn, false)];
     if etcd_found {
         servers.push(("etcd", options.etcd.clone(), true));

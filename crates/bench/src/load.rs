@@ -73,6 +73,16 @@ pub(crate) struct LoadOptions {
 }
 
 impl LoadOptions {
+    /// The options when no flag is given.
+    pub(crate) fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            load: LoadOptions,
+        }
+        <Flags as clap::Parser>::parse_from(["load"]).load
+    }
+
     /// The most requests the run sends.
     pub(crate) fn total(&self) -> u64 {
         self.total.unwrap_or(if self.duration.is_some() { u64::MAX } else { 10_000 })

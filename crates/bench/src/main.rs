@@ -8,6 +8,7 @@
 mod compare;
 mod floor;
 mod load;
+mod maintenance;
 mod plot;
 mod report;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Starts a fresh Cairn and, if installed, a fresh etcd for every run, and runs
     /// the same workload against each alternately.
     Compare(compare::CompareOptions),
+    /// Times snapshot, compaction and defragmentation of a large store on a fresh
+    /// Cairn and, if installed, a fresh etcd.
+    Maintenance(maintenance::MaintenanceOptions),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             report::print(&load, &result, usage.as_ref(), json);
         }
         Command::Compare(options) => runtime.block_on(compare::run(options))?,
+        Command::Maintenance(options) => runtime.block_on(maintenance::run(options))?,
     }
     Ok(())
 }

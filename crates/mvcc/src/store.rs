@@ -163,7 +163,10 @@ impl KeyIndex {
 
     /// The changes no read at `revision` or later can see: of each key, all but its
     /// last change at or before `revision`, and that one too when it is a deletion.
-    fn obsolete(&self, revision: u64) -> Vec<Position> {
+    /// The changes a compaction at `revision` drops: every change of a key below its
+    /// newest one at or below `revision`, and that one too when it is a deletion. In
+    /// no particular order.
+    pub fn obsolete(&self, revision: u64) -> Vec<Position> {
         let mut doomed = Vec::new();
         for changes in self.keys.values() {
             let visible = changes.partition_point(|change| change.at.0 <= revision);

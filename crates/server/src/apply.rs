@@ -51,6 +51,9 @@ pub(crate) struct Applier {
     /// A compaction applied but not yet committed: the index forgets what it dropped
     /// only once it has.
     pub(crate) compacted: Option<u64>,
+    /// Changes that compactions dropped and that are still to be deleted from `kv`,
+    /// a batch at a time, by the raft thread between applies.
+    pub(crate) doomed: std::collections::VecDeque<mvcc::Position>,
 }
 
 impl Applier {
@@ -84,7 +87,7 @@ impl Applier {
         Ok(Applied::Txn(TxnResponse { header: header(self.revisions.current), ..response }))
     }
 
-    pub(crate) fn compact(&mut self, tables: &mut Tables<'_>, request: &CompactionRequest) -> ApplyResult {
+    pub(crate) fn compact(&mut self, request: &CompactionRequest) -> ApplyResult {
         // etcd's compaction revision is -1 before the first compaction, so a
         // compaction at 0 is then accepted (and compacts nothing); a negative one never.
         let Ok(revision) = u64::try_from(request.revision) else { return Err(Error::Compacted) };
@@ -97,7 +100,10 @@ impl Applier {
         if revision > self.revisions.current {
             return Err(Error::FutureRevision);
         }
-        mvcc::compact(&mut tables.kv, &mvcc::read_index(&self.index), revision)?;
+        // Reads below the revision are refused from now on; the rows they could have
+        // seen go later, in batches (etcd's `compaction-batch-limit`), so that a large
+        // compaction never holds up the raft thread.
+        self.doomed.extend(mvcc::read_index(&self.index).obsolete(revision));
         self.revisions.compacted = revision;
         self.compacted = Some(revision);
         Ok(Applied::Compaction(CompactionResponse { header: header(self.revisions.current) }))

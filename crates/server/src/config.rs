@@ -67,6 +67,15 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
     quota_backend_bytes: i64,
 
+    /// How `--auto-compaction-retention` is read: `periodic` or `revision`.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    auto_compaction_mode: String,
+
+    /// Auto-compaction retention: hours (or a duration such as `30m`) for periodic,
+    /// revisions for revision; 0 turns auto-compaction off.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    auto_compaction_retention: String,
+
     /// Number of committed transactions after which the raft log is compacted.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub(crate) snapshot_count: u64,
@@ -225,6 +234,12 @@ impl Config {
         }
     }
 
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`: `None` when off.
+    pub(crate) fn auto_compaction(&self) -> anyhow::Result<Option<crate::compactor::Retention>> {
+        crate::compactor::parse(&self.auto_compaction_mode, &self.auto_compaction_retention)
+            .map_err(|why| anyhow::anyhow!("--auto-compaction-retention/--auto-compaction-mode: {why}"))
+    }
+
     /// Whether this member joins a running cluster (`--initial-cluster-state=existing`).
     pub(crate) fn joins_existing(&self) -> bool {
         self.initial_cluster_state == "existing"
@@ -331,6 +346,7 @@ impl Config {
                 "--quota-backend-bytes is above the suggested maximum"
             );
         }
+        self.auto_compaction()?;
         if !self.experimental_enable_lease_checkpoint {
             bail!(
                 "--experimental-enable-lease-checkpoint=false is not supported: cairn always checkpoints \
@@ -477,6 +493,22 @@ mod tests {
         ] {
             parse(&[accepted]).validate().unwrap();
         }
+    }
+
+    #[test]
+    fn auto_compaction_flags_are_etcds() {
+        use crate::compactor::Retention;
+        assert_eq!(parse(&[]).auto_compaction().unwrap(), None);
+        let hourly = parse(&["--auto-compaction-retention=1"]).auto_compaction().unwrap();
+        assert_eq!(hourly, Some(Retention::Periodic(Duration::from_secs(3600))));
+        let revisions = parse(&["--auto-compaction-mode=revision", "--auto-compaction-retention=1000"]);
+        assert_eq!(revisions.auto_compaction().unwrap(), Some(Retention::Revision(1000)));
+        let error = parse(&["--auto-compaction-mode=weekly", "--auto-compaction-retention=1"])
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("unknown auto-compaction-mode \"weekly\""), "{error}");
+        let error = parse(&["--auto-compaction-retention=soon"]).validate().unwrap_err();
+        assert!(error.to_string().contains("invalid duration"), "{error}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use cairn_mvcc as watch;
 mod alarms;
 mod apply;
 mod auth;
+mod compactor;
 mod config;
 mod corrupt;
 mod error;
@@ -254,6 +255,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     service.spawn_lease_duties(config.lease_checkpoint_interval()?);
+    if let Some(retention) = config.auto_compaction()? {
+        info!(?retention, "auto-compaction on");
+        let now = tokio::time::Instant::now().into_std();
+        let compactor = compactor::Compactor::new(retention, now, service.current_revision()?);
+        let (reader, writer) = (service.clone(), service.clone());
+        compactor::spawn(
+            compactor,
+            move || {
+                let revision = reader.current_revision().unwrap_or_default();
+                (revision, reader.shared.leader_id() == reader.shared.member_id)
+            },
+            move |revision| {
+                let service = writer.clone();
+                async move { service.auto_compact(revision).await }
+            },
+        );
+    }
     {
         let service = service.clone();
         let marks =

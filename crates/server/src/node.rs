@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     pub(crate) leaderless_since: tokio::sync::watch::Sender<Option<Instant>>,
     /// The peer transport, in a cluster of more than one member.
     transport: Option<Arc<Transport>>,
+    /// The compaction revision whose dropped rows are all deleted from `kv` (what a
+    /// `physical` compaction waits for).
+    pub(crate) physically_compacted: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -356,7 +359,16 @@ pub(crate) fn start(
         removed: Arc::clone(&config.removed),
         leaderless_since: tokio::sync::watch::Sender::new(Some(Instant::now())),
         transport: transport.clone(),
+        physically_compacted: tokio::sync::watch::Sender::new(revisions.compacted),
     });
+    // A compaction whose rows were not all deleted before the process stopped goes on
+    // (etcd resumes an unfinished compaction at start).
+    let doomed = {
+        let mut index = mvcc::write_index(&index);
+        let doomed = index.obsolete(revisions.compacted);
+        index.compact(revisions.compacted);
+        doomed.into()
+    };
     let (commands, receiver) = std::sync::mpsc::channel();
     let mut runner = Runner {
         node,
@@ -373,6 +385,7 @@ pub(crate) fn start(
             published: Vec::new(),
             index,
             compacted: None,
+            doomed,
         },
         promote_at: None,
         pending_conf: None,
@@ -490,6 +503,12 @@ struct Runner {
     next_read_context: u64,
 }
 
+/// Rows a compaction deletes per transaction (etcd's `--experimental-compaction-batch-limit`).
+const COMPACTION_BATCH: usize = 1000;
+
+/// Longest the raft thread waits for commands between two compaction batches.
+const COMPACTION_PAUSE: Duration = Duration::from_millis(1);
+
 /// Longest time applied state stays in memory only: its entries are replayed from
 /// the log after a crash (etcd's backend batch interval).
 const STATE_SYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -509,7 +528,11 @@ impl Runner {
     fn run(&mut self, commands: &Receiver<Command>) -> Result<(), StorageError> {
         let mut next_tick = std::time::Instant::now() + self.config.heartbeat;
         loop {
-            let wait = next_tick.saturating_duration_since(std::time::Instant::now());
+            let mut wait = next_tick.saturating_duration_since(std::time::Instant::now());
+            if !self.applier.doomed.is_empty() {
+                // Between compaction batches, take what has come in without waiting.
+                wait = wait.min(COMPACTION_PAUSE);
+            }
             match commands.recv_timeout(wait) {
                 Ok(command) => {
                     let mut stop = self.take(command);
@@ -531,7 +554,36 @@ impl Runner {
             self.flush_proposals();
             self.start_read_round();
             self.handle_ready()?;
+            self.compact_batch()?;
         }
+    }
+
+    /// Deletes the next batch of rows that compactions dropped, in a transaction of its
+    /// own (not synced: a crash before the next durable commit leaves rows that the
+    /// next start deletes again).
+    fn compact_batch(&mut self) -> Result<(), StorageError> {
+        if self.applier.doomed.is_empty() {
+            let target = self.applier.revisions.compacted;
+            self.shared
+                .physically_compacted
+                .send_if_modified(|done| std::mem::replace(done, target) != target);
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let txn = self.db.begin_write()?;
+        {
+            let mut kv = txn.open_table(crate::storage::KV)?;
+            let batch = self.applier.doomed.len().min(COMPACTION_BATCH);
+            for at in self.applier.doomed.drain(..batch) {
+                kv.remove(at)?;
+            }
+        }
+        let mut txn = txn;
+        txn.set_durability(Durability::None)?;
+        txn.commit()?;
+        self.db.refresh_size();
+        tracing::debug!(left = self.applier.doomed.len(), took = ?started.elapsed(), "compaction batch");
+        Ok(())
     }
 
     /// Queues a command; true for [`Command::Stop`].
@@ -914,7 +966,7 @@ impl Runner {
         } else if let Some(txn) = &request.txn {
             self.applier.txn(tables, txn)
         } else if let Some(compaction) = &request.compaction {
-            self.applier.compact(tables, compaction)
+            self.applier.compact(compaction)
         } else if let Some(grant) = &request.lease_grant {
             self.applier.lease_grant(leases, grant, self.config.min_lease_ttl)
         } else if let Some(revoke) = &request.lease_revoke {
@@ -1095,8 +1147,13 @@ impl Runner {
         // Everything kept in memory follows the restored tables.
         let read = self.db.begin_read()?;
         self.applier.revisions = Revisions::load(&read.open_table(META)?)?;
+        // The rows a compaction was deleting were replaced with the rest, which may
+        // hold rows the leader had still to delete.
+        self.applier.doomed.clear();
         let mut restored = KeyIndex::load(&read.open_table(crate::storage::KV)?)?;
         drop(read);
+        self.applier.doomed = restored.obsolete(self.applier.revisions.compacted).into();
+        restored.compact(self.applier.revisions.compacted);
         restored.restored_at(self.applier.revisions);
         *key_index = restored;
         *lease::lock(&self.lessor) = lease::load(&self.db.get(), &key_index)?;

@@ -99,15 +99,42 @@ impl Kv for Service {
     ) -> Result<Response<CompactionResponse>, Status> {
         let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
+        let (physical, revision) = (request.physical, request.revision.max(0) as u64);
         match self
             .write(InternalRaftRequest { compaction: Some(request), ..Default::default() }, &credentials)
             .await?
         {
             Applied::Compaction(mut response) => {
+                if physical {
+                    // etcd's physical compaction answers once the dropped rows are gone
+                    // from this member's store, not only from its reads.
+                    let mut done = self.shared.physically_compacted.subscribe();
+                    let _ = done.wait_for(|compacted| *compacted >= revision).await;
+                }
                 self.fill(&mut response.header);
                 Ok(Response::new(response))
             }
             other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl Service {
+    /// Compacts to `revision` through raft for the auto-compactor: true once done,
+    /// or already covered by an earlier compaction.
+    pub(crate) async fn auto_compact(&self, revision: u64) -> bool {
+        let request = CompactionRequest { revision: revision as i64, physical: false };
+        let internal = InternalRaftRequest { compaction: Some(request), ..Default::default() };
+        match self.write(internal, &super::Credentials::server()).await {
+            Ok(_) => {
+                tracing::info!(revision, "compacted");
+                true
+            }
+            Err(status) if status.message() == Error::Compacted.to_string() => true,
+            Err(status) => {
+                tracing::warn!(revision, error = %status.message(), "auto compaction failed");
+                false
+            }
         }
     }
 }

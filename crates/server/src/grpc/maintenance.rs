@@ -249,7 +249,9 @@ impl Service {
         }
         let alarms = crate::alarms::lock(&self.alarms);
         let name = |alarm: i32| AlarmType::try_from(alarm).map_or("UNKNOWN", |alarm| alarm.as_str_name());
-        errors.extend(alarms.iter().map(|&(member, alarm)| format!("memberID:{member} alarm:{} ", name(alarm))));
+        errors.extend(
+            alarms.iter().map(|&(member, alarm)| format!("memberID:{member} alarm:{} ", name(alarm))),
+        );
         errors
     }
 

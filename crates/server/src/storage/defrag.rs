@@ -111,8 +111,10 @@ pub(crate) fn copy(store: &Store) -> Result<Copy, StorageError> {
     let db = Database::create(&path)?;
     super::create_tables(&db)?;
     copy_kv_from(&read, &db, (0, 0))?;
+    // Durable here, off the raft thread: the last step then syncs only its own few
+    // pages, not the whole copy.
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::None)?;
+    txn.set_durability(Durability::Immediate)?;
     copy_small_tables(&read, &txn)?;
     txn.commit()?;
     let revisions = Revisions::load(&read.open_table(META)?)?;

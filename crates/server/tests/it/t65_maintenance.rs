@@ -442,3 +442,47 @@ async fn downgrade_is_refused_with_etcds_errors() {
         (tonic::Code::FailedPrecondition, "etcdserver: no inflight downgrade job".to_owned())
     );
 }
+
+/// `--auto-compaction-retention=2s` (periodic): the leader compacts through raft to
+/// the revision of about two seconds before, first two seconds after start, then
+/// every two seconds; every member follows. (Revision mode looks every five
+/// minutes: its unit tests drive it with their own clock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_auto_compaction_keeps_the_last_period_on_every_member() {
+    let cluster =
+        Cluster::start_with(3, &["--auto-compaction-mode=periodic", "--auto-compaction-retention=2s"]);
+    let mut client = cluster.client(0).await;
+    let started = std::time::Instant::now();
+    let mut written: Vec<(std::time::Instant, i64)> = Vec::new();
+    let mut compactions: Vec<(std::time::Instant, i64)> = Vec::new();
+    while compactions.len() < 2 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "compacted {compactions:?}");
+        let put = client.put("key", "value", None).await.unwrap();
+        written.push((std::time::Instant::now(), put.header().unwrap().revision()));
+        let compacted = client.hash_kv(0).await.unwrap().compact_version();
+        if compacted > 0 && compactions.last().is_none_or(|(_, last)| *last != compacted) {
+            compactions.push((std::time::Instant::now(), compacted));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for (seen, compacted) in &compactions {
+        // Never a revision written in the last period (less the sampling step).
+        let recent = written.iter().filter(|(at, _)| seen.duration_since(*at).as_millis() < 1_700);
+        assert!(recent.clone().all(|(_, revision)| revision > compacted), "{compacted} is too recent");
+    }
+    // The first only after a period, the next a period later.
+    assert!(compactions[0].0.duration_since(started).as_millis() >= 1_800, "{compactions:?}");
+    assert!(compactions[1].0.duration_since(compactions[0].0).as_millis() >= 1_500, "{compactions:?}");
+    for n in 1..3 {
+        let member = cluster.client(n).await;
+        let expected = compactions[1].1;
+        until_ok("every member compacted", || {
+            let mut member = member.clone();
+            async move {
+                let seen = member.hash_kv(0).await.map_err(|e| e.to_string())?.compact_version();
+                if seen >= expected { Ok(()) } else { Err(format!("at {seen}")) }
+            }
+        })
+        .await;
+    }
+}
