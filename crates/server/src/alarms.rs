@@ -87,6 +87,30 @@ pub(crate) fn no_space(alarms: &BTreeSet<(u64, i32)>) -> bool {
     alarms.iter().any(|&(_, alarm)| alarm == AlarmType::Nospace as i32)
 }
 
+/// Whether a CORRUPT alarm is raised.
+pub(crate) fn corrupt(alarms: &BTreeSet<(u64, i32)>) -> bool {
+    alarms.iter().any(|&(_, alarm)| alarm == AlarmType::Corrupt as i32)
+}
+
+/// Whether `request` changes the store, and so is refused under CORRUPT (etcd's
+/// `applierV3Corrupt`: puts, deletes, txns that write, compactions, lease grants and
+/// revocations). A read-only txn is still served.
+pub(crate) fn changes_store(request: &InternalRaftRequest) -> bool {
+    fn txn_writes(txn: &TxnRequest) -> bool {
+        txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+            Some(Op::RequestPut(_) | Op::RequestDeleteRange(_)) => true,
+            Some(Op::RequestTxn(nested)) => txn_writes(nested),
+            _ => false,
+        })
+    }
+    request.put.is_some()
+        || request.delete_range.is_some()
+        || request.compaction.is_some()
+        || request.lease_grant.is_some()
+        || request.lease_revoke.is_some()
+        || request.txn.as_ref().is_some_and(txn_writes)
+}
+
 /// Whether `request` would grow the store, and so is refused under NOSPACE (etcd's
 /// capped applier: puts, txns that put, lease grants).
 pub(crate) fn grows_store(request: &InternalRaftRequest) -> bool {

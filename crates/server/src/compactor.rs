@@ -49,36 +49,10 @@ pub(crate) fn parse(mode: &str, retention: &str) -> Result<Option<Retention>, St
     })
 }
 
-/// Go's `time.ParseDuration`: a sequence of decimal numbers with units (`ns`, `us`,
-/// `µs`, `ms`, `s`, `m`, `h`), such as `1h30m` or `1.5h`. Negative durations are refused.
+/// Go's `time.ParseDuration`, with etcd's error text.
 fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("error parsing CompactionRetention: time: invalid duration {text:?}");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
-        rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let nanos = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(invalid()),
-        };
-        rest = &rest[unit_len..];
-        total += number * nanos;
-    }
-    Ok(Duration::from_nanos(total as u64))
+    cairn_auth::parse_go_duration(text)
+        .ok_or_else(|| format!("error parsing CompactionRetention: time: invalid duration {text:?}"))
 }
 
 /// When to compact, and to what.

@@ -76,6 +76,10 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     auto_compaction_retention: String,
 
+    /// How often the leader checks its data against its peers' (a duration; 0 is off).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s")]
+    experimental_corrupt_check_time: String,
+
     /// Number of committed transactions after which the raft log is compacted.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub(crate) snapshot_count: u64,
@@ -234,6 +238,17 @@ impl Config {
         }
     }
 
+    /// `--experimental-corrupt-check-time`: `None` when off.
+    pub(crate) fn corrupt_check_interval(&self) -> anyhow::Result<Option<Duration>> {
+        let text = &self.experimental_corrupt_check_time;
+        match cairn_auth::parse_go_duration(text) {
+            Some(interval) => Ok(Some(interval).filter(|interval| !interval.is_zero())),
+            None => {
+                bail!("invalid --experimental-corrupt-check-time {text:?}: expected a duration such as 1h")
+            }
+        }
+    }
+
     /// `--auto-compaction-mode` and `--auto-compaction-retention`: `None` when off.
     pub(crate) fn auto_compaction(&self) -> anyhow::Result<Option<crate::compactor::Retention>> {
         crate::compactor::parse(&self.auto_compaction_mode, &self.auto_compaction_retention)
@@ -347,6 +362,7 @@ impl Config {
             );
         }
         self.auto_compaction()?;
+        self.corrupt_check_interval()?;
         if !self.experimental_enable_lease_checkpoint {
             bail!(
                 "--experimental-enable-lease-checkpoint=false is not supported: cairn always checkpoints \

@@ -1,5 +1,7 @@
-//! Corruption checks: etcd's `HashKV` of this member's store, and the check at start
-//! that compares it with the peers' (`--experimental-initial-corrupt-check`).
+//! Corruption checks: etcd's `HashKV` of this member's store, the check at start
+//! that compares it with the peers' (`--experimental-initial-corrupt-check`), and the
+//! leader's periodic check (`--experimental-corrupt-check-time`), which raises the
+//! CORRUPT alarm.
 //!
 //! A member whose store hashes differently from a peer's at the same revision and
 //! compaction revision refuses to start: serving it would answer reads with data the
@@ -75,7 +77,7 @@ pub(crate) async fn initial_check(
 }
 
 /// A peer's hash at `revision`, from the first of its URLs that answers.
-async fn ask(
+pub(crate) async fn ask(
     urls: &[String],
     tls: Option<&PeerTls>,
     revision: i64,
@@ -102,4 +104,71 @@ async fn ask(
         }
     }
     Err(last)
+}
+
+/// What the leader's periodic check saw: its own hash before and after confirming
+/// it leads, and each peer's answer at the first one's revision.
+pub(crate) struct PeriodicFindings {
+    pub(crate) member_id: u64,
+    pub(crate) first: HashKv,
+    pub(crate) second: HashKv,
+    pub(crate) peers: Vec<(u64, HashKv)>,
+}
+
+/// etcd's `checkHashKV` verdict: the member that looks corrupt, if any. The leader
+/// itself when its hash changed with neither revision moving; a peer ahead of the
+/// leader's revision or compaction revision, or with another hash at the same
+/// compaction revision.
+pub(crate) fn periodic_verdict(findings: &PeriodicFindings) -> Option<u64> {
+    let PeriodicFindings { member_id, first, second, peers } = findings;
+    if second.hash != first.hash
+        && second.revision == first.revision
+        && second.compact_revision == first.compact_revision
+    {
+        warn!(revision = first.revision, "found hash mismatch with itself");
+        return Some(*member_id);
+    }
+    for (peer, remote) in peers {
+        let peer_hex = format_args!("{peer:x}");
+        if remote.revision > second.revision {
+            warn!(peer = %peer_hex, "revision from follower must be less than or equal to leader's");
+        } else if remote.compact_revision > second.compact_revision {
+            warn!(peer = %peer_hex, "compact revision from follower must be less than or equal to leader's");
+        } else if remote.compact_revision == first.compact_revision && remote.hash != first.hash {
+            warn!(peer = %peer_hex, "same compact revision then hashes must match");
+        } else {
+            continue;
+        }
+        return Some(*peer);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(hash: u32, revision: i64, compact_revision: i64) -> HashKv {
+        HashKv { hash, revision, compact_revision, hash_revision: revision }
+    }
+
+    #[test]
+    fn the_periodic_verdict_is_etcds() {
+        let findings = |second: HashKv, peer: HashKv| PeriodicFindings {
+            member_id: 1,
+            first: hash(7, 10, 5),
+            second,
+            peers: vec![(2, peer)],
+        };
+        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(7, 10, 5))), None);
+        // A peer behind, or compacted less, is fine; at the same compaction it must agree.
+        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(3, 8, 2))), None);
+        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(8, 10, 5))), Some(2));
+        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(7, 11, 5))), Some(2));
+        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(7, 10, 6))), Some(2));
+        // The leader's own hash moved while nothing was written: the leader.
+        assert_eq!(periodic_verdict(&findings(hash(9, 10, 5), hash(7, 10, 5))), Some(1));
+        // It moved because a write came in between: not a sign of anything.
+        assert_eq!(periodic_verdict(&findings(hash(9, 11, 5), hash(7, 10, 5))), None);
+    }
 }

@@ -35,6 +35,9 @@ pub(crate) enum Error {
     MemberNotFound,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A CORRUPT alarm is raised: writes are refused until it is cleared.
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
     #[error("etcdserver: {0}")]
     Storage(String),
     #[error(transparent)]
@@ -81,6 +84,7 @@ impl From<Error> for Status {
             Error::LeaderChanged => Code::Unavailable,
             Error::MemberNotFound => Code::NotFound,
             Error::NoSpace => Code::ResourceExhausted,
+            Error::CorruptCluster => Code::DataLoss,
             Error::Storage(_) => Code::Internal,
             Error::Proposal(inner) => Code::from(inner.grpc_code()),
             Error::Auth(inner) => Code::from(inner.grpc_code()),

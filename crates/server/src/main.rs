@@ -255,6 +255,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     service.spawn_lease_duties(config.lease_checkpoint_interval()?);
+    if let Some(interval) = config.corrupt_check_interval()? {
+        service.spawn_corrupt_check(interval, tls::peer_client_config(&config.peer_tls_files())?);
+    }
     if let Some(retention) = config.auto_compaction()? {
         info!(?retention, "auto-compaction on");
         let now = tokio::time::Instant::now().into_std();

@@ -925,11 +925,16 @@ impl Runner {
         request: &InternalRaftRequest,
         index: u64,
     ) -> ApplyResult {
+        // etcd's corrupt applier: while members disagree on the data, nothing changes it.
+        let alarms = crate::alarms::lock(&self.alarms);
+        if crate::alarms::corrupt(&alarms) && crate::alarms::changes_store(request) {
+            return Err(Error::CorruptCluster);
+        }
         // etcd's capped applier: while space is short, nothing that grows the store.
-        if crate::alarms::grows_store(request) && crate::alarms::no_space(&crate::alarms::lock(&self.alarms))
-        {
+        if crate::alarms::grows_store(request) && crate::alarms::no_space(&alarms) {
             return Err(Error::NoSpace);
         }
+        drop(alarms);
         let proposer = auth::proposer_of(request);
         if auth::is_auth_request(request) {
             let result = auth::apply(&mut auth::write(&self.auth), &proposer, request, index);

@@ -281,6 +281,10 @@ impl Service {
                 if service.shared.leader_id() != service.shared.member_id {
                     continue;
                 }
+                // As etcd: while the data is corrupt, leases do not expire.
+                if crate::alarms::corrupt(&crate::alarms::lock(&service.alarms)) {
+                    continue;
+                }
                 let now = Instant::now().into_std();
                 let expired = lease::lock(&service.lessor).take_expired(now, 500);
                 for id in expired {

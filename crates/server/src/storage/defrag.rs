@@ -187,7 +187,10 @@ fn catch_up_and_replace(store: &Store, copy: Copy) -> Result<Outcome, StorageErr
     if let Some(dir) = store.path().parent() {
         std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
     }
-    store.replace(db);
+    let old = store.replace(db);
+    // Closing a redb database writes its allocator state: a large file's takes a
+    // while, which the raft thread need not wait for.
+    let _ = std::thread::Builder::new().name("defrag-close".into()).spawn(move || drop(old));
     Ok(Outcome {
         size_before,
         size_after: store.size(),

@@ -117,10 +117,15 @@ impl Store {
         Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Makes `db` the current database.
-    pub(crate) fn replace(&self, db: Database) {
-        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(db);
+    /// Makes `db` the current database, giving back the one it replaces (which
+    /// transactions begun on it may still hold).
+    pub(crate) fn replace(&self, db: Database) -> Arc<Database> {
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner),
+            Arc::new(db),
+        );
         self.refresh_size();
+        old
     }
 
     /// The database file's path.

@@ -486,3 +486,57 @@ async fn periodic_auto_compaction_keeps_the_last_period_on_every_member() {
         .await;
     }
 }
+
+/// `--experimental-corrupt-check-time`: the leader compares its data with its
+/// peers' now and then; a member that holds other data at the same revision raises
+/// CORRUPT, after which every member refuses writes with etcd's `DataLoss` and still
+/// serves reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_diverges_while_running_raises_corrupt_and_writes_stop() {
+    let flag = "--experimental-corrupt-check-time=500ms";
+    let mut cluster = Cluster::start_with(3, &[flag]);
+    put_everywhere(&cluster, "agreed").await;
+    stop_all(&mut cluster);
+    let mut twin = cluster.twin();
+    put_everywhere(&twin, "diverged").await;
+    stop_all(&mut twin);
+    let m2 = cluster.dir.path().join("m2");
+    std::fs::remove_dir_all(&m2).unwrap();
+    copy_dir(&twin.dir.path().join("m2"), &m2);
+    for n in 0..3 {
+        cluster.restart(n);
+    }
+    let client = cluster.client(0).await;
+    until_ok("CORRUPT raised", || {
+        let mut client = client.clone();
+        async move {
+            let listed =
+                client.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await;
+            let alarms = listed.map_err(|e| e.to_string())?;
+            let corrupt = alarms.alarms().iter().any(|a| a.alarm() == etcd_client::AlarmType::Corrupt);
+            if corrupt { Ok(()) } else { Err(format!("{} alarms", alarms.alarms().len())) }
+        }
+    })
+    .await;
+    let corrupt = (tonic::Code::DataLoss, "etcdserver: corrupt cluster".to_owned());
+    for n in 0..3 {
+        let mut member = cluster.client(n).await;
+        let refused = until_ok("the alarm applied", || {
+            let mut member = member.clone();
+            async move {
+                match member.put("k", "more", None).await {
+                    Err(error) => Ok(status(error)),
+                    Ok(_) => Err("a write went through".to_owned()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(refused, corrupt, "member {n}");
+        assert_eq!(status(member.delete("k", None).await.unwrap_err()), corrupt);
+        assert_eq!(status(member.lease_grant(60, None).await.unwrap_err()), corrupt);
+        // Reads, and txns that only read, are still served.
+        assert_eq!(member.get("k", None).await.unwrap().kvs().len(), 1);
+        let read_only = Txn::new().and_then([TxnOp::get("k", None)]);
+        assert!(member.txn(read_only).await.unwrap().succeeded());
+    }
+}
