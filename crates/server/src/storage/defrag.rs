@@ -103,6 +103,7 @@ fn copy_kv_from(from: &ReadTransaction, to: &Database, start: (u64, u32)) -> Res
 /// file. Reads and writes go on meanwhile.
 pub(crate) fn copy(store: &Store) -> Result<Copy, StorageError> {
     let started = Instant::now();
+    store.refresh_size();
     let size_before = store.size();
     let source = store.get();
     let read = source.begin_read()?;
