@@ -357,12 +357,20 @@ async fn the_backend_quota_raises_nospace_and_lifts_after_compact_defrag_and_dis
     assert!((client.status().await.unwrap().db_size() as u64) < QUOTA / 2);
     // Still refused until the alarm is disarmed, as etcd.
     assert_eq!(status(client.put("small", "1", None).await.unwrap_err()), no_space);
-    let mut disarm = etcd_client::AlarmOptions::new();
-    disarm.with_member(member0);
-    client
-        .alarm(etcd_client::AlarmAction::Deactivate, etcd_client::AlarmType::Nospace, Some(disarm))
-        .await
-        .unwrap();
+    // etcdctl lists and disarms it in etcd's words.
+    let ctl = |args: &[&str]| {
+        let output = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", cluster.endpoint(0)))
+            .args(args)
+            .output()
+            .unwrap();
+        crate::support::stdout(&output)
+    };
+    let line = format!("memberID:{member0} alarm:NOSPACE \n");
+    assert_eq!(ctl(&["alarm", "list"]), line);
+    assert_eq!(ctl(&["alarm", "disarm"]), line);
+    assert_eq!(ctl(&["alarm", "list"]), "");
     for n in 0..3 {
         let member = cluster.client(n).await;
         until_ok("writes work again", || {

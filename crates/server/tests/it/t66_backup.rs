@@ -264,6 +264,24 @@ async fn etcd_3_4_and_3_5_backups_start_cairn_with_the_same_state() {
         assert_eq!(fingerprint(&cairn.endpoint()).await, expected, "after a restart (etcd {version})");
         let put = root_client(&cairn.endpoint()).await.put("after", "1", None).await.unwrap();
         assert_eq!(put.header().unwrap().revision(), expected.revision + 1);
+        drop(cairn);
+
+        // The same backup makes a three-member cluster: every member serves it.
+        let mut cluster = Cluster::start(3);
+        for n in 0..3 {
+            cluster.kill(n);
+        }
+        let flags: Vec<Vec<String>> = (0..3).map(|n| restore_flags(cluster.args(n))).collect();
+        let restored = cluster.twin_from(|n, data_dir| {
+            let mut args = vec!["snapshot".to_owned(), "restore".into(), file.display().to_string()];
+            args.push(format!("--data-dir={}", data_dir.display()));
+            args.extend(flags[n].iter().cloned());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            stdout(&run(&cairn_binary(), &args));
+        });
+        for n in 0..3 {
+            assert_eq!(fingerprint(&restored.endpoint(n)).await, expected, "member {n} (etcd {version})");
+        }
     }
 }
 
