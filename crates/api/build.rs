@@ -12,9 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["proto"])?;
+    // The descriptors themselves, for what works from them at run time (the JSON
+    // gateway's mapping).
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR unset")?);
+    std::fs::write(out.join("descriptors.bin"), prost::Message::encode_to_vec(&descriptors))?;
     // Both variants, picked by `cfg(feature = "grpc")` in lib.rs: with the services,
     // and the messages alone for crates that use etcd's types but no transport.
-    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR unset")?);
     for (dir, grpc) in [("grpc", true), ("messages", false)] {
         let out_dir = out.join(dir);
         std::fs::create_dir_all(&out_dir)?;

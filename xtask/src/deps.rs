@@ -20,6 +20,8 @@ pub(crate) const RULES: &[(&str, &[&str])] = &[
     // etcd's message types (cairn-api without its `grpc` feature) on redb; no
     // consensus, no transport.
     ("cairn-mvcc", &["cairn-server", "tonic", "tonic-prost", "raft"]),
+    // A translation layer in front of any etcd v3 endpoint: a gRPC client, no store.
+    ("cairn-gateway", &["cairn-server", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
 ];
 
 /// What the crates with no business with consensus or the wire may not depend on.

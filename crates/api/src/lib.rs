@@ -21,6 +21,10 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
 
+/// Every package's descriptors, as an encoded `google.protobuf.FileDescriptorSet`:
+/// for tools that work from the schema at run time (reflection, JSON mapping).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+
 #[cfg(feature = "grpc")]
 include!(concat!(env!("OUT_DIR"), "/grpc/mod.rs"));
 #[cfg(not(feature = "grpc"))]

@@ -350,13 +350,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Err(error) => return Err(error),
     }
     let listeners = config.client_listeners().await?;
-    metrics::serve(
-        registry,
-        Arc::clone(&node.shared),
-        node.proposer.clone(),
-        Arc::clone(&alarms),
-        config.metrics_listeners().await?,
-    );
+    let http =
+        metrics::routes(registry, Arc::clone(&node.shared), node.proposer.clone(), Arc::clone(&alarms));
+    metrics::serve(http.clone(), config.metrics_listeners().await?);
     wait_for_leader(&node.shared, request_timeout).await;
     service.publish_member(&config.name, config.client_urls()).await;
     info!("published local member to cluster");
@@ -368,7 +364,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let tls = tls::server_config(&config.client_tls_files(), &data_dir.join("fixtures").join("client"))?;
-    let served = grpc::serve(service, listeners, tls, stop).await;
+    let served = grpc::serve(service, listeners, tls, http, stop).await;
     node.stop();
     served
 }

@@ -148,16 +148,27 @@ struct HttpState {
     alarms: crate::alarms::SharedAlarms,
 }
 
-/// Serves `/metrics` and `/health` on `listeners` until the process ends.
-pub(crate) fn serve(
+/// What etcd serves over HTTP beside gRPC on a client URL: `/metrics`, `/health`,
+/// `/livez`, `/readyz` and `/version`.
+pub(crate) fn routes(
     registry: Registry,
     shared: Arc<Shared>,
     proposer: RaftProposer,
     alarms: crate::alarms::SharedAlarms,
-    listeners: Vec<TcpListener>,
-) {
+) -> Router {
     let state = HttpState { registry, shared, proposer, alarms };
-    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(state);
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .with_state(state)
+}
+
+/// Serves `/metrics` and `/health` on `listeners` (`--listen-metrics-urls`) until the
+/// process ends.
+pub(crate) fn serve(app: Router, listeners: Vec<TcpListener>) {
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
             info!(address = %addr, "serving metrics and health");
@@ -209,5 +220,40 @@ async fn health(State(state): State<HttpState>, RawQuery(query): RawQuery) -> im
     match tokio::time::timeout(Duration::from_secs(1), state.proposer.read_index()).await {
         Ok(Ok(_)) => (StatusCode::OK, r#"{"health":"true","reason":""}"#.to_owned()),
         _ => unhealthy("QGET ERROR"),
+    }
+}
+
+/// etcd's `/version`.
+async fn version() -> impl IntoResponse {
+    let version = crate::grpc::ETCD_VERSION;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"etcdserver":"{version}","etcdcluster":"{}"}}"#, cluster_version(version)),
+    )
+}
+
+/// The cluster version etcd reports: the server version's major and minor, patch 0.
+fn cluster_version(version: &str) -> String {
+    let mut parts = version.split('.');
+    format!("{}.{}.0", parts.next().unwrap_or("3"), parts.next().unwrap_or("5"))
+}
+
+/// etcd 3.5's `/livez`: the process is alive and not wedged (it answers).
+async fn livez() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}
+
+/// etcd 3.5's `/readyz`: no CORRUPT alarm, and a linearizable read (a read-index round)
+/// completes in time.
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    if crate::alarms::corrupt(&crate::alarms::lock(&state.alarms)) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]data_corruption failed: alarm activated\nhealth check failed".to_owned(),
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(1), state.proposer.read_index()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ok".to_owned()),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "[-]linearizable_read failed\nhealth check failed".to_owned()),
     }
 }

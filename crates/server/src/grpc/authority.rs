@@ -18,7 +18,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const PREFACE_LEN: usize = 24;
+/// What every HTTP/2 connection starts with.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const PREFACE_LEN: usize = PREFACE.len();
 const FRAME_HEADER: usize = 9;
 const HEADERS: u8 = 0x1;
 const CONTINUATION: u8 = 0x9;
@@ -76,7 +78,14 @@ impl<S> AuthorityFix<S> {
     /// Parses what `input` holds, moving what is ready to `output`.
     fn process(&mut self) -> io::Result<()> {
         if !self.preface_seen {
-            if self.input.len() < PREFACE_LEN {
+            let seen = self.input.len().min(PREFACE_LEN);
+            if self.input[..seen] != PREFACE[..seen] {
+                // Not HTTP/2 (an HTTP/1.1 request for the JSON gateway): nothing to fix.
+                self.mode = Mode::Passing;
+                self.output.append(&mut self.input);
+                return Ok(());
+            }
+            if seen < PREFACE_LEN {
                 return Ok(());
             }
             self.output.extend(self.input.drain(..PREFACE_LEN));
@@ -278,8 +287,6 @@ mod tests {
 
     use super::*;
 
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut bytes = (payload.len() as u32).to_be_bytes()[1..].to_vec();
         bytes.extend_from_slice(&[kind, flags]);
@@ -353,6 +360,15 @@ mod tests {
             assert!(block.contains(&(":path".into(), path.into())), "{block:?}");
         }
         assert!(out.windows(4).any(|w| w == b"data"), "other frames pass");
+    }
+
+    #[tokio::test]
+    async fn http_1_passes_untouched() {
+        let request = b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}".to_vec();
+        let mut fixed = AuthorityFix::new(&request[..]);
+        let mut out = Vec::new();
+        fixed.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, request);
     }
 
     #[tokio::test]

@@ -416,6 +416,45 @@ fn plain_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncomin
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// etcd's six client services, added to `routes`.
+fn grpc_routes(
+    routes: tonic::service::Routes,
+    service: &Service,
+    max_receive: usize,
+) -> tonic::service::Routes {
+    routes
+        .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_receive))
+        .add_service(MaintenanceServer::new(service.clone()).max_decoding_message_size(max_receive))
+        .add_service(ClusterServer::new(service.clone()).max_decoding_message_size(max_receive))
+        .add_service(WatchServer::new(service.clone()).max_decoding_message_size(max_receive))
+        .add_service(LeaseServer::new(service.clone()).max_decoding_message_size(max_receive))
+        .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive))
+}
+
+/// A channel to `routes` served inside the process, over in-memory pipes.
+fn in_process_channel(routes: tonic::service::Routes) -> tonic::transport::Channel {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<tokio::io::DuplexStream>();
+    let incoming = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|stream| (Ok::<_, std::io::Error>(stream), receiver))
+    });
+    tokio::spawn(async move {
+        let mut server = Server::builder().layer(tower::util::MapResponseLayer::new(oversize_as_etcd));
+        if let Err(error) = server.add_routes(routes).serve_with_incoming(incoming).await {
+            tracing::error!(%error, "the gateway's in-process server failed");
+        }
+    });
+    tonic::transport::Endpoint::from_static("http://in-process.invalid").connect_with_connector_lazy(
+        tower::service_fn(move |_: http::Uri| {
+            let sender = sender.clone();
+            async move {
+                let (client, server) = tokio::io::duplex(256 * 1024);
+                sender.send(server).map_err(|_| std::io::Error::other("the in-process server stopped"))?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+            }
+        }),
+    )
+}
+
 /// Serves the peer service on every peer listener until the process ends.
 pub(crate) fn serve_peers(
     services: crate::transport::PeerServices,
@@ -505,22 +544,34 @@ pub(crate) async fn serve(
     service: Service,
     listeners: Vec<(TcpListener, bool)>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    http: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
     let max_receive = service.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    // etcd's JSON gateway calls the services as any client would, here through a
+    // channel inside the process.
+    let gateway = cairn_gateway::router(in_process_channel(grpc_routes(
+        tonic::service::Routes::default(),
+        &service,
+        max_receive,
+    )));
+    let routes = grpc_routes(tonic::service::Routes::from(gateway.merge(http)), &service, max_receive);
+    // HTTP/1.1 for the gateway and the health endpoints next to gRPC, as etcd serves
+    // both on a client URL: told apart by the connection's first bytes, or by ALPN.
+    let tls = tls.map(|config| {
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    });
     let mut servers = tokio::task::JoinSet::new();
     for (listener, is_tls) in listeners {
         let addr = listener.local_addr().context("listener has no address")?;
         let router = Server::builder()
+            .accept_http1(true)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .layer(tower::util::MapResponseLayer::new(oversize_as_etcd))
-            .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_receive))
-            .add_service(MaintenanceServer::new(service.clone()).max_decoding_message_size(max_receive))
-            .add_service(ClusterServer::new(service.clone()).max_decoding_message_size(max_receive))
-            .add_service(WatchServer::new(service.clone()).max_decoding_message_size(max_receive))
-            .add_service(LeaseServer::new(service.clone()).max_decoding_message_size(max_receive))
-            .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive));
+            .add_routes(routes.clone());
         let server_shutdown = shutdown.clone();
         if is_tls {
             let config = tls.clone().context("an https listener needs TLS configuration")?;

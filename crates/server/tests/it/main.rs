@@ -11,6 +11,7 @@ mod t50_crash;
 mod t60_observability;
 mod t65_maintenance;
 mod t66_backup;
+mod t67_gateway;
 mod t70_auth;
 mod t80_leases_and_watches;
 mod t90_watch_scale;

