@@ -429,14 +429,24 @@ async fn bind(urls: &str) -> anyhow::Result<Vec<(TcpListener, bool)>> {
         for url in split_urls(urls) {
             let tls = url.starts_with("https://");
             for addr in resolve(url).await? {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {url} ({addr})"))?;
+                let listener = listen(addr).with_context(|| format!("cannot listen on {url} ({addr})"))?;
                 listeners.push((listener, tls));
             }
         }
         Ok(listeners)
     }
+}
+
+/// The listen backlog etcd asks for (Go's, the kernel's `somaxconn` permitting): a
+/// burst of connections waits in it instead of being dropped and retried a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with etcd's backlog, reusing the address as Go does.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// etcd's backend quota when `--quota-backend-bytes` is 0.

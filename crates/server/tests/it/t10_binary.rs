@@ -61,3 +61,17 @@ fn a_configuration_error_is_one_plain_line_even_with_rust_backtrace_set() {
         assert!(!stderr.contains("backtrace"), "{flag}: {stderr}");
     }
 }
+
+/// The client listener asks for etcd's backlog of 4,096 (the kernel caps it at its
+/// `somaxconn`), so that a burst of connections waits instead of being dropped.
+#[test]
+fn the_client_listener_has_etcds_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    let filter = format!("sport = :{}", cairn.addr.port());
+    let output = Command::new("ss").args(["-ltnH", &filter]).output().expect("ss is installed (iproute2)");
+    let listing = String::from_utf8(output.stdout).unwrap();
+    let backlog: u32 = listing.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(backlog, 4096.min(somaxconn), "{listing}");
+}
