@@ -556,7 +556,11 @@ pub(crate) async fn serve(
         &service,
         max_receive,
     )));
-    let routes = grpc_routes(tonic::service::Routes::from(gateway.merge(http)), &service, max_receive);
+    // The standard gRPC health service, as etcd registers it: serving.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let routes = grpc_routes(tonic::service::Routes::from(gateway.merge(http)), &service, max_receive)
+        .add_service(health);
     // HTTP/1.1 for the gateway and the health endpoints next to gRPC, as etcd serves
     // both on a client URL: told apart by the connection's first bytes, or by ALPN.
     let tls = tls.map(|config| {

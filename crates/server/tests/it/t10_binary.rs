@@ -68,7 +68,8 @@ fn a_configuration_error_is_one_plain_line_even_with_rust_backtrace_set() {
 fn the_client_listener_has_etcds_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let cairn = Cairn::start(dir.path(), &[]);
-    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    let somaxconn: u32 =
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
     let filter = format!("sport = :{}", cairn.addr.port());
     let output = Command::new("ss").args(["-ltnH", &filter]).output().expect("ss is installed (iproute2)");
     let listing = String::from_utf8(output.stdout).unwrap();

@@ -103,3 +103,18 @@ async fn health_reports_a_raised_alarm_unless_excluded() {
     client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options)).await.unwrap();
     assert_eq!(health("/health"), healthy);
 }
+
+/// The standard gRPC health service (`grpc.health.v1.Health`), which etcd registers
+/// and gRPC health probes (Kubernetes' `grpc:` probe) call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_health_service_says_serving() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let channel = tonic::transport::Endpoint::from_shared(cairn.endpoint()).unwrap().connect().await.unwrap();
+    let mut client = HealthClient::new(channel);
+    let answer = client.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(answer.status(), ServingStatus::Serving);
+}
