@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcdserverpb/rpc.proto",
         "proto/etcdserverpb/raft_internal.proto",
         "proto/cairnpb/peer.proto",
+        "proto/v3lockpb/v3lock.proto",
+        "proto/v3electionpb/v3election.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -87,6 +87,13 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("auth/role/delete", "etcdserverpb.Auth", "RoleDelete"),
     ("auth/role/grant", "etcdserverpb.Auth", "RoleGrantPermission"),
     ("auth/role/revoke", "etcdserverpb.Auth", "RoleRevokePermission"),
+    ("lock/lock", "v3lockpb.Lock", "Lock"),
+    ("lock/unlock", "v3lockpb.Lock", "Unlock"),
+    ("election/campaign", "v3electionpb.Election", "Campaign"),
+    ("election/proclaim", "v3electionpb.Election", "Proclaim"),
+    ("election/leader", "v3electionpb.Election", "Leader"),
+    ("election/observe", "v3electionpb.Election", "Observe"),
+    ("election/resign", "v3electionpb.Election", "Resign"),
 ];
 
 /// The version prefixes etcd serves the gateway under: 3.5's, and 3.4's aliases.

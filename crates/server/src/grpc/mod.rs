@@ -7,6 +7,7 @@
 mod auth;
 mod authority;
 mod cluster;
+mod concurrency;
 mod kv;
 mod lease;
 mod maintenance;
@@ -416,7 +417,7 @@ fn plain_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncomin
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// etcd's six client services, added to `routes`.
+/// etcd's client services (its six, `v3lock` and `v3election`), added to `routes`.
 fn grpc_routes(
     routes: tonic::service::Routes,
     service: &Service,
@@ -429,6 +430,8 @@ fn grpc_routes(
         .add_service(WatchServer::new(service.clone()).max_decoding_message_size(max_receive))
         .add_service(LeaseServer::new(service.clone()).max_decoding_message_size(max_receive))
         .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive))
+        .add_service(cairn_api::v3lockpb::lock_server::LockServer::new(service.clone()))
+        .add_service(cairn_api::v3electionpb::election_server::ElectionServer::new(service.clone()))
 }
 
 /// A channel to `routes` served inside the process, over in-memory pipes.

@@ -270,3 +270,106 @@ fn one_tls_listener_serves_grpc_and_http_1_1() {
         .unwrap();
     assert_eq!(crate::support::stdout(&output), "foo\nbar\n");
 }
+
+/// `v3lock` through a real client (the `etcd-client` crate calls the service): the
+/// second locker waits until the first unlocks; a lease held twice locks once; and
+/// through the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_contend_for_a_lock() {
+    use etcd_client::LockOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut first = cairn.client().await;
+    let lease = first.lease_grant(30, None).await.unwrap().id();
+    let held = first.lock("job", Some(LockOptions::new().with_lease(lease))).await.unwrap();
+    assert!(held.key().starts_with(b"job/"), "{:?}", held.key());
+    // The same lease again: the lock it already holds.
+    let again = first.lock("job", Some(LockOptions::new().with_lease(lease))).await.unwrap();
+    assert_eq!(again.key(), held.key());
+
+    let mut second = cairn.client().await;
+    let waiting = tokio::spawn(async move { second.lock("job", None).await.unwrap().key().to_vec() });
+    // Its key is written before it waits: once it is there, the second locker waits.
+    let watcher = cairn.client().await;
+    crate::support::until_ok("the second locker's key", || {
+        let mut watcher = watcher.clone();
+        async move {
+            let keys = watcher.get("job/", Some(etcd_client::GetOptions::new().with_prefix())).await;
+            let count = keys.map_err(|e| e.to_string())?.count();
+            if count == 2 { Ok(()) } else { Err(format!("{count} keys")) }
+        }
+    })
+    .await;
+    assert!(!waiting.is_finished(), "the second locker waits");
+    first.unlock(held.key()).await.unwrap();
+    let second_key =
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap();
+    assert_ne!(second_key, held.key());
+    // Lease 0: a lease of its own, 60 seconds.
+    let owner = first.get(second_key.clone(), None).await.unwrap().kvs()[0].lease();
+    let ttl = first.lease_time_to_live(owner, None).await.unwrap().granted_ttl();
+    assert_eq!(ttl, 60);
+
+    // The gateway's routes reach the same service.
+    let url = cairn.endpoint();
+    let body = format!(r#"{{"key":"{}"}}"#, base64_of(&second_key));
+    let (status, _) = post(&format!("{url}/v3/lock/unlock"), &body, &[]);
+    assert_eq!(status, 200);
+    let (status, locked) = post(&format!("{url}/v3/lock/lock"), r#"{"name":"am9i"}"#, &[]);
+    assert_eq!(status, 200, "{locked}");
+    assert!(locked["key"].as_str().is_some());
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `v3election`: campaign, leader, proclaim, observe, resign, and the next candidate
+/// taking over; the leader read through the gateway too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_campaigns_proclaims_observes_and_resigns() {
+    use etcd_client::{ProclaimOptions, ResignOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let mut a = cairn.client().await;
+    let mut observer = cairn.client().await;
+    let no_leader = observer.leader("office").await.unwrap_err();
+    assert!(no_leader.to_string().contains("election: no leader"), "{no_leader}");
+    let lease_a = a.lease_grant(30, None).await.unwrap().id();
+    let won = a.campaign("office", "alice", lease_a).await.unwrap();
+    let leader_key = won.leader().unwrap().clone();
+    let mut observed = observer.observe("office").await.unwrap();
+    let value = |response: etcd_client::LeaderResponse| response.kv().unwrap().value().to_vec();
+    assert_eq!(value(observed.message().await.unwrap().unwrap()), b"alice");
+
+    let mut b = cairn.client().await;
+    let lease_b = b.lease_grant(30, None).await.unwrap().id();
+    let candidate = tokio::spawn(async move { b.campaign("office", "bob", lease_b).await.unwrap() });
+    a.proclaim("alice again", Some(ProclaimOptions::new().with_leader(leader_key.clone()))).await.unwrap();
+    assert_eq!(value(observed.message().await.unwrap().unwrap()), b"alice again");
+    assert_eq!(value(observer.leader("office").await.unwrap()), b"alice again");
+    let (status, leader) =
+        post(&format!("{}/v3/election/leader", cairn.endpoint()), r#"{"name":"b2ZmaWNl"}"#, &[]);
+    assert_eq!((status, leader["kv"]["value"].as_str()), (200, Some("YWxpY2UgYWdhaW4=")));
+    assert!(!candidate.is_finished(), "bob waits while alice leads");
+
+    a.resign(Some(ResignOptions::new().with_leader(leader_key.clone()))).await.unwrap();
+    let bob = tokio::time::timeout(std::time::Duration::from_secs(10), candidate).await.unwrap().unwrap();
+    assert_eq!(bob.leader().unwrap().lease(), lease_b);
+    assert_eq!(value(observed.message().await.unwrap().unwrap()), b"bob");
+    // Alice is no longer the leader: her proclamation is refused.
+    let refused = a.proclaim("mine", Some(ProclaimOptions::new().with_leader(leader_key))).await.unwrap_err();
+    assert!(refused.to_string().contains("election: not leader"), "{refused}");
+}
