@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build_client(grpc)
             .build_server(grpc)
             .generate_default_stubs(true)
+            .codec_path("crate::codec::EtcdCodec")
             .include_file("mod.rs")
             .out_dir(out_dir)
             .compile_fds(descriptors.clone())?;

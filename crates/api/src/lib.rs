@@ -26,6 +26,9 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 
 #[cfg(feature = "grpc")]
+pub mod codec;
+
+#[cfg(feature = "grpc")]
 include!(concat!(env!("OUT_DIR"), "/grpc/mod.rs"));
 #[cfg(not(feature = "grpc"))]
 include!(concat!(env!("OUT_DIR"), "/messages/mod.rs"));
