@@ -67,6 +67,30 @@ pub(crate) struct Config {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
     quota_backend_bytes: i64,
 
+    /// The logger: `zap`, etcd 3.5's only one (Cairn writes its own format).
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    logger: String,
+
+    /// The least severe log level written: debug, info, warn, error, panic or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+
+    /// Where logs go: `default` or `stderr` (standard error), or `stdout`.
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default")]
+    log_outputs: String,
+
+    /// Pre-vote before an election; always on in cairn, so only true is accepted.
+    #[arg(long, env = "ETCD_PRE_VOTE", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pre_vote: bool,
+
+    /// Which metrics are exported: `basic` (the only set cairn has).
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
+    metrics: String,
+
+    /// Rows a compaction deletes per transaction.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT", default_value_t = 1000)]
+    pub(crate) experimental_compaction_batch_limit: usize,
+
     /// How `--auto-compaction-retention` is read: `periodic` or `revision`.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
     auto_compaction_mode: String,
@@ -238,6 +262,21 @@ impl Config {
         }
     }
 
+    /// The tracing filter `--log-level` asks for (etcd's panic and fatal are errors).
+    pub(crate) fn log_level(&self) -> &'static str {
+        match self.log_level.as_str() {
+            "debug" => "debug",
+            "warn" => "warn",
+            "error" | "panic" | "fatal" => "error",
+            _ => "info",
+        }
+    }
+
+    /// Whether `--log-outputs` sends logs to standard output.
+    pub(crate) fn logs_to_stdout(&self) -> bool {
+        self.log_outputs == "stdout"
+    }
+
     /// `--experimental-corrupt-check-time`: `None` when off.
     pub(crate) fn corrupt_check_interval(&self) -> anyhow::Result<Option<Duration>> {
         let text = &self.experimental_corrupt_check_time;
@@ -360,6 +399,28 @@ impl Config {
                 max = MAX_QUOTA_BYTES,
                 "--quota-backend-bytes is above the suggested maximum"
             );
+        }
+        if self.logger != "zap" {
+            bail!("--logger {:?} is not supported: etcd 3.5's only logger is zap", self.logger);
+        }
+        if !["debug", "info", "warn", "error", "panic", "fatal"].contains(&self.log_level.as_str()) {
+            bail!("--log-level {:?} is not one of debug, info, warn, error, panic, fatal", self.log_level);
+        }
+        if !["default", "stderr", "stdout"].contains(&self.log_outputs.as_str()) {
+            bail!(
+                "--log-outputs {:?} is not supported: logs go to stderr (default) or stdout; write them to \
+                 files or the journal outside cairn",
+                self.log_outputs
+            );
+        }
+        if !self.pre_vote {
+            bail!("--pre-vote=false is not supported: cairn's members always pre-vote before an election");
+        }
+        if self.metrics != "basic" {
+            bail!("--metrics {:?} is not supported: cairn exports etcd's basic metrics only", self.metrics);
+        }
+        if self.experimental_compaction_batch_limit == 0 {
+            bail!("--experimental-compaction-batch-limit must be at least 1");
         }
         self.auto_compaction()?;
         self.corrupt_check_interval()?;
@@ -519,6 +580,23 @@ mod tests {
             "--strict-reconfig-check=false",
         ] {
             parse(&[accepted]).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn logging_flags_are_etcds_or_refused() {
+        assert_eq!(parse(&["--log-level=debug"]).log_level(), "debug");
+        assert_eq!(parse(&["--log-level=fatal"]).log_level(), "error");
+        assert!(parse(&["--log-outputs=stdout"]).logs_to_stdout());
+        parse(&["--logger=zap", "--log-outputs=stderr"]).validate().unwrap();
+        for (flag, says) in [
+            ("--logger=capnslog", "only logger is zap"),
+            ("--log-level=loud", "is not one of"),
+            ("--log-outputs=/var/log/etcd.log", "logs go to stderr"),
+            ("--experimental-compaction-batch-limit=0", "at least 1"),
+        ] {
+            let error = parse(&[flag]).validate().unwrap_err().to_string();
+            assert!(error.contains(says), "{flag}: {error}");
         }
     }
 

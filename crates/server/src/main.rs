@@ -14,6 +14,7 @@ mod compactor;
 mod config;
 mod corrupt;
 mod error;
+mod flags;
 mod grpc;
 mod identity;
 mod lease;
@@ -56,18 +57,30 @@ fn main() -> std::process::ExitCode {
 }
 
 fn start() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_none_or(|first| first != "snapshot")
+        && let Some(refusal) = flags::refused(args, |name| std::env::var(name).ok())
+    {
+        anyhow::bail!(refusal);
+    }
     let mut config = Config::parse();
     if let Some(command) = config.command.take() {
         return snapshot_cli::run(command);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log_level()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.logs_to_stdout() {
+        builder
+            .with_writer(std::io::stdout)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    } else {
+        builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     config.validate()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -198,6 +211,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         disk: metrics::DiskMetrics::new(&metrics::meter()),
         min_lease_ttl: lease::min_ttl(config.election_timeout()),
         quota: config.quota(),
+        compaction_batch: config.experimental_compaction_batch_limit,
         quota_exceeded: Arc::clone(&quota_exceeded),
     };
     let node = node::start(

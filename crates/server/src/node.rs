@@ -248,6 +248,8 @@ pub(crate) struct NodeConfig {
     pub(crate) min_lease_ttl: i64,
     /// `--quota-backend-bytes`, if any.
     pub(crate) quota: Option<u64>,
+    /// Rows a compaction deletes per transaction (`--experimental-compaction-batch-limit`).
+    pub(crate) compaction_batch: usize,
     /// Notified when an applied write leaves the store over its quota.
     pub(crate) quota_exceeded: Arc<tokio::sync::Notify>,
 }
@@ -503,9 +505,6 @@ struct Runner {
     next_read_context: u64,
 }
 
-/// Rows a compaction deletes per transaction (etcd's `--experimental-compaction-batch-limit`).
-const COMPACTION_BATCH: usize = 1000;
-
 /// Longest the raft thread waits for commands between two compaction batches.
 const COMPACTION_PAUSE: Duration = Duration::from_millis(1);
 
@@ -573,7 +572,7 @@ impl Runner {
         let txn = self.db.begin_write()?;
         {
             let mut kv = txn.open_table(crate::storage::KV)?;
-            let batch = self.applier.doomed.len().min(COMPACTION_BATCH);
+            let batch = self.applier.doomed.len().min(self.config.compaction_batch);
             for at in self.applier.doomed.drain(..batch) {
                 kv.remove(at)?;
             }

@@ -76,3 +76,30 @@ fn the_client_listener_has_etcds_backlog() {
     let backlog: u32 = listing.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert_eq!(backlog, 4096.min(somaxconn), "{listing}");
 }
+
+/// etcd 3.5's flags that cairn does not implement are refused at start, named with
+/// the reason, on the command line or in the environment; never accepted and ignored.
+#[test]
+fn etcd_flags_cairn_does_not_implement_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exit, stderr) = crate::support::start_refused(dir.path(), &["--max-wals=5".to_owned()]);
+    assert!(!exit.success());
+    assert_eq!(
+        stderr.trim(),
+        "Error: --max-wals is not supported by cairn: write-ahead log segments are removed once compacted, not counted"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .env("ETCD_UNSAFE_NO_FSYNC", "true")
+        .arg(format!("--data-dir={}", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ETCD_UNSAFE_NO_FSYNC (--unsafe-no-fsync) is not supported by cairn"),
+        "{stderr}"
+    );
+    // Implemented ones start: the log level, and etcd 3.5's one logger.
+    let cairn = Cairn::start(&dir.path().join("ok"), &["--log-level=warn", "--logger=zap", "--pre-vote"]);
+    drop(cairn);
+}
