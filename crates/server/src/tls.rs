@@ -84,7 +84,8 @@ pub(crate) fn server_config(
         builder.with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        for certificate in read_certificates(&files.trusted_ca_file)? {
+        let anchors = read_certificates(&files.trusted_ca_file)?;
+        for certificate in anchors.clone() {
             roots
                 .add(certificate)
                 .with_context(|| format!("bad CA certificate in {}", files.trusted_ca_file))?;
@@ -99,6 +100,8 @@ pub(crate) fn server_config(
         let verifier = verifier.build().with_context(|| {
             format!("client certificate verifier (CA {}, CRL {:?})", files.trusted_ca_file, files.crl_file)
         })?;
+        let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+            Arc::new(TrustAnchorClients { inner: verifier, anchors });
         builder.with_client_cert_verifier(verifier)
     };
     let mut config = builder
@@ -285,5 +288,73 @@ impl tower_service::Service<tonic::codegen::http::Uri> for UnverifiedTls {
             let stream = connector.connect(name, tcp).await?;
             Ok(hyper_util::rt::TokioIo::new(stream))
         })
+    }
+}
+
+/// The client verifier, accepting too a client certificate that is itself one of the
+/// trusted CAs (a self-signed certificate used as CA, server and client certificate
+/// at once, as etcd's test fixtures and some small deployments do). webpki refuses a
+/// CA certificate as an end entity; Go, and so etcd, trusts a leaf found among its
+/// roots while it is within its validity. The handshake's signature check, which still
+/// applies, proves the client holds that certificate's key.
+#[derive(Debug)]
+struct TrustAnchorClients {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    anchors: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for TrustAnchorClients {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+            Err(error) if self.anchors.iter().any(|anchor| anchor.as_ref() == end_entity.as_ref()) => {
+                let valid =
+                    x509_parser::parse_x509_certificate(end_entity.as_ref()).is_ok_and(|(_, parsed)| {
+                        let now = now.as_secs() as i64;
+                        parsed.validity().not_before.timestamp() <= now
+                            && now <= parsed.validity().not_after.timestamp()
+                    });
+                if valid { Ok(rustls::server::danger::ClientCertVerified::assertion()) } else { Err(error) }
+            }
+            result => result,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }

@@ -374,3 +374,69 @@ fn a_three_member_cluster_with_peer_auto_tls() {
     }
     assert!(data.path().join("m0").join("fixtures").join("peer").join("cert.pem").is_file());
 }
+
+/// One self-signed certificate with CN `root` as CA, server and client certificate at
+/// once (etcd's `CommonName-root` fixture): a CA certificate as a client certificate
+/// is trusted when it is itself a trusted root, as Go trusts it, and its common name
+/// is the caller. An unrelated self-signed one is still refused.
+#[test]
+fn a_self_signed_root_certificate_serves_as_ca_server_and_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let self_signed = |name: &str, common_name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.path().join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    };
+    self_signed("root", "root");
+    self_signed("stranger", "root");
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let cairn = start_tls(
+        &dir.path().join("data"),
+        vec![
+            format!("--cert-file={}", file("root.pem")),
+            format!("--key-file={}", file("root-key.pem")),
+            format!("--trusted-ca-file={}", file("root.pem")),
+            "--client-cert-auth".to_owned(),
+        ],
+    );
+    let as_client = |name: &str| {
+        vec![
+            format!("--cacert={}", file("root.pem")),
+            format!("--cert={}", file(&format!("{name}.pem"))),
+            format!("--key={}", file(&format!("{name}-key.pem"))),
+        ]
+    };
+    let root = as_client("root");
+    let with_password_on_stdin = |args: &[&str]| {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://{}", cairn.addr))
+            .args(&root)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    stdout(&with_password_on_stdin(&["user", "add", "root", "--interactive=false"]));
+    stdout(&etcdctl_tls(&cairn, &root, &["user", "grant-role", "root", "root"]));
+    stdout(&etcdctl_tls(&cairn, &root, &["auth", "enable"]));
+    // With auth on, the certificate's common name is the caller: root.
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &root, &["put", "k", "v"])).trim(), "OK");
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &root, &["user", "list"])).trim(), "root");
+    // The same name on a certificate nobody trusts gets nowhere.
+    let mut stranger = as_client("stranger");
+    stranger.push("--dial-timeout=2s".to_owned());
+    let refused = etcdctl_tls(&cairn, &stranger, &["--command-timeout=3s", "put", "k", "x"]);
+    assert!(!refused.status.success());
+    assert_eq!(stdout(&etcdctl_tls(&cairn, &root, &["get", "k", "--print-value-only"])).trim(), "v");
+}
