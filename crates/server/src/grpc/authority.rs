@@ -55,8 +55,9 @@ pub(crate) struct AuthorityFix<S> {
     block: Vec<u8>,
     first: Option<(u32, u8, Vec<u8>)>,
     preface_seen: bool,
-    decoder: loona_hpack::Decoder<'static>,
-    encoder: loona_hpack::Encoder<'static>,
+    /// The client's and h2's HPACK state, while header blocks are read; dropped once
+    /// the connection passes through.
+    hpack: Option<Box<(loona_hpack::Decoder<'static>, loona_hpack::Encoder<'static>)>>,
 }
 
 impl<S> AuthorityFix<S> {
@@ -70,9 +71,16 @@ impl<S> AuthorityFix<S> {
             block: Vec::new(),
             first: None,
             preface_seen: false,
-            decoder: loona_hpack::Decoder::new(),
-            encoder: loona_hpack::Encoder::new(),
+            hpack: Some(Box::new((loona_hpack::Decoder::new(), loona_hpack::Encoder::new()))),
         }
+    }
+
+    /// From now on bytes go through untouched: what only the parsing needed goes.
+    fn pass_through(&mut self) {
+        self.mode = Mode::Passing;
+        self.hpack = None;
+        self.pending = Vec::new();
+        self.block = Vec::new();
     }
 
     /// Parses what `input` holds, moving what is ready to `output`.
@@ -81,8 +89,8 @@ impl<S> AuthorityFix<S> {
             let seen = self.input.len().min(PREFACE_LEN);
             if self.input[..seen] != PREFACE[..seen] {
                 // Not HTTP/2 (an HTTP/1.1 request for the JSON gateway): nothing to fix.
-                self.mode = Mode::Passing;
                 self.output.append(&mut self.input);
+                self.pass_through();
                 return Ok(());
             }
             if seen < PREFACE_LEN {
@@ -145,7 +153,8 @@ impl<S> AuthorityFix<S> {
         let (stream, flags, priority) = self.first.take().ok_or_else(malformed)?;
         let mut headers = Vec::new();
         let mut needs_fix = false;
-        self.decoder
+        let (decoder, _) = &mut **self.hpack.as_mut().ok_or_else(malformed)?;
+        decoder
             .decode_with_cb(&self.block, |name, value| {
                 let value = if &*name == b":authority" {
                     match fixed_authority(&value) {
@@ -163,13 +172,14 @@ impl<S> AuthorityFix<S> {
             .map_err(|_| malformed())?;
         if self.mode == Mode::Deciding && !needs_fix {
             self.output.append(&mut self.pending);
-            self.mode = Mode::Passing;
+            self.pass_through();
             return Ok(());
         }
         self.mode = Mode::Rewriting;
         self.pending.clear();
         let mut block = priority;
-        self.encoder.encode_into(headers.iter().map(|(n, v)| (&n[..], &v[..])), &mut block)?;
+        let (_, encoder) = &mut **self.hpack.as_mut().ok_or_else(malformed)?;
+        encoder.encode_into(headers.iter().map(|(n, v)| (&n[..], &v[..])), &mut block)?;
         let mut flags = flags & !(PADDED | END_HEADERS);
         let mut rest = &block[..];
         let mut kind = HEADERS;
@@ -224,6 +234,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 return Poll::Ready(Ok(()));
             }
             if this.mode == Mode::Passing && this.input.is_empty() {
+                if this.output.capacity() > 0 || this.input.capacity() > 0 {
+                    // Idle connections are many: keep no buffer for them.
+                    this.output = Vec::new();
+                    this.input = Vec::new();
+                }
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             let mut chunk = [0u8; 8192];
