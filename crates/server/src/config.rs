@@ -400,6 +400,18 @@ impl Config {
                 "--quota-backend-bytes is above the suggested maximum"
             );
         }
+        for (flag, urls) in [
+            ("--listen-client-urls", &self.listen_client_urls),
+            ("--listen-peer-urls", &self.listen_peer_urls),
+        ] {
+            if let Some(url) =
+                split_urls(urls).find(|url| url.starts_with("unix://") || url.starts_with("unixs://"))
+            {
+                bail!(
+                    "{flag} {url}: unix:// and unixs:// URLs are not supported; listen on http:// or https://host:port"
+                );
+            }
+        }
         if self.logger != "zap" {
             bail!("--logger {:?} is not supported: etcd 3.5's only logger is zap", self.logger);
         }
@@ -594,6 +606,8 @@ mod tests {
             ("--log-level=loud", "is not one of"),
             ("--log-outputs=/var/log/etcd.log", "logs go to stderr"),
             ("--experimental-compaction-batch-limit=0", "at least 1"),
+            ("--listen-client-urls=unix:///tmp/etcd.sock", "unix:// and unixs:// URLs are not supported"),
+            ("--listen-peer-urls=unixs://localhost:2380", "unix:// and unixs:// URLs are not supported"),
         ] {
             let error = parse(&[flag]).validate().unwrap_err().to_string();
             assert!(error.contains(says), "{flag}: {error}");
