@@ -373,3 +373,36 @@ async fn an_election_campaigns_proclaims_observes_and_resigns() {
     let refused = a.proclaim("mine", Some(ProclaimOptions::new().with_leader(leader_key))).await.unwrap_err();
     assert!(refused.to_string().contains("election: not leader"), "{refused}");
 }
+
+/// `v3election` through the gateway alone, as an HTTP client without gRPC would use
+/// it: campaign, observe (a stream of lines), proclaim, leader, resign.
+#[test]
+fn an_election_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::start(dir.path(), &[]);
+    let url = cairn.endpoint();
+    let (status, granted) = post(&format!("{url}/v3/lease/grant"), r#"{"TTL":"30"}"#, &[]);
+    assert_eq!(status, 200, "{granted}");
+    let lease = granted["ID"].as_str().unwrap().to_owned();
+    // "office" and "alice" in base64.
+    let campaign = format!(r#"{{"name":"b2ZmaWNl","lease":"{lease}","value":"YWxpY2U="}}"#);
+    let (status, won) = post(&format!("{url}/v3/election/campaign"), &campaign, &[]);
+    assert_eq!(status, 200, "{won}");
+    let leader = won["leader"].clone();
+    assert_eq!(leader["name"], "b2ZmaWNl");
+    assert_eq!(leader["lease"].as_str(), Some(lease.as_str()));
+    let proclaim = serde_json::json!({ "leader": leader, "value": "YWxpY2UgYWdhaW4=" }).to_string();
+    let observed = stream(&format!("{url}/v3/election/observe"), r#"{"name":"b2ZmaWNl"}"#, 2, || {
+        let (status, answer) = post(&format!("{url}/v3/election/proclaim"), &proclaim, &[]);
+        assert_eq!(status, 200, "{answer}");
+    });
+    assert_eq!(observed[0]["result"]["kv"]["value"], "YWxpY2U=");
+    assert_eq!(observed[1]["result"]["kv"]["value"], "YWxpY2UgYWdhaW4=");
+    let (status, now) = post(&format!("{url}/v3/election/leader"), r#"{"name":"b2ZmaWNl"}"#, &[]);
+    assert_eq!((status, now["kv"]["value"].as_str()), (200, Some("YWxpY2UgYWdhaW4=")));
+    let resign = serde_json::json!({ "leader": leader }).to_string();
+    let (status, _) = post(&format!("{url}/v3/election/resign"), &resign, &[]);
+    assert_eq!(status, 200);
+    let (status, none) = post(&format!("{url}/v3/election/leader"), r#"{"name":"b2ZmaWNl"}"#, &[]);
+    assert_eq!((status, none["error"].as_str()), (500, Some("election: no leader")));
+}
