@@ -381,6 +381,9 @@ type Visit<'a, E> = dyn FnMut(&[u8], &[u8], u32) -> Result<(), E> + 'a;
 pub struct BoltReader {
     file: File,
     meta: Meta,
+    /// Pages read by the walk in progress: more than the file holds means pages
+    /// reached twice (a damaged tree), which would otherwise take exponential time.
+    walked: std::cell::Cell<u64>,
 }
 
 impl BoltReader {
@@ -411,7 +414,7 @@ impl BoltReader {
         if file.metadata()?.len() < needed || meta.pages < 3 {
             return Err(invalid(format!("the file is shorter than its {} pages", meta.pages)));
         }
-        Ok(Self { file, meta })
+        Ok(Self { file, meta, walked: std::cell::Cell::new(0) })
     }
 
     /// The size bbolt reports (`Tx.Size`): pages times page size.
@@ -445,10 +448,19 @@ impl BoltReader {
         if depth > MAX_DEPTH {
             return Err(invalid("a tree deeper than any real one (a cycle of pages)").into());
         }
+        if depth == 0 {
+            self.walked.set(0);
+        }
         for element in elements(page)? {
             match element {
                 Element::Leaf { key, value, flags } => visit(key, value, flags)?,
-                Element::Branch { child } => self.walk(&self.page(child)?, depth + 1, visit)?,
+                Element::Branch { child } => {
+                    self.walked.set(self.walked.get() + 1);
+                    if self.walked.get() > self.meta.pages {
+                        return Err(invalid("pages reached more than once (a damaged tree)").into());
+                    }
+                    self.walk(&self.page(child)?, depth + 1, visit)?;
+                }
             }
         }
         Ok(())
@@ -524,11 +536,14 @@ impl BoltReader {
                         count = u64_in(&page, HEADER) as usize;
                         at += 8;
                     }
+                    let fits = page.len().saturating_sub(at) / 8;
+                    if count > fits {
+                        errors.push(format!("freelist: {count} pages listed, room for {fits}"));
+                        count = fits;
+                    }
                     for i in 0..count {
-                        match page.get(at + 8 * i..at + 8 * i + 8) {
-                            Some(id) => free.push(u64::from_le_bytes(id.try_into().expect("8 bytes"))),
-                            None => errors.push("freelist: runs past its page".to_owned()),
-                        }
+                        let id = &page[at + 8 * i..at + 8 * i + 8];
+                        free.push(u64::from_le_bytes(id.try_into().expect("8 bytes")));
                     }
                     self.mark(self.meta.freelist, &page, &mut seen, &mut errors);
                 }

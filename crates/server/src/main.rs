@@ -198,6 +198,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let hub = watch::Hub::new();
     let wait = Wait::new();
     let alarms: alarms::SharedAlarms = Arc::new(std::sync::Mutex::new(alarms::load(&db)?));
+    // From here on every user takes the database from `store`: a defragmentation
+    // replaces it, and the old file's space comes back only once nothing holds it.
+    drop(db);
     let quota_exceeded = Arc::new(tokio::sync::Notify::new());
     let node_config = node::NodeConfig {
         member_id,

@@ -534,9 +534,9 @@ impl Runner {
             }
             match commands.recv_timeout(wait) {
                 Ok(command) => {
-                    let mut stop = self.take(command);
+                    let mut stop = self.take(command)?;
                     for command in commands.try_iter().take(MAX_BATCH) {
-                        stop |= self.take(command);
+                        stop |= self.take(command)?;
                     }
                     if stop {
                         info!("raft node stopped");
@@ -586,7 +586,7 @@ impl Runner {
     }
 
     /// Queues a command; true for [`Command::Stop`].
-    fn take(&mut self, command: Command) -> bool {
+    fn take(&mut self, command: Command) -> Result<bool, StorageError> {
         match command {
             Command::Propose(data, reply) => self.pending_proposals.push((data, reply)),
             Command::ReadIndex(reply) => self.pending_reads.push(reply),
@@ -610,14 +610,18 @@ impl Runner {
                     tracing::debug!(%error, "raft refused a message");
                 }
             }
-            Command::Defragment(copy, reply) => {
-                let outcome =
-                    crate::storage::defrag::finish(&self.db, copy).map_err(|error| error.to_string());
-                let _ = reply.send(outcome);
-            }
-            Command::Stop => return true,
+            Command::Defragment(copy, reply) => match crate::storage::defrag::finish(&self.db, copy) {
+                Ok(outcome) => {
+                    let _ = reply.send(Ok(outcome));
+                }
+                Err(crate::storage::defrag::Failed::Before(error)) => {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+                Err(crate::storage::defrag::Failed::After(error)) => return Err(error),
+            },
+            Command::Stop => return Ok(true),
         }
-        false
+        Ok(false)
     }
 
     /// Hands waiting proposals to raft once there is a leader; proposals whose caller

@@ -33,6 +33,9 @@ use tonic::{Request, Response, Status};
 
 use super::Service;
 
+/// How long a waiter goes without looking again when it hears of no change.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The TTL of the lease a request with lease 0 gets (etcd's session default).
 const SESSION_TTL: i64 = 60;
 
@@ -152,7 +155,10 @@ impl Service {
             let response = Kv::range(self, with_metadata(metadata, range)).await?.into_inner();
             let Some(last) = response.kvs.into_iter().next() else { return Ok(response.header) };
             loop {
-                match feed.recv().await {
+                // A snapshot from the leader replaces the state without events: look
+                // again now and then even when nothing is heard.
+                let Ok(received) = tokio::time::timeout(RECHECK, feed.recv()).await else { break };
+                match received {
                     Ok(batch) => {
                         let deleted = batch.events.iter().any(|event| {
                             event.r#type == EventType::Delete as i32
@@ -261,8 +267,10 @@ impl Election for Service {
                 }
             }
         }
-        self.wait_deletes(&metadata, &prefix, rev - 1).await?;
+        // As etcd: an error keeps the candidacy; only a caller that goes away resigns.
+        let waited = self.wait_deletes(&metadata, &prefix, rev - 1).await;
         claim.armed = false;
+        waited?;
         let leader = LeaderKey { name, key, rev, lease };
         Ok(Response::new(CampaignResponse { header: response.header, leader: Some(leader) }))
     }
@@ -342,6 +350,7 @@ impl Election for Service {
                 loop {
                     tokio::select! {
                         () = sender.closed() => return,
+                        () = tokio::time::sleep(RECHECK) => break,
                         batch = feed.recv() => match batch {
                             Ok(batch) if !batch.events.iter().any(|event| {
                                 event.kv.as_ref().is_some_and(|kv| kv.key.starts_with(&prefix))

@@ -135,16 +135,48 @@ pub(crate) struct Outcome {
 
 /// Step 2, on the apply thread: brings `copy` up to date with `store`, makes it
 /// durable, renames it over the database file and makes it the current database.
-pub(crate) fn finish(store: &Store, copy: Copy) -> Result<Outcome, StorageError> {
+pub(crate) fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
     let path = copy.path.clone();
     let outcome = catch_up_and_replace(store, copy);
-    if outcome.is_err() {
+    if let Err(Failed::Before(_)) = outcome {
         let _ = std::fs::remove_file(path);
     }
     outcome
 }
 
-fn catch_up_and_replace(store: &Store, copy: Copy) -> Result<Outcome, StorageError> {
+/// How a defragmentation failed: before the copy took the database's place (nothing
+/// changed, the caller may go on), or after (the member cannot trust its files).
+#[derive(Debug)]
+pub(crate) enum Failed {
+    Before(StorageError),
+    After(StorageError),
+}
+
+impl From<StorageError> for Failed {
+    fn from(error: StorageError) -> Self {
+        Self::Before(error)
+    }
+}
+
+macro_rules! redb_errors_fail_before {
+    ($($error:ty),*) => {$(
+        impl From<$error> for Failed {
+            fn from(error: $error) -> Self {
+                Self::Before(error.into())
+            }
+        }
+    )*};
+}
+redb_errors_fail_before!(
+    cairn_mvcc::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+fn catch_up_and_replace(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
     let blocked_since = Instant::now();
     let Copy { db, path, revisions, restored, started, size_before } = copy;
     let source = store.get();
@@ -165,6 +197,8 @@ fn catch_up_and_replace(store: &Store, copy: Copy) -> Result<Outcome, StorageErr
                 let source = read.open_table(KV)?;
                 let mut target = txn.open_table(KV)?;
                 let mut dropped = Vec::new();
+                // A later compaction also drops the newest change of a key that the
+                // copy's own compaction kept, so every row up to it is looked at.
                 for entry in target.range(..=(now.compacted, u32::MAX))? {
                     let key = entry?.0.value();
                     if source.get(key)?.is_none() {
@@ -185,10 +219,12 @@ fn catch_up_and_replace(store: &Store, copy: Copy) -> Result<Outcome, StorageErr
     drop(read);
     let io = |error: std::io::Error| StorageError::Redb(format!("defragment: {error}"));
     std::fs::rename(&path, store.path()).map_err(io)?;
-    if let Some(dir) = store.path().parent() {
-        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
-    }
+    // The copy has the database's name now: whatever fails from here, the member
+    // must not go on with the old, nameless file.
     let old = store.replace(db);
+    if let Some(dir) = store.path().parent() {
+        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| Failed::After(io(error)))?;
+    }
     // Closing a redb database writes its allocator state: a large file's takes a
     // while, which the raft thread need not wait for.
     let _ = std::thread::Builder::new().name("defrag-close".into()).spawn(move || drop(old));

@@ -92,7 +92,7 @@ pub(crate) struct Store {
     /// The file's size as of the last commit ([`Store::refresh_size`]).
     size: std::sync::atomic::AtomicU64,
     /// Held through a defragmentation: one at a time.
-    pub(crate) defragmenting: tokio::sync::Mutex<()>,
+    pub(crate) defragmenting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -106,7 +106,7 @@ impl Store {
             current: RwLock::new(Arc::new(db)),
             path,
             size: std::sync::atomic::AtomicU64::new(0),
-            defragmenting: tokio::sync::Mutex::new(()),
+            defragmenting: Arc::new(tokio::sync::Mutex::new(())),
         };
         store.refresh_size();
         Ok(store)
