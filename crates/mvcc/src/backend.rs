@@ -183,27 +183,16 @@ mod tests {
         let txn = copy.begin_write().unwrap();
         assert_eq!(read_key_bucket(&reader, &mut txn.open_table(crate::KV).unwrap()).unwrap(), 4);
         txn.commit().unwrap();
-        let original: Vec<_> = read
-            .open_table(crate::KV)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|e| {
-                let (at, value) = e.unwrap();
-                (at.value(), value.value().to_vec())
-            })
-            .collect();
-        let read_copy = copy.begin_read().unwrap();
-        let restored: Vec<_> = read_copy
-            .open_table(crate::KV)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|e| {
-                let (at, value) = e.unwrap();
-                (at.value(), value.value().to_vec())
-            })
-            .collect();
+        let rows = |txn: &redb::ReadTransaction| -> Vec<(Position, Vec<u8>)> {
+            let table = txn.open_table(crate::KV).unwrap();
+            table
+                .iter()
+                .unwrap()
+                .map(|e| e.unwrap())
+                .map(|(at, value)| (at.value(), value.value().to_vec()))
+                .collect()
+        };
+        let (original, restored) = (rows(&read), rows(&copy.begin_read().unwrap()));
         assert_eq!(restored, original);
     }
 }

@@ -125,22 +125,27 @@ fn stop_all(cluster: &mut Cluster) {
     }
 }
 
+/// Writes k = "agreed" on `cluster` and stops it; then the same members (same names,
+/// URLs, IDs) in a twin write another history of the same length, k = "diverged" at
+/// revision 2 too, and stop. Stopped, not killed: a member's store is durable up to its
+/// last applied entry only after a clean stop (a killed one replays the rest from its
+/// log, after any check).
+async fn diverged_twin(cluster: &mut Cluster) -> Cluster {
+    put_everywhere(cluster, "agreed").await;
+    stop_all(cluster);
+    let mut twin = cluster.twin();
+    put_everywhere(&twin, "diverged").await;
+    stop_all(&mut twin);
+    twin
+}
+
 /// `--experimental-initial-corrupt-check`: a member whose store holds other data than
 /// its peers' at the same revision refuses to serve; with the same data it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_data_differs_from_its_peers_refuses_to_start() {
     let flag = "--experimental-initial-corrupt-check";
     let mut cluster = Cluster::start_with(3, &[flag]);
-    put_everywhere(&cluster, "agreed").await;
-    // Stopped, not killed: a member's store is durable up to its last applied entry
-    // only after a clean stop (a killed one replays the rest from its log, after the
-    // check).
-    stop_all(&mut cluster);
-    // The same members (same names, URLs, IDs) with another history of the same
-    // length: k = "diverged" at revision 2 too.
-    let mut twin = cluster.twin();
-    put_everywhere(&twin, "diverged").await;
-    stop_all(&mut twin);
+    let twin = diverged_twin(&mut cluster).await;
     let m2 = cluster.dir.path().join("m2");
     let good = cluster.dir.path().join("m2-good");
     std::fs::rename(&m2, &good).unwrap();
@@ -511,11 +516,7 @@ async fn periodic_auto_compaction_keeps_the_last_period_on_every_member() {
 async fn a_member_that_diverges_while_running_raises_corrupt_and_writes_stop() {
     let flag = "--experimental-corrupt-check-time=500ms";
     let mut cluster = Cluster::start_with(3, &[flag]);
-    put_everywhere(&cluster, "agreed").await;
-    stop_all(&mut cluster);
-    let mut twin = cluster.twin();
-    put_everywhere(&twin, "diverged").await;
-    stop_all(&mut twin);
+    let twin = diverged_twin(&mut cluster).await;
     let m2 = cluster.dir.path().join("m2");
     std::fs::remove_dir_all(&m2).unwrap();
     copy_dir(&twin.dir.path().join("m2"), &m2);

@@ -209,18 +209,24 @@ async fn etcd_3_4_and_3_5_backups_start_cairn_with_the_same_state() {
         for n in 0..3 {
             cluster.kill(n);
         }
-        let flags: Vec<Vec<String>> = (0..3).map(|n| restore_flags(cluster.args(n))).collect();
-        let restored = cluster.twin_from(|n, data_dir| {
-            let mut args = vec!["snapshot".to_owned(), "restore".into(), file.display().to_string()];
-            args.push(format!("--data-dir={}", data_dir.display()));
-            args.extend(flags[n].iter().cloned());
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            stdout(&run(&cairn_binary(), &args));
-        });
+        let restored = restore_cluster(&cluster, &file);
         for n in 0..3 {
             assert_eq!(fingerprint(&restored.endpoint(n)).await, expected, "member {n} (etcd {version})");
         }
     }
+}
+
+/// A new cluster with `cluster`'s members (all stopped), each restored from `file`
+/// with `cairn snapshot restore`.
+fn restore_cluster(cluster: &Cluster, file: &Path) -> Cluster {
+    let flags: Vec<Vec<String>> = (0..3).map(|n| restore_flags(cluster.args(n))).collect();
+    cluster.twin_from(|n, data_dir| {
+        let mut args = vec!["snapshot".to_owned(), "restore".into(), file.display().to_string()];
+        args.push(format!("--data-dir={}", data_dir.display()));
+        args.extend(flags[n].iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stdout(&run(&cairn_binary(), &args));
+    })
 }
 
 /// The flags of `cairn snapshot restore` among a cluster member's.
@@ -255,14 +261,7 @@ async fn a_backup_saved_through_a_follower_restores_a_three_member_cluster() {
         cluster.kill(n);
     }
 
-    let flags: Vec<Vec<String>> = (0..3).map(|n| restore_flags(cluster.args(n))).collect();
-    let mut restored = cluster.twin_from(|n, data_dir| {
-        let mut args = vec!["snapshot".to_owned(), "restore".into(), file.display().to_string()];
-        args.push(format!("--data-dir={}", data_dir.display()));
-        args.extend(flags[n].iter().cloned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        stdout(&run(&cairn_binary(), &args));
-    });
+    let mut restored = restore_cluster(&cluster, &file);
     for n in 0..3 {
         assert_eq!(fingerprint(&restored.endpoint(n)).await, expected, "member {n}");
     }
