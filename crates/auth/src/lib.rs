@@ -53,7 +53,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use info::{AuthInfo, token_from_metadata};
 pub use password::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST, PasswordCheck, hash_password};
-pub use store::{Access, AuthStore, Permission, PermissionType, ROOT, UserPassword};
+pub use store::{Access, AuthStore, Permission, PermissionType, ROOT, UserPassword, prefix_end};
 pub use token::{
     DEFAULT_JWT_TTL, DEFAULT_SIMPLE_TOKEN_TTL, JwtTokens, SignMethod, SimpleTokens, TokenProvider,
     parse_go_duration, provider_from_spec, simple_token_index,

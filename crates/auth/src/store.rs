@@ -85,7 +85,7 @@ impl Permission {
 /// The end of the range of keys starting with `prefix`: the prefix with its last byte
 /// below 0xff incremented and what follows dropped, or `"\0"` (every key) when there
 /// is no such byte, as etcd's clients compute it.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     match prefix.iter().rposition(|&byte| byte < 0xff) {
         Some(last) => {
             let mut end = prefix[..=last].to_vec();

@@ -28,6 +28,7 @@ use cairn_api::v3electionpb::{
 };
 use cairn_api::v3lockpb::lock_server::Lock;
 use cairn_api::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use cairn_auth::prefix_end;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -41,18 +42,6 @@ const SESSION_TTL: i64 = 60;
 
 type ObserveStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<LeaderResponse, Status>> + Send + 'static>>;
-
-/// The end of the range of keys starting with `prefix` (etcd's `GetPrefixRangeEnd`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
 
 fn with_metadata<T>(metadata: &MetadataMap, message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -366,17 +355,5 @@ impl Election for Service {
             receiver.recv().await.map(|item| (item, receiver))
         });
         Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn prefix_ends_are_etcds() {
-        assert_eq!(prefix_end(b"lock/"), b"lock0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), [0]);
     }
 }

@@ -136,12 +136,35 @@ pub(crate) struct Outcome {
 /// Step 2, on the apply thread: brings `copy` up to date with `store`, makes it
 /// durable, renames it over the database file and makes it the current database.
 pub(crate) fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
-    let path = copy.path.clone();
-    let outcome = catch_up_and_replace(store, copy);
-    if let Err(Failed::Before(_)) = outcome {
-        let _ = std::fs::remove_file(path);
+    let blocked_since = Instant::now();
+    let (path, started, size_before) = (copy.path.clone(), copy.started, copy.size_before);
+    let db = match catch_up(store, copy) {
+        Ok(db) => db,
+        Err(error) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(Failed::Before(error));
+        }
+    };
+    let io = |error: std::io::Error| StorageError::Redb(format!("defragment: {error}"));
+    if let Err(error) = std::fs::rename(&path, store.path()) {
+        let _ = std::fs::remove_file(&path);
+        return Err(Failed::Before(io(error)));
     }
-    outcome
+    // The copy has the database's name now: whatever fails from here, the member
+    // must not go on with the old, nameless file.
+    let old = store.replace(db);
+    if let Some(dir) = store.path().parent() {
+        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| Failed::After(io(error)))?;
+    }
+    // Closing a redb database writes its allocator state: a large file's takes a
+    // while, which the raft thread need not wait for.
+    let _ = std::thread::Builder::new().name("defrag-close".into()).spawn(move || drop(old));
+    Ok(Outcome {
+        size_before,
+        size_after: store.size(),
+        blocked: blocked_since.elapsed(),
+        took: started.elapsed(),
+    })
 }
 
 /// How a defragmentation failed: before the copy took the database's place (nothing
@@ -152,33 +175,9 @@ pub(crate) enum Failed {
     After(StorageError),
 }
 
-impl From<StorageError> for Failed {
-    fn from(error: StorageError) -> Self {
-        Self::Before(error)
-    }
-}
-
-macro_rules! redb_errors_fail_before {
-    ($($error:ty),*) => {$(
-        impl From<$error> for Failed {
-            fn from(error: $error) -> Self {
-                Self::Before(error.into())
-            }
-        }
-    )*};
-}
-redb_errors_fail_before!(
-    cairn_mvcc::Error,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
-
-fn catch_up_and_replace(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
-    let blocked_since = Instant::now();
-    let Copy { db, path, revisions, restored, started, size_before } = copy;
+/// Brings `copy` up to date with `store` and makes it durable.
+fn catch_up(store: &Store, copy: Copy) -> Result<Database, StorageError> {
+    let Copy { db, revisions, restored, .. } = copy;
     let source = store.get();
     let read = source.begin_read()?;
     let now = Revisions::load(&read.open_table(META)?)?;
@@ -217,23 +216,7 @@ fn catch_up_and_replace(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
     copy_small_tables(&read, &txn)?;
     txn.commit()?;
     drop(read);
-    let io = |error: std::io::Error| StorageError::Redb(format!("defragment: {error}"));
-    std::fs::rename(&path, store.path()).map_err(io)?;
-    // The copy has the database's name now: whatever fails from here, the member
-    // must not go on with the old, nameless file.
-    let old = store.replace(db);
-    if let Some(dir) = store.path().parent() {
-        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| Failed::After(io(error)))?;
-    }
-    // Closing a redb database writes its allocator state: a large file's takes a
-    // while, which the raft thread need not wait for.
-    let _ = std::thread::Builder::new().name("defrag-close".into()).spawn(move || drop(old));
-    Ok(Outcome {
-        size_before,
-        size_after: store.size(),
-        blocked: blocked_since.elapsed(),
-        took: started.elapsed(),
-    })
+    Ok(db)
 }
 
 #[cfg(test)]
