@@ -1,6 +1,9 @@
-//! etcd's v3 wire API: the `etcdserverpb`, `mvccpb` and `authpb` protobuf packages as
-//! Rust types, with tonic clients and servers for the six services (`KV`, `Watch`,
-//! `Lease`, `Cluster`, `Maintenance`, `Auth`), and Cairn's internal raft request.
+//! etcd's v3 wire API: the `etcdserverpb`, `mvccpb`, `authpb`, `v3lockpb` and
+//! `v3electionpb` protobuf packages as Rust types, with tonic clients and servers for
+//! the eight services (`KV`, `Watch`, `Lease`, `Cluster`, `Maintenance`, `Auth`,
+//! `Lock`, `Election`), Cairn's internal raft request, and the encoded descriptors
+//! (`FILE_DESCRIPTOR_SET`). Every service decodes through `codec::EtcdCodec`, which
+//! bounds a txn's nesting before decoding (prost's own depth limit is off).
 //!
 //! **Invariant:** package, service, message and field names, field numbers and types
 //! are etcd's (v3.6), so that etcd's own clients talk to Cairn unchanged. The
