@@ -20,6 +20,9 @@ pub(crate) const RULES: &[(&str, &[&str])] = &[
     // etcd's message types (cairn-api without its `grpc` feature) on redb; no
     // consensus, no transport.
     ("cairn-mvcc", &["cairn-server", "tonic", "tonic-prost", "raft"]),
+    // A member's state around cairn-mvcc: backups, defrag, snapshots; no consensus,
+    // no transport.
+    ("cairn-backend", &["cairn-server", "tonic", "tonic-prost", "raft", "cairn-wal"]),
     // A translation layer in front of any etcd v3 endpoint: a gRPC client, no store.
     ("cairn-gateway", &["cairn-server", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
 ];

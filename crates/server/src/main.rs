@@ -18,7 +18,7 @@ mod flags;
 mod grpc;
 mod identity;
 mod lease;
-mod members;
+use cairn_backend::members;
 mod metrics;
 mod node;
 mod snapshot_cli;

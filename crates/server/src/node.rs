@@ -617,7 +617,7 @@ impl Runner {
                 Err(crate::storage::defrag::Failed::Before(error)) => {
                     let _ = reply.send(Err(error.to_string()));
                 }
-                Err(crate::storage::defrag::Failed::After(error)) => return Err(error),
+                Err(crate::storage::defrag::Failed::After(error)) => return Err(error.into()),
             },
             Command::Stop => return Ok(true),
         }

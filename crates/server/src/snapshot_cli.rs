@@ -7,7 +7,7 @@
 //! starts after index N (the member count, as etcd's restore, which applies N
 //! membership entries), so every member restored from the same file agrees.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -189,16 +189,6 @@ async fn save(file: &Path, endpoints: &str, user: Option<&str>, tls: &TlsFlags) 
     Ok(())
 }
 
-/// What `snapshot status` reports, as etcd computes it.
-fn file_status(path: &Path) -> anyhow::Result<(backup::BackendHash, u64)> {
-    let reader = BoltReader::open(path)?;
-    let errors = reader.check()?;
-    if !errors.is_empty() {
-        bail!("snapshot file integrity check failed. {} errors found.\n{}", errors.len(), errors.join("\n"));
-    }
-    Ok((backup::hash(&reader, false)?, reader.size()))
-}
-
 /// go-humanize's `Bytes`, which etcd prints sizes with: SI units, one decimal
 /// below 10.
 fn human_bytes(size: u64) -> String {
@@ -216,7 +206,7 @@ fn human_bytes(size: u64) -> String {
 }
 
 fn status(file: &Path, write_out: &str) -> anyhow::Result<()> {
-    let (status, total_size) = file_status(file)?;
+    let (status, total_size) = backup::status(file)?;
     let size = human_bytes(total_size);
     match write_out {
         "simple" => println!("{:x}, {}, {}, {size}", status.hash, status.revision, status.total_keys),
@@ -253,37 +243,6 @@ struct NewCluster {
     peer_urls: String,
 }
 
-/// Checks a saved snapshot's SHA-256 trailer (etcd's rule: a file 32 bytes past a
-/// multiple of 512 has one).
-fn verify_hash(file: &Path, skip_hash_check: bool) -> anyhow::Result<()> {
-    let mut input = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let size = input.metadata()?.len();
-    if size % 512 != 32 {
-        if skip_hash_check {
-            return Ok(());
-        }
-        bail!("snapshot missing hash but --skip-hash-check=false");
-    }
-    let mut hasher = Sha256::new();
-    let mut remaining = size - 32;
-    let mut buffer = vec![0u8; 1 << 20];
-    while remaining > 0 {
-        let n = remaining.min(buffer.len() as u64) as usize;
-        input.read_exact(&mut buffer[..n])?;
-        hasher.update(&buffer[..n]);
-        remaining -= n as u64;
-    }
-    let mut expected = [0u8; 32];
-    input.read_exact(&mut expected)?;
-    let got = hasher.finalize();
-    if !skip_hash_check && got[..] != expected {
-        // Go's %v of a byte slice, as etcd words it.
-        let go = |bytes: &[u8]| format!("{bytes:?}").replace(',', "");
-        bail!("expected sha256 {}, got {}", go(&expected), go(&got));
-    }
-    Ok(())
-}
-
 fn restore(file: &Path, data_dir: &Path, cluster: &NewCluster, skip_hash_check: bool) -> anyhow::Result<()> {
     let not_empty = || anyhow::anyhow!("data-dir {:?} not empty or could not be read", data_dir.display());
     if data_dir.exists() && std::fs::read_dir(data_dir).map_err(|_| not_empty())?.next().is_some() {
@@ -304,7 +263,7 @@ fn restore(file: &Path, data_dir: &Path, cluster: &NewCluster, skip_hash_check: 
             cluster.peer_urls
         );
     }
-    verify_hash(file, skip_hash_check)?;
+    backup::verify_hash(file, skip_hash_check)?;
     let reader = BoltReader::open(file).with_context(|| format!("cannot read {}", file.display()))?;
 
     let members: Vec<Member> = initial

@@ -142,9 +142,11 @@ impl Maintenance for Service {
         self.check_maintenance_admin(&request).await?;
         let db = self.db.get();
         let dir = self.db.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-        let hashed = tokio::task::spawn_blocking(move || crate::storage::backup::backend_hash(&db, &dir))
-            .await
-            .map_err(|error| Status::internal(error.to_string()))?;
+        let hashed = tokio::task::spawn_blocking(move || {
+            crate::storage::backup::backend_hash(&db, &dir, ETCD_VERSION)
+        })
+        .await
+        .map_err(|error| Status::internal(error.to_string()))?;
         let (hash, revision) = hashed.map_err(|error| Status::unknown(error.to_string()))?;
         let mut response = HashResponse {
             header: Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() }),
@@ -352,7 +354,8 @@ fn send_snapshot(
 ) -> Result<(), String> {
     let file =
         tempfile::tempfile_in(dir).map_err(|error| format!("cannot create a snapshot file: {error}"))?;
-    let (mut file, total, _) = crate::storage::backup::write(db, file).map_err(|error| error.to_string())?;
+    let (mut file, total, _) =
+        crate::storage::backup::write(db, file, ETCD_VERSION).map_err(|error| error.to_string())?;
     file.rewind().map_err(|error| error.to_string())?;
     let mut hasher = Sha256::new();
     let mut sent = 0u64;

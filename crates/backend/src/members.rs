@@ -7,35 +7,35 @@ use cairn_api::etcdserverpb::Member;
 use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use crate::storage::{MEMBERS, StorageError};
+use crate::{Error, MEMBERS};
 
 /// Every member, by ID, removed ones included (named [`REMOVED`]).
-pub(crate) type Members = BTreeMap<u64, Member>;
+pub type Members = BTreeMap<u64, Member>;
 
 /// The name a removed member's entry keeps, so that its messages are refused.
-pub(crate) const REMOVED: &str = "\u{0}removed";
+pub const REMOVED: &str = "\u{0}removed";
 
 /// The members saved in `db`.
-pub(crate) fn load(db: &Database) -> Result<Members, StorageError> {
+pub fn load(db: &Database) -> Result<Members, Error> {
     let txn = db.begin_read()?;
     let table = txn.open_table(MEMBERS)?;
     let mut members = Members::new();
     for entry in table.iter()? {
         let (id, bytes) = entry?;
-        let member = Member::decode(bytes.value()).map_err(|_| StorageError::Corrupt("member"))?;
+        let member = Member::decode(bytes.value()).map_err(|_| Error::Corrupt("member"))?;
         members.insert(id.value(), member);
     }
     Ok(members)
 }
 
 /// Saves `member` in `txn`.
-pub(crate) fn save(txn: &WriteTransaction, member: &Member) -> Result<(), StorageError> {
+pub fn save(txn: &WriteTransaction, member: &Member) -> Result<(), Error> {
     txn.open_table(MEMBERS)?.insert(member.id, member.encode_to_vec().as_slice())?;
     Ok(())
 }
 
 /// Saves every one of `members` that `db` does not know yet.
-pub(crate) fn save_missing(db: &Database, members: &[Member]) -> Result<(), StorageError> {
+pub fn save_missing(db: &Database, members: &[Member]) -> Result<(), Error> {
     let known = load(db)?;
     let txn = db.begin_write()?;
     for member in members.iter().filter(|member| !known.contains_key(&member.id)) {

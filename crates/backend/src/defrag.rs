@@ -21,19 +21,19 @@ use std::time::Instant;
 
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::mvcc::Revisions;
-use super::{ALARMS, AUTH, KV, LEASES, MEMBERS, META, RAFT_STATE, StorageError, Store};
+use crate::{ALARMS, AUTH, Error, KV, LEASES, MEMBERS, META, RAFT_STATE, Store};
+use cairn_mvcc::Revisions;
 
 /// Rows of `kv` per commit while copying (etcd's defrag commits every 10,000 keys).
 const BATCH: usize = 10_000;
 
 /// Where the copy is built, beside the database file.
-pub(crate) fn copy_path(path: &Path) -> PathBuf {
+pub fn copy_path(path: &Path) -> PathBuf {
     path.with_extension("redb.defrag")
 }
 
 /// A copy of the database as of one read transaction, not yet in place.
-pub(crate) struct Copy {
+pub struct Copy {
     db: Database,
     path: PathBuf,
     /// The store revisions the copy has.
@@ -42,10 +42,11 @@ pub(crate) struct Copy {
     /// a snapshot from the leader replaced the state meanwhile.
     restored: Option<Vec<u8>>,
     started: Instant,
-    pub(crate) size_before: u64,
+    /// The database file's size when the copy began.
+    pub size_before: u64,
 }
 
-fn restored_record(txn: &ReadTransaction) -> Result<Option<Vec<u8>>, StorageError> {
+fn restored_record(txn: &ReadTransaction) -> Result<Option<Vec<u8>>, Error> {
     Ok(txn.open_table(RAFT_STATE)?.get("restored")?.map(|value| value.value().to_vec()))
 }
 
@@ -54,7 +55,7 @@ fn copy_whole<K: redb::Key + 'static, V: redb::Value + 'static>(
     from: &ReadTransaction,
     to: &redb::WriteTransaction,
     table: TableDefinition<'_, K, V>,
-) -> Result<(), StorageError> {
+) -> Result<(), Error> {
     let source = from.open_table(table)?;
     let mut target = to.open_table(table)?;
     target.retain(|_, _| false)?;
@@ -66,7 +67,7 @@ fn copy_whole<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 /// Copies every table but `kv` whole.
-fn copy_small_tables(from: &ReadTransaction, to: &redb::WriteTransaction) -> Result<(), StorageError> {
+fn copy_small_tables(from: &ReadTransaction, to: &redb::WriteTransaction) -> Result<(), Error> {
     copy_whole(from, to, RAFT_STATE)?;
     copy_whole(from, to, META)?;
     copy_whole(from, to, AUTH)?;
@@ -77,7 +78,7 @@ fn copy_small_tables(from: &ReadTransaction, to: &redb::WriteTransaction) -> Res
 }
 
 /// Copies the rows of `kv` from `start` on, committing every [`BATCH`] rows.
-fn copy_kv_from(from: &ReadTransaction, to: &Database, start: (u64, u32)) -> Result<(), StorageError> {
+fn copy_kv_from(from: &ReadTransaction, to: &Database, start: (u64, u32)) -> Result<(), Error> {
     let source = from.open_table(KV)?;
     let mut next = Some(start);
     while let Some(start) = next.take() {
@@ -101,7 +102,7 @@ fn copy_kv_from(from: &ReadTransaction, to: &Database, start: (u64, u32)) -> Res
 
 /// Step 1: copies the database as one read transaction of `store` sees it into a new
 /// file. Reads and writes go on meanwhile.
-pub(crate) fn copy(store: &Store) -> Result<Copy, StorageError> {
+pub fn copy(store: &Store) -> Result<Copy, Error> {
     let started = Instant::now();
     store.refresh_size();
     let size_before = store.size();
@@ -110,7 +111,7 @@ pub(crate) fn copy(store: &Store) -> Result<Copy, StorageError> {
     let path = copy_path(store.path());
     let _ = std::fs::remove_file(&path);
     let db = Database::create(&path)?;
-    super::create_tables(&db)?;
+    crate::create_tables(&db)?;
     copy_kv_from(&read, &db, (0, 0))?;
     // Durable here, off the raft thread: the last step then syncs only its own few
     // pages, not the whole copy.
@@ -125,17 +126,20 @@ pub(crate) fn copy(store: &Store) -> Result<Copy, StorageError> {
 
 /// What a defragmentation did.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Outcome {
-    pub(crate) size_before: u64,
-    pub(crate) size_after: u64,
+pub struct Outcome {
+    /// The file's size before.
+    pub size_before: u64,
+    /// The new file's size.
+    pub size_after: u64,
     /// How long writes waited for the last step.
-    pub(crate) blocked: std::time::Duration,
-    pub(crate) took: std::time::Duration,
+    pub blocked: std::time::Duration,
+    /// How long the whole defragmentation took.
+    pub took: std::time::Duration,
 }
 
 /// Step 2, on the apply thread: brings `copy` up to date with `store`, makes it
 /// durable, renames it over the database file and makes it the current database.
-pub(crate) fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
+pub fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
     let blocked_since = Instant::now();
     let (path, started, size_before) = (copy.path.clone(), copy.started, copy.size_before);
     let db = match catch_up(store, copy) {
@@ -145,7 +149,7 @@ pub(crate) fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
             return Err(Failed::Before(error));
         }
     };
-    let io = |error: std::io::Error| StorageError::Redb(format!("defragment: {error}"));
+    let io = |error: std::io::Error| Error::Redb(format!("defragment: {error}"));
     if let Err(error) = std::fs::rename(&path, store.path()) {
         let _ = std::fs::remove_file(&path);
         return Err(Failed::Before(io(error)));
@@ -170,13 +174,15 @@ pub(crate) fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
 /// How a defragmentation failed: before the copy took the database's place (nothing
 /// changed, the caller may go on), or after (the member cannot trust its files).
 #[derive(Debug)]
-pub(crate) enum Failed {
-    Before(StorageError),
-    After(StorageError),
+pub enum Failed {
+    /// Before the rename: the old file is still the database.
+    Before(Error),
+    /// After the rename: the member cannot trust its files.
+    After(Error),
 }
 
 /// Brings `copy` up to date with `store` and makes it durable.
-fn catch_up(store: &Store, copy: Copy) -> Result<Database, StorageError> {
+fn catch_up(store: &Store, copy: Copy) -> Result<Database, Error> {
     let Copy { db, revisions, restored, .. } = copy;
     let source = store.get();
     let read = source.begin_read()?;
@@ -224,7 +230,7 @@ mod tests {
     use redb::TableHandle as _;
 
     use super::*;
-    use crate::storage::mvcc::{self, KeyIndex, KeySpan, Writer};
+    use cairn_mvcc::{self as mvcc, KeyIndex, KeySpan, Writer};
 
     fn table_names(db: &Database) -> Vec<String> {
         let read = db.begin_read().unwrap();

@@ -19,8 +19,10 @@ use cairn_mvcc::bbolt::{BoltError, BoltReader, BoltWriter};
 use prost::Message;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::mvcc::Revisions;
-use super::{ALARMS, AUTH, KV, LEASES, MEMBERS, META, StorageError};
+use cairn_mvcc::Revisions;
+use sha2::{Digest, Sha256};
+
+use crate::{ALARMS, AUTH, Error, KV, LEASES, MEMBERS, META};
 
 /// etcd's `leasepb.Lease`.
 #[derive(Clone, PartialEq, Message)]
@@ -31,12 +33,6 @@ struct LeasePb {
     ttl: i64,
     #[prost(int64, tag = "3")]
     remaining_ttl: i64,
-}
-
-impl From<BoltError> for StorageError {
-    fn from(error: BoltError) -> Self {
-        Self::Redb(error.to_string())
-    }
 }
 
 fn put_all<F: Write + Seek>(
@@ -73,18 +69,19 @@ fn member_json(member: &Member) -> Vec<u8> {
 /// etcd's hashes of a backend (`snapshot status`, `Maintenance.Hash`): CRC-32C over
 /// every bucket's name and its keys and values, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BackendHash {
-    pub(crate) hash: u32,
+pub struct BackendHash {
+    /// CRC-32C over every bucket's name, keys and values.
+    pub hash: u32,
     /// The main revision of the last key in the `key` bucket.
-    pub(crate) revision: i64,
+    pub revision: i64,
     /// Key/value pairs in all buckets.
-    pub(crate) total_keys: u64,
+    pub total_keys: u64,
 }
 
 /// Hashes the backend `reader` reads. `Maintenance.Hash` leaves out `meta`'s
 /// `consistent_index` and `term` (`skip_index`), which differ between members;
 /// `snapshot status` hashes everything.
-pub(crate) fn hash(reader: &BoltReader, skip_index: bool) -> Result<BackendHash, BoltError> {
+pub fn hash(reader: &BoltReader, skip_index: bool) -> Result<BackendHash, Error> {
     let mut hashed = BackendHash { hash: 0, revision: 0, total_keys: 0 };
     for bucket in reader.buckets()? {
         hashed.hash = crc32c::crc32c_append(hashed.hash, &bucket);
@@ -100,7 +97,7 @@ pub(crate) fn hash(reader: &BoltReader, skip_index: bool) -> Result<BackendHash,
                 hashed.revision = i64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
             }
             hashed.total_keys += 1;
-            Ok::<_, BoltError>(())
+            Ok::<_, Error>(())
         })?;
     }
     Ok(hashed)
@@ -109,19 +106,23 @@ pub(crate) fn hash(reader: &BoltReader, skip_index: bool) -> Result<BackendHash,
 /// etcd's `Maintenance.Hash` of the state machine: the backend written to a temporary
 /// file beside the database and hashed without the applied index. Also the store
 /// revision it was taken at.
-pub(crate) fn backend_hash(db: &redb::Database, dir: &std::path::Path) -> Result<(u32, u64), StorageError> {
-    let io = |error: std::io::Error| StorageError::Redb(format!("hash: {error}"));
+pub fn backend_hash(
+    db: &redb::Database,
+    dir: &std::path::Path,
+    cluster_version: &str,
+) -> Result<(u32, u64), Error> {
+    let io = |error: std::io::Error| Error::Redb(format!("hash: {error}"));
     let file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     let copy = file.reopen().map_err(io)?;
-    let (_, _, revision) = write(db, copy)?;
+    let (_, _, revision) = write(db, copy, cluster_version)?;
     let reader = BoltReader::open(file.path())?;
     Ok((hash(&reader, true)?.hash, revision))
 }
 
 /// Writes the state machine, as one read transaction of `db` sees it, to `file` as
-/// an etcd backend, giving back the file (flushed, not synced), its size and the store
-/// revision.
-pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64, u64), StorageError> {
+/// an etcd backend whose `cluster` bucket says `cluster_version`, giving back the file
+/// (flushed, not synced), its size and the store revision.
+pub fn write(db: &redb::Database, file: File, cluster_version: &str) -> Result<(File, u64, u64), Error> {
     let txn = db.begin_read()?;
     let mut writer = BoltWriter::new(BufWriter::with_capacity(1 << 20, file))?;
 
@@ -136,7 +137,7 @@ pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64, u64),
         Some(bytes) => bytes.value().to_vec(),
         None => cairn_auth::AuthStore::new().snapshot(),
     };
-    let auth = EtcdAuthBuckets::from_snapshot(&auth).map_err(|_| StorageError::Corrupt("auth store"))?;
+    let auth = EtcdAuthBuckets::from_snapshot(&auth).map_err(|_| Error::Corrupt("auth store"))?;
     put_all(
         &mut writer,
         "auth",
@@ -147,11 +148,7 @@ pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64, u64),
     )?;
     put_all(&mut writer, "authUsers", auth.users)?;
     put_all(&mut writer, "authRoles", auth.roles)?;
-    put_all(
-        &mut writer,
-        "cluster",
-        vec![(b"clusterVersion".to_vec(), crate::grpc::ETCD_VERSION.as_bytes().to_vec())],
-    )?;
+    put_all(&mut writer, "cluster", vec![(b"clusterVersion".to_vec(), cluster_version.as_bytes().to_vec())])?;
 
     etcd::write_key_bucket(&mut writer, &txn.open_table(KV)?)?;
 
@@ -169,7 +166,7 @@ pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64, u64),
     let (mut members, mut removed) = (Vec::new(), Vec::new());
     for entry in txn.open_table(MEMBERS)?.iter()? {
         let (id, bytes) = entry?;
-        let member = Member::decode(bytes.value()).map_err(|_| StorageError::Corrupt("member"))?;
+        let member = Member::decode(bytes.value()).map_err(|_| Error::Corrupt("member"))?;
         let key = format!("{:x}", id.value()).into_bytes();
         if member.name == crate::members::REMOVED {
             removed.push((key, b"removed".to_vec()));
@@ -191,25 +188,25 @@ pub(crate) fn write(db: &redb::Database, file: File) -> Result<(File, u64, u64),
     }
     put_all(&mut writer, std::str::from_utf8(META_BUCKET).unwrap_or("meta"), meta)?;
 
-    let mut file = writer.finish()?.into_inner().map_err(|error| StorageError::Redb(error.to_string()))?;
-    let size = file.stream_position().map_err(|error| StorageError::Redb(error.to_string()))?;
+    let mut file = writer.finish()?.into_inner().map_err(|error| Error::Redb(error.to_string()))?;
+    let size = file.stream_position().map_err(|error| Error::Redb(error.to_string()))?;
     Ok((file, size, revisions.current))
 }
 
 /// What a restore read from a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Restored {
+pub struct Restored {
     /// The store's revisions.
-    pub(crate) revisions: Revisions,
+    pub revisions: Revisions,
     /// How many changes of keys it holds.
-    pub(crate) changes: u64,
+    pub changes: u64,
     /// How many leases.
-    pub(crate) leases: u64,
+    pub leases: u64,
 }
 
 /// Replaces the keys, leases, auth store and alarms in `txn` with the backup read by
 /// `reader`; the membership and the applied index are the caller's.
-pub(crate) fn restore(reader: &BoltReader, txn: &WriteTransaction) -> Result<Restored, StorageError> {
+pub fn restore(reader: &BoltReader, txn: &WriteTransaction) -> Result<Restored, Error> {
     let mut kv = txn.open_table(KV)?;
     kv.retain(|_, _| false)?;
     let highest = etcd::read_key_bucket(reader, &mut kv)?;
@@ -222,10 +219,10 @@ pub(crate) fn restore(reader: &BoltReader, txn: &WriteTransaction) -> Result<Res
     leases.retain(|_, _| false)?;
     reader.for_each(b"lease", |_, value| {
         let lease =
-            LeasePb::decode(value).map_err(|_| StorageError::Corrupt("leasepb.Lease in the lease bucket"))?;
+            LeasePb::decode(value).map_err(|_| Error::Corrupt("leasepb.Lease in the lease bucket"))?;
         let remaining = if lease.remaining_ttl > 0 { lease.remaining_ttl } else { lease.ttl };
         leases.insert(lease.id, (lease.ttl, remaining))?;
-        Ok::<_, StorageError>(())
+        Ok::<_, Error>(())
     })?;
     let lease_count = leases.len()?;
 
@@ -234,20 +231,20 @@ pub(crate) fn restore(reader: &BoltReader, txn: &WriteTransaction) -> Result<Res
         match key {
             b"authEnabled" => auth.enabled = value == [1],
             b"authRevision" => {
-                let bytes = value.try_into().map_err(|_| StorageError::Corrupt("authRevision"))?;
+                let bytes = value.try_into().map_err(|_| Error::Corrupt("authRevision"))?;
                 auth.revision = u64::from_be_bytes(bytes);
             }
             _ => {}
         }
-        Ok::<_, StorageError>(())
+        Ok::<_, Error>(())
     })?;
     for (bucket, entries) in [(b"authUsers".as_slice(), &mut auth.users), (b"authRoles", &mut auth.roles)] {
         reader.for_each(bucket, |key, value| {
             entries.push((key.to_vec(), value.to_vec()));
-            Ok::<_, StorageError>(())
+            Ok::<_, Error>(())
         })?;
     }
-    let auth = auth.to_snapshot().map_err(|_| StorageError::Corrupt("auth buckets"))?;
+    let auth = auth.to_snapshot().map_err(|_| Error::Corrupt("auth buckets"))?;
     let mut table = txn.open_table(AUTH)?;
     table.retain(|_, _| false)?;
     table.insert("store", auth.as_slice())?;
@@ -256,9 +253,59 @@ pub(crate) fn restore(reader: &BoltReader, txn: &WriteTransaction) -> Result<Res
     alarms.retain(|_, _| false)?;
     reader.for_each(b"alarm", |key, _| {
         let alarm =
-            AlarmMember::decode(key).map_err(|_| StorageError::Corrupt("AlarmMember in the alarm bucket"))?;
+            AlarmMember::decode(key).map_err(|_| Error::Corrupt("AlarmMember in the alarm bucket"))?;
         alarms.insert((alarm.member_id, alarm.alarm), ())?;
-        Ok::<_, StorageError>(())
+        Ok::<_, Error>(())
     })?;
     Ok(Restored { revisions, changes, leases: lease_count })
+}
+
+/// What `snapshot status` reports of the backup at `path`, as etcd computes it: its
+/// hashes and its size. A file that fails bbolt's integrity check is refused with
+/// etcd's text.
+pub fn status(path: &std::path::Path) -> Result<(BackendHash, u64), Error> {
+    let reader = BoltReader::open(path)?;
+    let errors = reader.check()?;
+    if !errors.is_empty() {
+        return Err(Error::Backend(format!(
+            "snapshot file integrity check failed. {} errors found.\n{}",
+            errors.len(),
+            errors.join("\n")
+        )));
+    }
+    Ok((hash(&reader, false)?, reader.size()))
+}
+
+/// Checks a saved snapshot's SHA-256 trailer, by etcd's rule: a file 32 bytes past a
+/// multiple of 512 has one. A file without one passes only with `skip_hash_check`, and
+/// a wrong one never does; the errors are etcd's texts.
+pub fn verify_hash(file: &std::path::Path, skip_hash_check: bool) -> Result<(), Error> {
+    use std::io::Read as _;
+    let io = |error: std::io::Error| Error::Backend(format!("cannot read {}: {error}", file.display()));
+    let mut input = File::open(file).map_err(io)?;
+    let size = input.metadata().map_err(io)?.len();
+    if size % 512 != 32 {
+        if skip_hash_check {
+            return Ok(());
+        }
+        return Err(Error::Backend("snapshot missing hash but --skip-hash-check=false".into()));
+    }
+    let mut hasher = Sha256::new();
+    let mut remaining = size - 32;
+    let mut buffer = vec![0u8; 1 << 20];
+    while remaining > 0 {
+        let n = remaining.min(buffer.len() as u64) as usize;
+        input.read_exact(&mut buffer[..n]).map_err(io)?;
+        hasher.update(&buffer[..n]);
+        remaining -= n as u64;
+    }
+    let mut expected = [0u8; 32];
+    input.read_exact(&mut expected).map_err(io)?;
+    let got = hasher.finalize();
+    if !skip_hash_check && got[..] != expected {
+        // Go's %v of a byte slice, as etcd words it.
+        let go = |bytes: &[u8]| format!("{bytes:?}").replace(',', "");
+        return Err(Error::Backend(format!("expected sha256 {}, got {}", go(&expected), go(&got))));
+    }
+    Ok(())
 }

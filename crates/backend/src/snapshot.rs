@@ -9,8 +9,8 @@
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::mvcc::Revisions;
-use super::{ALARMS, AUTH, KV, LEASES, MEMBERS, META, StorageError};
+use crate::{ALARMS, AUTH, Error, KV, LEASES, MEMBERS, META};
+use cairn_mvcc::Revisions;
 
 #[derive(Clone, PartialEq, Message)]
 struct StateSnapshot {
@@ -54,7 +54,7 @@ struct LeaseEntry {
 }
 
 /// The state machine as of its applied index, and that index.
-pub(crate) fn take(db: &Database) -> Result<(u64, Vec<u8>), StorageError> {
+pub fn take(db: &Database) -> Result<(u64, Vec<u8>), Error> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
     let applied_index = meta.get("applied_index")?.map_or(0, |v| v.value());
@@ -80,8 +80,8 @@ pub(crate) fn take(db: &Database) -> Result<(u64, Vec<u8>), StorageError> {
     }
     for entry in txn.open_table(MEMBERS)?.iter()? {
         let (_, bytes) = entry?;
-        let member = cairn_api::etcdserverpb::Member::decode(bytes.value())
-            .map_err(|_| StorageError::Corrupt("member"))?;
+        let member =
+            cairn_api::etcdserverpb::Member::decode(bytes.value()).map_err(|_| Error::Corrupt("member"))?;
         snapshot.members.push(member);
     }
     for entry in txn.open_table(ALARMS)?.iter()? {
@@ -93,8 +93,8 @@ pub(crate) fn take(db: &Database) -> Result<(u64, Vec<u8>), StorageError> {
 }
 
 /// Replaces the state machine in `txn` with `data`, applied up to `index`.
-pub(crate) fn restore(txn: &WriteTransaction, data: &[u8], index: u64) -> Result<(), StorageError> {
-    let snapshot = StateSnapshot::decode(data).map_err(|_| StorageError::Corrupt("state snapshot"))?;
+pub fn restore(txn: &WriteTransaction, data: &[u8], index: u64) -> Result<(), Error> {
+    let snapshot = StateSnapshot::decode(data).map_err(|_| Error::Corrupt("state snapshot"))?;
     let mut kv = txn.open_table(KV)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut auth = txn.open_table(AUTH)?;

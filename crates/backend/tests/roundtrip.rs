@@ -1,0 +1,131 @@
+//! Backups and raft snapshots carry the whole state out of one database and into
+//! another, and a saved snapshot's trailer is checked as etcd checks it.
+
+use std::io::Write as _;
+
+use cairn_backend::{ALARMS, AUTH, KV, LEASES, META, backup, members, snapshot};
+use cairn_mvcc::bbolt::BoltReader;
+use cairn_mvcc::{KeyIndex, KeySpan, Revisions, Writer};
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+/// A database with three revisions of keys, a compaction, a lease, a member, an alarm
+/// and an auth store with one user.
+fn populated(dir: &std::path::Path) -> Database {
+    let db = cairn_backend::open(dir).unwrap();
+    let mut index = KeyIndex::default();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut tables = cairn_mvcc::open_tables(&txn).unwrap();
+        Writer::new(&mut tables.kv, &mut index, 2).put(b"a", b"1".to_vec(), 0).unwrap();
+        Writer::new(&mut tables.kv, &mut index, 3).put(b"b", b"2".to_vec(), 7).unwrap();
+        Writer::new(&mut tables.kv, &mut index, 4).delete(KeySpan::Single(b"a")).unwrap();
+        Revisions { current: 4, compacted: 2 }.save(&mut tables.meta).unwrap();
+        tables.meta.insert("applied_index", 40).unwrap();
+        txn.open_table(LEASES).unwrap().insert(7, (60, 45)).unwrap();
+        txn.open_table(ALARMS).unwrap().insert((9, 1), ()).unwrap();
+        let mut auth = cairn_auth::AuthStore::new();
+        auth.user_add("alice", cairn_auth::UserPassword::NoPassword).unwrap();
+        txn.open_table(AUTH).unwrap().insert("store", auth.snapshot().as_slice()).unwrap();
+        let member = cairn_api::etcdserverpb::Member {
+            id: 9,
+            name: "one".into(),
+            peer_ur_ls: vec!["http://127.0.0.1:2380".into()],
+            ..Default::default()
+        };
+        members::save(&txn, &member).unwrap();
+    }
+    txn.commit().unwrap();
+    db
+}
+
+fn kv_rows(db: &Database) -> Vec<((u64, u32), Vec<u8>)> {
+    let read = db.begin_read().unwrap();
+    let kv = read.open_table(KV).unwrap();
+    kv.iter().unwrap().map(Result::unwrap).map(|(k, v)| (k.value(), v.value().to_vec())).collect()
+}
+
+#[test]
+fn an_etcd_backup_restores_keys_revisions_leases_auth_and_alarms() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = populated(&dir.path().join("a"));
+    let file = std::fs::File::create(dir.path().join("backup.db")).unwrap();
+    let (_, size, revision) = backup::write(&source, file, "3.5.0").unwrap();
+    assert_eq!(revision, 4);
+
+    let (status, total) = backup::status(&dir.path().join("backup.db")).unwrap();
+    assert_eq!(total, size);
+    assert_eq!(status.revision, 4, "the last change in the key bucket");
+    let reader = BoltReader::open(&dir.path().join("backup.db")).unwrap();
+    assert_eq!(backup::hash(&reader, false).unwrap(), status);
+    assert_ne!(backup::hash(&reader, true).unwrap().hash, status.hash, "the applied index is left out");
+
+    let target = cairn_backend::open(&dir.path().join("b")).unwrap();
+    let txn = target.begin_write().unwrap();
+    let restored = backup::restore(&reader, &txn).unwrap();
+    txn.commit().unwrap();
+    assert_eq!(restored.revisions, Revisions { current: 4, compacted: 2 });
+    assert_eq!((restored.changes, restored.leases), (3, 1));
+    assert_eq!(kv_rows(&target), kv_rows(&source));
+    let read = target.begin_read().unwrap();
+    assert_eq!(read.open_table(LEASES).unwrap().get(7).unwrap().unwrap().value(), (60, 45));
+    assert!(read.open_table(ALARMS).unwrap().get((9, 1)).unwrap().is_some());
+    let auth = read.open_table(AUTH).unwrap().get("store").unwrap().unwrap().value().to_vec();
+    let auth = cairn_auth::EtcdAuthBuckets::from_snapshot(&auth).unwrap();
+    assert_eq!(auth.users.iter().map(|(name, _)| name.as_slice()).collect::<Vec<_>>(), [b"alice"]);
+    assert!(members::load(&target).unwrap().is_empty(), "the membership is the new cluster's");
+}
+
+#[test]
+fn a_raft_snapshot_replaces_the_whole_state_with_the_applied_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = populated(&dir.path().join("a"));
+    let (applied, data) = snapshot::take(&source).unwrap();
+    assert_eq!(applied, 40);
+
+    let target = cairn_backend::open(&dir.path().join("b")).unwrap();
+    let txn = target.begin_write().unwrap();
+    txn.open_table(LEASES).unwrap().insert(99, (5, 5)).unwrap();
+    txn.commit().unwrap();
+    let txn = target.begin_write().unwrap();
+    snapshot::restore(&txn, &data, 41).unwrap();
+    txn.commit().unwrap();
+
+    assert_eq!(kv_rows(&target), kv_rows(&source));
+    let read = target.begin_read().unwrap();
+    let leases: Vec<i64> =
+        read.open_table(LEASES).unwrap().iter().unwrap().map(|e| e.unwrap().0.value()).collect();
+    assert_eq!(leases, [7], "what the snapshot lacks is gone");
+    assert_eq!(read.open_table(META).unwrap().get("applied_index").unwrap().unwrap().value(), 41);
+    assert_eq!(members::load(&target).unwrap().keys().copied().collect::<Vec<_>>(), [9]);
+    let txn = target.begin_write().unwrap();
+    assert!(snapshot::restore(&txn, b"\xff\xff not a snapshot", 1).is_err());
+}
+
+#[test]
+fn a_saved_snapshot_is_checked_by_its_sha256_trailer() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let body = vec![5u8; 1024];
+    let digest = sha2::Sha256::digest(&body);
+    let write = |name: &str, trailer: &[u8]| {
+        let path = dir.path().join(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(&body).unwrap();
+        file.write_all(trailer).unwrap();
+        path
+    };
+    let good = write("good", &digest);
+    backup::verify_hash(&good, false).unwrap();
+
+    let mut flipped = digest.to_vec();
+    flipped[0] ^= 1;
+    let bad = write("bad", &flipped);
+    let error = backup::verify_hash(&bad, false).unwrap_err().to_string();
+    assert!(error.starts_with("expected sha256 ["), "{error}");
+    backup::verify_hash(&bad, true).unwrap();
+
+    let bare = write("bare", &[]);
+    let error = backup::verify_hash(&bare, false).unwrap_err().to_string();
+    assert_eq!(error, "snapshot missing hash but --skip-hash-check=false");
+    backup::verify_hash(&bare, true).unwrap();
+}
