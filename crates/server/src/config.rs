@@ -447,9 +447,9 @@ impl Config {
     }
 
     /// The client TLS flags.
-    pub(crate) fn client_tls_files(&self) -> crate::tls::TlsFiles {
+    pub(crate) fn client_tls_files(&self) -> cairn_net::tls::TlsFiles {
         let tls = &self.client_tls;
-        crate::tls::TlsFiles {
+        cairn_net::tls::TlsFiles {
             cert_file: tls.cert_file.clone(),
             key_file: tls.key_file.clone(),
             trusted_ca_file: tls.trusted_ca_file.clone(),
@@ -460,9 +460,9 @@ impl Config {
     }
 
     /// The peer TLS flags.
-    pub(crate) fn peer_tls_files(&self) -> crate::tls::TlsFiles {
+    pub(crate) fn peer_tls_files(&self) -> cairn_net::tls::TlsFiles {
         let tls = &self.peer_tls;
-        crate::tls::TlsFiles {
+        cairn_net::tls::TlsFiles {
             cert_file: tls.peer_cert_file.clone(),
             key_file: tls.peer_key_file.clone(),
             trusted_ca_file: tls.peer_trusted_ca_file.clone(),

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::storage::mvcc::{KeyIndex, Revisions};
 use crate::storage::{KV, META};
-use crate::transport::PeerTls;
+use cairn_net::peer::PeerTls;
 
 pub(crate) use cairn_mvcc::HashKv;
 
@@ -86,7 +86,7 @@ pub(crate) async fn ask(
     let mut last = anyhow::anyhow!("no peer URLs");
     for url in urls {
         let asked = tokio::time::timeout(timeout, async {
-            let channel = crate::transport::connect(url, tls).await?;
+            let channel = cairn_net::peer::connect(url, tls).await?;
             let mut client = cairn_api::cairnpb::membership_client::MembershipClient::new(channel);
             let response = client.hash_kv(cairn_api::cairnpb::HashKvRequest { revision }).await?.into_inner();
             anyhow::Ok(HashKv {

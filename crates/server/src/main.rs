@@ -23,7 +23,7 @@ mod metrics;
 mod node;
 mod snapshot_cli;
 mod storage;
-mod tls;
+use cairn_net::tls;
 mod transport;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use cairn_api::cairnpb::peer_client::PeerClient;
 use cairn_api::cairnpb::peer_server::Peer;
 use cairn_api::cairnpb::{RaftAck, RaftBatch};
+use cairn_net::peer::{PeerTls, connect, lazy_channel};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
@@ -283,65 +284,6 @@ impl cairn_api::cairnpb::membership_server::Membership for MembershipService {
             hash: hashed.hash,
         }))
     }
-}
-
-/// How a member speaks TLS to `https://` peer URLs.
-#[derive(Clone)]
-pub(crate) enum PeerTls {
-    /// Verified against the peer CA, presenting this member's peer certificate.
-    Verified(tonic::transport::ClientTlsConfig),
-    /// `--peer-auto-tls`: encrypted, every member's certificate self-signed.
-    Unverified(crate::tls::UnverifiedTls),
-}
-
-impl std::fmt::Debug for PeerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Verified(_) => "PeerTls::Verified",
-            Self::Unverified(_) => "PeerTls::Unverified",
-        })
-    }
-}
-
-/// A channel to a peer URL, over TLS for `https://` ones.
-pub(crate) async fn connect(
-    url: &str,
-    tls: Option<&PeerTls>,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?;
-    match tls {
-        Some(PeerTls::Verified(config)) if url.starts_with("https://") => {
-            endpoint.tls_config(config.clone())?.connect().await
-        }
-        Some(PeerTls::Unverified(connector)) if url.starts_with("https://") => {
-            // The connector speaks TLS itself; tonic sees a plain connection.
-            let plain = tonic::transport::Endpoint::from_shared(url.replacen("https://", "http://", 1))?;
-            plain.connect_with_connector(connector.clone()).await
-        }
-        _ => endpoint.connect().await,
-    }
-}
-
-/// A channel to a peer URL that connects on first use, over TLS for `https://` ones.
-fn lazy_channel(
-    url: &str,
-    tls: Option<&PeerTls>,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true);
-    Ok(match tls {
-        Some(PeerTls::Verified(config)) if url.starts_with("https://") => {
-            endpoint.tls_config(config.clone())?.connect_lazy()
-        }
-        Some(PeerTls::Unverified(connector)) if url.starts_with("https://") => {
-            let plain = tonic::transport::Endpoint::from_shared(url.replacen("https://", "http://", 1))?
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true);
-            plain.connect_with_connector_lazy(connector.clone())
-        }
-        _ => endpoint.connect_lazy(),
-    })
 }
 
 /// Asks the peers at `urls` for the cluster's ID and members, for a member joining a

@@ -249,7 +249,7 @@ impl Service {
     pub(crate) fn spawn_corrupt_check(
         &self,
         interval: std::time::Duration,
-        tls: Option<crate::transport::PeerTls>,
+        tls: Option<cairn_net::peer::PeerTls>,
     ) {
         let service = self.clone();
         tokio::spawn(async move {
@@ -268,7 +268,7 @@ impl Service {
         });
     }
 
-    async fn corrupt_check_once(&self, tls: Option<&crate::transport::PeerTls>) -> Result<(), Status> {
+    async fn corrupt_check_once(&self, tls: Option<&cairn_net::peer::PeerTls>) -> Result<(), Status> {
         let first = self.hash_kv(0)?;
         let me = self.shared.member_id;
         let mut peers = Vec::new();

@@ -5,7 +5,7 @@
 //! methods until their issues land (watch and lease, auth, membership changes).
 
 mod auth;
-mod authority;
+
 mod cluster;
 mod concurrency;
 mod kv;
@@ -34,7 +34,6 @@ use prost::Message as _;
 use redb::ReadOnlyTable;
 use tokio::net::TcpListener;
 use tonic::Status;
-use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tracing::info;
@@ -260,7 +259,7 @@ impl Service {
         if pairs.is_empty()
             && let Some(certificates) = request.peer_certs()
             && let Some(name) =
-                certificates.first().and_then(|certificate| crate::tls::common_name(certificate))
+                certificates.first().and_then(|certificate| cairn_net::tls::common_name(certificate))
         {
             pairs.push((crate::auth::CERTIFICATE_USER.to_owned(), name));
         }
@@ -410,13 +409,6 @@ impl Credentials {
     }
 }
 
-/// Plain TCP connections accepted on `listener`, with `TCP_NODELAY`: without it a
-/// small frame written while another is unacknowledged waits for the peer's delayed
-/// ACK (40 ms on Linux), which made every linearizable read on a follower take 44 ms.
-fn plain_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
 /// etcd's client services (its six, `v3lock` and `v3election`), added to `routes`.
 fn grpc_routes(
     routes: tonic::service::Routes,
@@ -432,30 +424,6 @@ fn grpc_routes(
         .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive))
         .add_service(cairn_api::v3lockpb::lock_server::LockServer::new(service.clone()))
         .add_service(cairn_api::v3electionpb::election_server::ElectionServer::new(service.clone()))
-}
-
-/// A channel to `routes` served inside the process, over in-memory pipes.
-fn in_process_channel(routes: tonic::service::Routes) -> tonic::transport::Channel {
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<tokio::io::DuplexStream>();
-    let incoming = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|stream| (Ok::<_, std::io::Error>(stream), receiver))
-    });
-    tokio::spawn(async move {
-        let mut server = Server::builder().layer(tower::util::MapResponseLayer::new(oversize_as_etcd));
-        if let Err(error) = server.add_routes(routes).serve_with_incoming(incoming).await {
-            tracing::error!(%error, "the gateway's in-process server failed");
-        }
-    });
-    tonic::transport::Endpoint::from_static("http://in-process.invalid").connect_with_connector_lazy(
-        tower::service_fn(move |_: http::Uri| {
-            let sender = sender.clone();
-            async move {
-                let (client, server) = tokio::io::duplex(256 * 1024);
-                sender.send(server).map_err(|_| std::io::Error::other("the in-process server stopped"))?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
-            }
-        }),
-    )
 }
 
 /// Serves the peer service on every peer listener until the process ends.
@@ -475,7 +443,7 @@ pub(crate) fn serve_peers(
         let router = Server::builder().add_service(peer).add_service(membership).add_service(leases);
         match (is_tls, &tls) {
             (true, Some(config)) => {
-                let incoming = crate::tls::accept(listener, Arc::clone(config));
+                let incoming = cairn_net::tls::accept(listener, Arc::clone(config));
                 tokio::spawn(async move {
                     if let Err(error) = router.serve_with_incoming(incoming).await {
                         tracing::error!(%error, "peer server failed");
@@ -484,7 +452,7 @@ pub(crate) fn serve_peers(
             }
             (true, None) => tracing::error!("an https:// peer URL without peer TLS files: not serving it"),
             (false, _) => {
-                let incoming = plain_incoming(listener);
+                let incoming = cairn_net::grpc::plain_incoming(listener);
                 tokio::spawn(async move {
                     if let Err(error) = router.serve_with_incoming(incoming).await {
                         tracing::error!(%error, "peer server failed");
@@ -493,53 +461,6 @@ pub(crate) fn serve_peers(
             }
         }
     }
-}
-
-/// grpc-go's answer to a request over the receive limit, which etcd's clients see:
-/// `ResourceExhausted` "grpc: received message larger than max (N vs. M)", where tonic
-/// answers `OutOfRange` "Error, decoded message length too large: found N bytes, the
-/// limit is: M bytes". Rewrites the status of such an answer; leaves the rest alone.
-fn oversize_as_etcd(mut response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
-    let headers = response.headers_mut();
-    if headers.get("grpc-status").is_some_and(|code| code == "11")
-        && let Some(message) = headers.get("grpc-message").and_then(|message| message.to_str().ok())
-        && let Some(rewritten) = etcd_oversize_message(&percent_decoded(message))
-        && let Ok(value) = http::HeaderValue::from_str(&rewritten)
-    {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-        headers.insert("grpc-message", value);
-    }
-    response
-}
-
-/// `grpc-message` is percent-encoded (tonic encodes spaces too).
-fn percent_decoded(message: &str) -> String {
-    let bytes = message.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        let hex = bytes.get(at + 1..at + 3).and_then(|hex| std::str::from_utf8(hex).ok());
-        match (bytes[at], hex.and_then(|hex| u8::from_str_radix(hex, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                at += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                at += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// grpc-go's text for tonic's, or `None` when `message` is not tonic's oversize error.
-fn etcd_oversize_message(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("Error, decoded message length too large: found ")?;
-    let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
-    let limit = rest.strip_suffix(" bytes")?;
-    let (found, limit): (u64, u64) = (found.parse().ok()?, limit.parse().ok()?);
-    Some(format!("grpc: received message larger than max ({found} vs. {limit})"))
 }
 
 /// Serves every service on every listener until `shutdown` completes.
@@ -554,7 +475,7 @@ pub(crate) async fn serve(
     let max_receive = service.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     // etcd's JSON gateway calls the services as any client would, here through a
     // channel inside the process.
-    let gateway = cairn_gateway::router(in_process_channel(grpc_routes(
+    let gateway = cairn_gateway::router(cairn_net::grpc::in_process_channel(grpc_routes(
         tonic::service::Routes::default(),
         &service,
         max_receive,
@@ -577,12 +498,13 @@ pub(crate) async fn serve(
         let router = Server::builder()
             .accept_http1(true)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .layer(tower::util::MapResponseLayer::new(oversize_as_etcd))
+            .layer(tower::util::MapResponseLayer::new(cairn_net::grpc::oversize_as_etcd))
             .add_routes(routes.clone());
         let server_shutdown = shutdown.clone();
         if is_tls {
             let config = tls.clone().context("an https listener needs TLS configuration")?;
-            let incoming = crate::tls::accept(listener, config).map_ok(authority::AuthorityFix::new);
+            let incoming =
+                cairn_net::tls::accept(listener, config).map_ok(cairn_net::authority::AuthorityFix::new);
             servers.spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, server_shutdown)
@@ -591,7 +513,8 @@ pub(crate) async fn serve(
             });
             info!(address = %addr, "serving client traffic securely");
         } else {
-            let incoming = plain_incoming(listener).map_ok(authority::AuthorityFix::new);
+            let incoming =
+                cairn_net::grpc::plain_incoming(listener).map_ok(cairn_net::authority::AuthorityFix::new);
             servers.spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, server_shutdown)
@@ -621,30 +544,4 @@ pub(crate) async fn serve(
     }
     info!("stopped serving client traffic");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use futures::StreamExt as _;
-
-    #[test]
-    fn tonics_oversize_error_reads_as_grpc_gos() {
-        let tonic = "Error, decoded message length too large: found 528394 bytes, the limit is: 528384 bytes";
-        assert_eq!(
-            super::etcd_oversize_message(tonic).as_deref(),
-            Some("grpc: received message larger than max (528394 vs. 528384)")
-        );
-        assert_eq!(super::etcd_oversize_message("etcdserver: request is too large"), None);
-        assert_eq!(super::percent_decoded("a%20b%2Cc%"), "a b,c%");
-    }
-
-    #[tokio::test]
-    async fn accepted_connections_send_small_frames_at_once() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut incoming = super::plain_incoming(listener);
-        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
-        let accepted = incoming.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap());
-    }
 }

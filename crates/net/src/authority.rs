@@ -41,7 +41,7 @@ enum Mode {
 }
 
 /// A client connection whose header blocks get a plain `:authority`.
-pub(crate) struct AuthorityFix<S> {
+pub struct AuthorityFix<S> {
     inner: S,
     mode: Mode,
     /// Bytes read and not yet parsed.
@@ -61,7 +61,8 @@ pub(crate) struct AuthorityFix<S> {
 }
 
 impl<S> AuthorityFix<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    /// Wraps a connection just accepted, before h2 reads anything from it.
+    pub fn new(inner: S) -> Self {
         Self {
             inner,
             mode: Mode::Deciding,

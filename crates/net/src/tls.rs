@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -15,20 +14,33 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::{Error, Result};
+
+/// The error for `what`, caused by `error`, as one line.
+fn fail(what: impl std::fmt::Display, error: impl std::fmt::Display) -> Error {
+    Error::Tls(format!("{what}: {error}"))
+}
+
 /// The client TLS flags.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TlsFiles {
-    pub(crate) cert_file: String,
-    pub(crate) key_file: String,
-    pub(crate) trusted_ca_file: String,
-    pub(crate) client_cert_auth: bool,
-    pub(crate) crl_file: String,
-    pub(crate) auto_tls: bool,
+pub struct TlsFiles {
+    /// `--cert-file`: the server's certificate (PEM), chain included.
+    pub cert_file: String,
+    /// `--key-file`: its private key (PEM).
+    pub key_file: String,
+    /// `--trusted-ca-file`: the CAs client certificates are verified against.
+    pub trusted_ca_file: String,
+    /// `--client-cert-auth`: refuse clients without a verified certificate.
+    pub client_cert_auth: bool,
+    /// `--client-crl-file`: revoked certificates, PEM or DER.
+    pub crl_file: String,
+    /// `--auto-tls`: a self-signed certificate made at start when none is given.
+    pub auto_tls: bool,
 }
 
 impl TlsFiles {
     /// Whether any TLS flag is set.
-    pub(crate) fn any(&self) -> bool {
+    pub fn any(&self) -> bool {
         !self.cert_file.is_empty()
             || !self.key_file.is_empty()
             || !self.trusted_ca_file.is_empty()
@@ -42,23 +54,20 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_certificates(file: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+fn read_certificates(file: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-        .with_context(|| format!("cannot read certificate file {file}"))?
+        .map_err(|error| fail(format!("cannot read certificate file {file}"), error))?
         .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot parse certificate file {file}"))?;
+        .map_err(|error| fail(format!("cannot parse certificate file {file}"), error))?;
     if certificates.is_empty() {
-        bail!("no certificate in {file}");
+        return Err(Error::Tls(format!("no certificate in {file}")));
     }
     Ok(certificates)
 }
 
 /// The server's TLS configuration, or `None` when no TLS flag is set. `--auto-tls`
 /// certificates are kept in `auto_dir`.
-pub(crate) fn server_config(
-    files: &TlsFiles,
-    auto_dir: &Path,
-) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+pub fn server_config(files: &TlsFiles, auto_dir: &Path) -> Result<Option<Arc<rustls::ServerConfig>>> {
     if !files.any() {
         return Ok(None);
     }
@@ -69,17 +78,17 @@ pub(crate) fn server_config(
         (files.cert_file.clone(), files.key_file.clone())
     };
     if cert_file.is_empty() || key_file.is_empty() {
-        bail!("TLS needs both --cert-file and --key-file (or --auto-tls)");
+        return Err(Error::Tls("TLS needs both --cert-file and --key-file (or --auto-tls)".into()));
     }
     let certificates = read_certificates(&cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&key_file)
-        .with_context(|| format!("cannot read key file {key_file}"))?;
+        .map_err(|error| fail(format!("cannot read key file {key_file}"), error))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
+        .map_err(|error| fail("TLS protocol versions", error))?;
     let builder = if files.trusted_ca_file.is_empty() {
         if files.client_cert_auth {
-            bail!("--client-cert-auth needs --trusted-ca-file");
+            return Err(Error::Tls("--client-cert-auth needs --trusted-ca-file".into()));
         }
         builder.with_no_client_auth()
     } else {
@@ -88,7 +97,7 @@ pub(crate) fn server_config(
         for certificate in anchors.clone() {
             roots
                 .add(certificate)
-                .with_context(|| format!("bad CA certificate in {}", files.trusted_ca_file))?;
+                .map_err(|error| fail(format!("bad CA certificate in {}", files.trusted_ca_file), error))?;
         }
         let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
         if !files.crl_file.is_empty() {
@@ -97,16 +106,20 @@ pub(crate) fn server_config(
         if !files.client_cert_auth {
             verifier = verifier.allow_unauthenticated();
         }
-        let verifier = verifier.build().with_context(|| {
-            format!("client certificate verifier (CA {}, CRL {:?})", files.trusted_ca_file, files.crl_file)
+        let verifier = verifier.build().map_err(|error| {
+            let what = format!(
+                "client certificate verifier (CA {}, CRL {:?})",
+                files.trusted_ca_file, files.crl_file
+            );
+            fail(what, error)
         })?;
         let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
             Arc::new(TrustAnchorClients { inner: verifier, anchors });
         builder.with_client_cert_verifier(verifier)
     };
-    let mut config = builder
-        .with_single_cert(certificates, key)
-        .with_context(|| format!("key file {key_file} does not fit certificate file {cert_file}"))?;
+    let mut config = builder.with_single_cert(certificates, key).map_err(|error| {
+        fail(format!("key file {key_file} does not fit certificate file {cert_file}"), error)
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Some(Arc::new(config)))
 }
@@ -115,42 +128,44 @@ pub(crate) fn server_config(
 /// as etcd (Go's `x509.ParseCRL`) reads either. Reading a DER file as PEM would find
 /// no CRL and check no revocation at all; a file that is neither stops the start when
 /// the verifier parses it.
-fn read_crls(path: &str) -> anyhow::Result<Vec<CertificateRevocationListDer<'static>>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read CRL file {path}"))?;
+fn read_crls(path: &str) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+    let bytes = std::fs::read(path).map_err(|error| fail(format!("cannot read CRL file {path}"), error))?;
     let pem: Vec<CertificateRevocationListDer<'static>> =
         CertificateRevocationListDer::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
-            .with_context(|| format!("cannot parse CRL file {path}"))?;
+            .map_err(|error| fail(format!("cannot parse CRL file {path}"), error))?;
     Ok(if pem.is_empty() { vec![CertificateRevocationListDer::from(bytes)] } else { pem })
 }
 
 /// What a member presents to its peers and trusts them by, for `https://` peer URLs:
 /// its peer certificate (as a client certificate) and the peer CA.
-pub(crate) fn peer_client_config(files: &TlsFiles) -> anyhow::Result<Option<crate::transport::PeerTls>> {
+pub fn peer_client_config(files: &TlsFiles) -> Result<Option<crate::peer::PeerTls>> {
     if files.cert_file.is_empty() && files.auto_tls {
-        return Ok(Some(crate::transport::PeerTls::Unverified(UnverifiedTls::new()?)));
+        return Ok(Some(crate::peer::PeerTls::Unverified(UnverifiedTls::new()?)));
     }
     if files.cert_file.is_empty() || files.trusted_ca_file.is_empty() {
         return Ok(None);
     }
-    let read = |file: &str| std::fs::read(file).with_context(|| format!("cannot read {file}"));
+    let read = |file: &str| std::fs::read(file).map_err(|error| fail(format!("cannot read {file}"), error));
     let identity = tonic::transport::Identity::from_pem(read(&files.cert_file)?, read(&files.key_file)?);
     let ca = tonic::transport::Certificate::from_pem(read(&files.trusted_ca_file)?);
-    Ok(Some(crate::transport::PeerTls::Verified(
+    Ok(Some(crate::peer::PeerTls::Verified(
         tonic::transport::ClientTlsConfig::new().ca_certificate(ca).identity(identity),
     )))
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`, made once.
-fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     if cert_path.exists() && key_path.exists() {
         return Ok((cert_path, key_path));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|error| fail(format!("cannot create {}", dir.display()), error))?;
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let certified = rcgen::generate_simple_self_signed(names).context("cannot generate a certificate")?;
-    std::fs::write(&cert_path, certified.cert.pem())?;
+    let certified = rcgen::generate_simple_self_signed(names)
+        .map_err(|error| fail("cannot generate a certificate", error))?;
+    let written = |error| fail(format!("cannot write the certificate in {}", dir.display()), error);
+    std::fs::write(&cert_path, certified.cert.pem()).map_err(written)?;
     // As etcd writes it: readable by the owner alone.
     {
         use std::io::Write as _;
@@ -160,15 +175,16 @@ fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&key_path)?;
-        key.write_all(certified.signing_key.serialize_pem().as_bytes())?;
+            .open(&key_path)
+            .map_err(written)?;
+        key.write_all(certified.signing_key.serialize_pem().as_bytes()).map_err(written)?;
     }
     tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate (--auto-tls)");
     Ok((cert_path, key_path))
 }
 
 /// TLS connections accepted on `listener`, handshakes done off the accept loop.
-pub(crate) fn accept(
+pub fn accept(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> impl futures::Stream<Item = Result<TlsStream<tokio::net::TcpStream>, std::io::Error>> + Send + 'static {
@@ -195,7 +211,7 @@ pub(crate) fn accept(
 }
 
 /// The common name of a client certificate.
-pub(crate) fn common_name(certificate: &[u8]) -> Option<String> {
+pub fn common_name(certificate: &[u8]) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
     let name = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
     Some(name)
@@ -244,16 +260,17 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
 
 /// A connector for tonic that speaks TLS without verifying the peer (`--peer-auto-tls`).
 #[derive(Clone)]
-pub(crate) struct UnverifiedTls {
+pub struct UnverifiedTls {
     connector: tokio_rustls::TlsConnector,
 }
 
 impl UnverifiedTls {
-    pub(crate) fn new() -> anyhow::Result<Self> {
+    /// A connector that accepts any server certificate.
+    pub fn new() -> Result<Self> {
         let provider = provider();
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
+            .map_err(|error| fail("TLS protocol versions", error))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
             .with_no_client_auth();
