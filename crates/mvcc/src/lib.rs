@@ -1,6 +1,7 @@
 //! etcd's multi-version key-value model on [redb](https://docs.rs/redb): revisions,
 //! every version of every key kept until compacted, ranges at any revision, writes
-//! that share one revision, compaction, the change feed that watchers follow, and
+//! that share one revision (etcd's put, delete-range and txn requests applied as etcd
+//! applies them), compaction, the change feed that watchers follow, and
 //! etcd's `HashKV`.
 //!
 //! A store revision counts write requests (a txn is one revision). Each key carries
@@ -50,7 +51,7 @@ mod requests;
 mod store;
 
 pub use feed::{Batch, Hub};
-pub use requests::{compare_holds, range_request, range_revision};
+pub use requests::{compare_holds, delete_range, put, range_request, range_revision, txn};
 pub use store::*;
 
 use redb::TableDefinition;
@@ -78,6 +79,12 @@ pub enum Error {
     /// A read at a revision the store has not reached.
     #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRevision,
+    /// A put with `ignore_value` or `ignore_lease` of a key that does not exist.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// A put under a lease that does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
     /// A bbolt file (etcd's backend format) that could not be written or read.
     #[error("{0}")]
     Backend(String),

@@ -1,15 +1,21 @@
-//! etcd's key-value requests on the store: a `RangeRequest` with every option, and
-//! the compares of a `TxnRequest`.
+//! etcd's key-value requests on the store: a `RangeRequest` with every option, a
+//! `PutRequest`, a `DeleteRangeRequest`, and a `TxnRequest` with its compares and
+//! nested txns, as etcd's `applierV3backend` applies them.
 
 use std::cmp::Ordering;
 
 use cairn_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_api::etcdserverpb::range_request::{SortOrder, SortTarget};
-use cairn_api::etcdserverpb::{Compare, RangeRequest, RangeResponse, ResponseHeader};
+use cairn_api::etcdserverpb::request_op::Request as Op;
+use cairn_api::etcdserverpb::response_op::Response as OpResponse;
+use cairn_api::etcdserverpb::{
+    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
 use cairn_api::mvccpb::KeyValue;
 use redb::ReadableTable;
 
-use crate::{Error, KeyIndex, KeySpan, Position, Revisions};
+use crate::{Error, KeyIndex, KeySpan, Position, Revisions, Writer};
 
 fn header(revision: u64) -> Option<ResponseHeader> {
     Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() })
@@ -242,4 +248,162 @@ mod tests {
             TargetUnion::CreateRevision(0)
         )));
     }
+}
+
+/// Applies `request` through `writer`: etcd's checks first (`ignore_value` and
+/// `ignore_lease` need the key, a lease must exist by `lease_exists`), then the put.
+/// The response has no header: the caller knows the revision it ends at.
+pub fn put(
+    writer: &mut Writer<'_, '_>,
+    request: &PutRequest,
+    lease_exists: &dyn Fn(i64) -> bool,
+) -> Result<PutResponse, Error> {
+    check_put(writer, request, lease_exists)?;
+    put_checked(writer, request)
+}
+
+fn check_put(
+    writer: &Writer<'_, '_>,
+    request: &PutRequest,
+    lease_exists: &dyn Fn(i64) -> bool,
+) -> Result<(), Error> {
+    if (request.ignore_value || request.ignore_lease) && writer.get(&request.key)?.is_none() {
+        return Err(Error::KeyNotFound);
+    }
+    if request.lease != 0 && !lease_exists(request.lease) {
+        return Err(Error::LeaseNotFound);
+    }
+    Ok(())
+}
+
+fn put_checked(writer: &mut Writer<'_, '_>, request: &PutRequest) -> Result<PutResponse, Error> {
+    let mut value = request.value.clone();
+    let mut lease = request.lease;
+    if request.ignore_value || request.ignore_lease {
+        let previous = writer.get(&request.key)?.ok_or(Error::KeyNotFound)?;
+        if request.ignore_value {
+            value = previous.value;
+        }
+        if request.ignore_lease {
+            lease = previous.lease;
+        }
+    }
+    let previous = writer.put(&request.key, value, lease)?;
+    Ok(PutResponse { header: None, prev_kv: previous.filter(|_| request.prev_kv) })
+}
+
+/// Applies `request` through `writer`: deletes the key or range, answering how many
+/// keys went (and which, with `prev_kv`). No header, as [`put`].
+pub fn delete_range(
+    writer: &mut Writer<'_, '_>,
+    request: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, Error> {
+    let deleted = writer.delete(KeySpan::new(&request.key, &request.range_end))?;
+    Ok(DeleteRangeResponse {
+        header: None,
+        deleted: deleted.len() as i64,
+        prev_kvs: if request.prev_kv { deleted } else { Vec::new() },
+    })
+}
+
+/// Applies `request` through `writer`, with the store at `before`, as etcd does:
+/// every compare of every nested txn is decided on the state before the txn, and every
+/// op on the path taken is checked (ranges' revisions, puts as [`put`]) before anything
+/// is written, so a refused txn writes nothing. Ranges see the txn's own earlier
+/// writes; each op's response carries the revision the txn is at after it. No header
+/// on the outer response, as [`put`].
+pub fn txn(
+    writer: &mut Writer<'_, '_>,
+    before: Revisions,
+    request: &TxnRequest,
+    lease_exists: &dyn Fn(i64) -> bool,
+) -> Result<TxnResponse, Error> {
+    let path = txn_path(writer, request)?;
+    check_txn(writer, before, request, &mut path.iter().copied(), lease_exists)?;
+    apply_txn(writer, before, request, &mut path.iter().copied())
+}
+
+/// Which branch each txn takes, depth first in op order, decided before it writes.
+fn txn_path(writer: &Writer<'_, '_>, request: &TxnRequest) -> Result<Vec<bool>, Error> {
+    fn walk(writer: &Writer<'_, '_>, request: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
+        let mut succeeded = true;
+        for compare in &request.compare {
+            if !compare_holds(&*writer.kv, writer.index, writer.revision, compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        path.push(succeeded);
+        let ops = if succeeded { &request.success } else { &request.failure };
+        for op in ops {
+            if let Some(Op::RequestTxn(nested)) = &op.request {
+                walk(writer, nested, path)?;
+            }
+        }
+        Ok(())
+    }
+    let mut path = Vec::new();
+    walk(writer, request, &mut path)?;
+    Ok(path)
+}
+
+fn check_txn(
+    writer: &Writer<'_, '_>,
+    revisions: Revisions,
+    request: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+    lease_exists: &dyn Fn(i64) -> bool,
+) -> Result<(), Error> {
+    let ops = if path.next().unwrap_or(false) { &request.success } else { &request.failure };
+    for op in ops {
+        match &op.request {
+            Some(Op::RequestRange(range)) => {
+                range_revision(range, revisions)?;
+            }
+            Some(Op::RequestPut(put)) => check_put(writer, put, lease_exists)?,
+            Some(Op::RequestTxn(nested)) => check_txn(writer, revisions, nested, path, lease_exists)?,
+            Some(Op::RequestDeleteRange(_)) | None => {}
+        }
+    }
+    Ok(())
+}
+
+fn apply_txn(
+    writer: &mut Writer<'_, '_>,
+    before: Revisions,
+    request: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<TxnResponse, Error> {
+    let succeeded = path.next().unwrap_or(false);
+    let ops = if succeeded { &request.success } else { &request.failure };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(Op::RequestRange(range)) => {
+                let revisions = Revisions { current: at(writer, before), ..before };
+                OpResponse::ResponseRange(range_request(&*writer.kv, writer.index, revisions, range)?)
+            }
+            Some(Op::RequestPut(put)) => {
+                let response = put_checked(writer, put)?;
+                OpResponse::ResponsePut(PutResponse { header: header(at(writer, before)), ..response })
+            }
+            Some(Op::RequestDeleteRange(delete)) => {
+                let response = delete_range(writer, delete)?;
+                let header = header(at(writer, before));
+                OpResponse::ResponseDeleteRange(DeleteRangeResponse { header, ..response })
+            }
+            Some(Op::RequestTxn(nested)) => {
+                let response = apply_txn(writer, before, nested, path)?;
+                OpResponse::ResponseTxn(TxnResponse { header: header(at(writer, before)), ..response })
+            }
+            None => continue,
+        };
+        responses.push(ResponseOp { response: Some(response) });
+    }
+    Ok(TxnResponse { header: None, succeeded, responses })
+}
+
+/// The revision a txn is at: the one its writes get once it has written.
+fn at(writer: &Writer<'_, '_>, before: Revisions) -> u64 {
+    if writer.wrote { writer.revision } else { before.current }
 }

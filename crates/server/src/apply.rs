@@ -1,14 +1,12 @@
-//! The key-value semantics of etcd's requests: ranges with every option, puts,
-//! deletes, txns with compares and nested ops, compaction. Writes run inside the apply
-//! loop's redb transaction; ranges run on any transaction.
+//! The apply dispatch of etcd's writes: puts, deletes and txns through
+//! `cairn-mvcc`'s requests at the next revision, compaction, and leases, keeping the
+//! leases' attached keys in step and the changes for watchers. Writes run inside the
+//! apply loop's redb transaction.
 
-use cairn_api::etcdserverpb::request_op::Request as Op;
-use cairn_api::etcdserverpb::response_op::Response as OpResponse;
 use cairn_api::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader, ResponseOp, TxnRequest,
-    TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpointRequest,
+    LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    PutRequest, PutResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use cairn_api::mvccpb::Event;
 use cairn_api::mvccpb::event::EventType;
@@ -58,10 +56,8 @@ pub(crate) struct Applier {
 
 impl Applier {
     pub(crate) fn put(&mut self, tables: &mut Tables<'_>, request: &PutRequest) -> ApplyResult {
-        let response = self.write(tables, |writer, lessor| {
-            check_put(writer, lessor, request)?;
-            put(writer, request)
-        })?;
+        let response =
+            self.write(tables, |writer, lessor| Ok(mvcc::put(writer, request, &|id| lessor.contains(id))?))?;
         Ok(Applied::Put(PutResponse { header: header(self.revisions.current), ..response }))
     }
 
@@ -70,19 +66,14 @@ impl Applier {
         tables: &mut Tables<'_>,
         request: &DeleteRangeRequest,
     ) -> ApplyResult {
-        let response = self.write(tables, |writer, _| delete_range(writer, request))?;
+        let response = self.write(tables, |writer, _| Ok(mvcc::delete_range(writer, request)?))?;
         Ok(Applied::DeleteRange(DeleteRangeResponse { header: header(self.revisions.current), ..response }))
     }
 
     pub(crate) fn txn(&mut self, tables: &mut Tables<'_>, request: &TxnRequest) -> ApplyResult {
         let before = self.revisions;
         let response = self.write(tables, |writer, lessor| {
-            // As etcd: every compare of every nested txn is decided on the state
-            // before the txn, and every op on that path is checked before anything is
-            // written.
-            let path = txn_path(writer, request)?;
-            check_txn(writer, lessor, before, request, &path)?;
-            txn(writer, before, request, &mut path.iter().copied())
+            Ok(mvcc::txn(writer, before, request, &|id| lessor.contains(id))?)
         })?;
         Ok(Applied::Txn(TxnResponse { header: header(self.revisions.current), ..response }))
     }
@@ -213,151 +204,4 @@ impl Applier {
         drop(lessor);
         self.published.push((writer.revision, writer.events));
     }
-}
-
-fn check_put(writer: &Writer<'_, '_>, lessor: &Lessor, request: &PutRequest) -> Result<(), Error> {
-    if (request.ignore_value || request.ignore_lease) && writer.get(&request.key)?.is_none() {
-        return Err(Error::KeyNotFound);
-    }
-    if request.lease != 0 && !lessor.contains(request.lease) {
-        return Err(Error::LeaseNotFound);
-    }
-    Ok(())
-}
-
-fn put(writer: &mut Writer<'_, '_>, request: &PutRequest) -> Result<PutResponse, Error> {
-    let mut value = request.value.clone();
-    let mut lease = request.lease;
-    if request.ignore_value || request.ignore_lease {
-        let previous = writer.get(&request.key)?.ok_or(Error::KeyNotFound)?;
-        if request.ignore_value {
-            value = previous.value;
-        }
-        if request.ignore_lease {
-            lease = previous.lease;
-        }
-    }
-    let previous = writer.put(&request.key, value, lease)?;
-    Ok(PutResponse { header: None, prev_kv: previous.filter(|_| request.prev_kv) })
-}
-
-fn delete_range(
-    writer: &mut Writer<'_, '_>,
-    request: &DeleteRangeRequest,
-) -> Result<DeleteRangeResponse, Error> {
-    let deleted = writer.delete(KeySpan::new(&request.key, &request.range_end))?;
-    Ok(DeleteRangeResponse {
-        header: None,
-        deleted: deleted.len() as i64,
-        prev_kvs: if request.prev_kv { deleted } else { Vec::new() },
-    })
-}
-
-/// Which branch each txn takes, depth first in op order, decided before it writes.
-fn txn_path(writer: &Writer<'_, '_>, request: &TxnRequest) -> Result<Vec<bool>, Error> {
-    let mut path = Vec::new();
-    fn walk(writer: &Writer<'_, '_>, request: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
-        let mut succeeded = true;
-        for compare in &request.compare {
-            if !compare_holds(writer, compare)? {
-                succeeded = false;
-                break;
-            }
-        }
-        path.push(succeeded);
-        let ops = if succeeded { &request.success } else { &request.failure };
-        for op in ops {
-            if let Some(Op::RequestTxn(nested)) = &op.request {
-                walk(writer, nested, path)?;
-            }
-        }
-        Ok(())
-    }
-    walk(writer, request, &mut path)?;
-    Ok(path)
-}
-
-fn check_txn(
-    writer: &Writer<'_, '_>,
-    lessor: &Lessor,
-    revisions: Revisions,
-    request: &TxnRequest,
-    path: &[bool],
-) -> Result<(), Error> {
-    let mut path = path.iter().copied();
-    fn walk(
-        writer: &Writer<'_, '_>,
-        lessor: &Lessor,
-        revisions: Revisions,
-        request: &TxnRequest,
-        path: &mut impl Iterator<Item = bool>,
-    ) -> Result<(), Error> {
-        let ops = if path.next().unwrap_or(false) { &request.success } else { &request.failure };
-        for op in ops {
-            match &op.request {
-                Some(Op::RequestRange(range)) => {
-                    cairn_mvcc::range_revision(range, revisions)?;
-                }
-                Some(Op::RequestPut(put)) => check_put(writer, lessor, put)?,
-                Some(Op::RequestTxn(nested)) => walk(writer, lessor, revisions, nested, path)?,
-                Some(Op::RequestDeleteRange(_)) | None => {}
-            }
-        }
-        Ok(())
-    }
-    walk(writer, lessor, revisions, request, &mut path)
-}
-
-fn txn(
-    writer: &mut Writer<'_, '_>,
-    before: Revisions,
-    request: &TxnRequest,
-    path: &mut impl Iterator<Item = bool>,
-) -> Result<TxnResponse, Error> {
-    let succeeded = path.next().unwrap_or(false);
-    let ops = if succeeded { &request.success } else { &request.failure };
-    let mut responses = Vec::with_capacity(ops.len());
-    for op in ops {
-        let response = match &op.request {
-            Some(Op::RequestRange(range)) => {
-                // Reads see the txn's own earlier writes, at the revision they will get.
-                let revisions = Revisions { current: view(writer, before), ..before };
-                OpResponse::ResponseRange(cairn_mvcc::range_request(
-                    &*writer.kv,
-                    writer.index,
-                    revisions,
-                    range,
-                )?)
-            }
-            // Like etcd, each op's response carries the revision the txn is at after it.
-            Some(Op::RequestPut(put)) => {
-                let response = self::put(writer, put)?;
-                OpResponse::ResponsePut(PutResponse { header: header(view(writer, before)), ..response })
-            }
-            Some(Op::RequestDeleteRange(delete)) => {
-                let response = delete_range(writer, delete)?;
-                OpResponse::ResponseDeleteRange(DeleteRangeResponse {
-                    header: header(view(writer, before)),
-                    ..response
-                })
-            }
-            Some(Op::RequestTxn(nested)) => {
-                let response = txn(writer, before, nested, path)?;
-                OpResponse::ResponseTxn(TxnResponse { header: header(view(writer, before)), ..response })
-            }
-            None => continue,
-        };
-        responses.push(ResponseOp { response: Some(response) });
-    }
-    Ok(TxnResponse { header: None, succeeded, responses })
-}
-
-/// The revision a txn is at: the one its writes get once it has written.
-fn view(writer: &Writer<'_, '_>, before: Revisions) -> u64 {
-    if writer.wrote { writer.revision } else { before.current }
-}
-
-/// Whether `compare` holds at the writer's revision, seeing its own writes.
-fn compare_holds(writer: &Writer<'_, '_>, compare: &Compare) -> Result<bool, Error> {
-    Ok(cairn_mvcc::compare_holds(&*writer.kv, writer.index, writer.revision, compare)?)
 }

@@ -57,6 +57,8 @@ impl From<cairn_mvcc::Error> for Error {
         match error {
             cairn_mvcc::Error::Compacted => Self::Compacted,
             cairn_mvcc::Error::FutureRevision => Self::FutureRevision,
+            cairn_mvcc::Error::KeyNotFound => Self::KeyNotFound,
+            cairn_mvcc::Error::LeaseNotFound => Self::LeaseNotFound,
             other => StorageError::from(other).into(),
         }
     }
