@@ -184,72 +184,6 @@ fn compare_kv(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use cairn_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-    use cairn_api::etcdserverpb::range_request::{SortOrder, SortTarget};
-    use cairn_api::etcdserverpb::{Compare, RangeRequest};
-
-    use crate::{Error, KeyIndex, Revisions, Writer};
-
-    #[test]
-    fn ranges_sort_limit_filter_and_refuse_compacted_or_future_revisions() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = redb::Database::create(dir.path().join("db")).unwrap();
-        let txn = db.begin_write().unwrap();
-        let mut index = KeyIndex::default();
-        let mut tables = crate::open_tables(&txn).unwrap();
-        for (revision, (key, value)) in
-            [("a", "3"), ("b", "1"), ("c", "2"), ("a", "4")].into_iter().enumerate()
-        {
-            let mut writer = Writer::new(&mut tables.kv, &mut index, revision as u64 + 2);
-            writer.put(key.as_bytes(), value.into(), 0).unwrap();
-        }
-        let revisions = Revisions { current: 5, compacted: 3 };
-        let range = |request: RangeRequest| super::range_request(&tables.kv, &index, revisions, &request);
-        let all = || RangeRequest { key: b"a".to_vec(), range_end: vec![0], ..RangeRequest::default() };
-
-        let by_value = RangeRequest {
-            sort_target: SortTarget::Value as i32,
-            sort_order: SortOrder::Descend as i32,
-            limit: 2,
-            ..all()
-        };
-        let answer = range(by_value).unwrap();
-        let values: Vec<&[u8]> = answer.kvs.iter().map(|kv| kv.value.as_slice()).collect();
-        assert_eq!((values, answer.more, answer.count), (vec![&b"4"[..], b"2"], true, 3));
-        let created_late = RangeRequest { min_create_revision: 3, keys_only: true, ..all() };
-        let keys: Vec<Vec<u8>> = range(created_late).unwrap().kvs.into_iter().map(|kv| kv.key).collect();
-        assert_eq!(keys, [b"b".to_vec(), b"c".to_vec()]);
-        assert_eq!(range(RangeRequest { revision: 2, ..all() }).unwrap_err(), Error::Compacted);
-        assert_eq!(range(RangeRequest { revision: 6, ..all() }).unwrap_err(), Error::FutureRevision);
-
-        let compare = |key: &str, result: CompareResult, target: CompareTarget, union: TargetUnion| Compare {
-            key: key.as_bytes().to_vec(),
-            result: result as i32,
-            target: target as i32,
-            target_union: Some(union),
-            ..Compare::default()
-        };
-        let holds = |compare: Compare| super::compare_holds(&tables.kv, &index, 5, &compare).unwrap();
-        assert!(holds(compare("a", CompareResult::Equal, CompareTarget::Version, TargetUnion::Version(2))));
-        assert!(holds(compare("a", CompareResult::Greater, CompareTarget::Mod, TargetUnion::ModRevision(4))));
-        // On an absent key, a value compare fails and the others see zeros.
-        assert!(!holds(compare(
-            "z",
-            CompareResult::NotEqual,
-            CompareTarget::Value,
-            TargetUnion::Value(vec![])
-        )));
-        assert!(holds(compare(
-            "z",
-            CompareResult::Equal,
-            CompareTarget::Create,
-            TargetUnion::CreateRevision(0)
-        )));
-    }
-}
-
 /// Applies `request` through `writer`: etcd's checks first (`ignore_value` and
 /// `ignore_lease` need the key, a lease must exist by `lease_exists`), then the put.
 /// The response has no header: the caller knows the revision it ends at.
@@ -406,4 +340,70 @@ fn apply_txn(
 /// The revision a txn is at: the one its writes get once it has written.
 fn at(writer: &Writer<'_, '_>, before: Revisions) -> u64 {
     if writer.wrote { writer.revision } else { before.current }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use cairn_api::etcdserverpb::range_request::{SortOrder, SortTarget};
+    use cairn_api::etcdserverpb::{Compare, RangeRequest};
+
+    use crate::{Error, KeyIndex, Revisions, Writer};
+
+    #[test]
+    fn ranges_sort_limit_filter_and_refuse_compacted_or_future_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut index = KeyIndex::default();
+        let mut tables = crate::open_tables(&txn).unwrap();
+        for (revision, (key, value)) in
+            [("a", "3"), ("b", "1"), ("c", "2"), ("a", "4")].into_iter().enumerate()
+        {
+            let mut writer = Writer::new(&mut tables.kv, &mut index, revision as u64 + 2);
+            writer.put(key.as_bytes(), value.into(), 0).unwrap();
+        }
+        let revisions = Revisions { current: 5, compacted: 3 };
+        let range = |request: RangeRequest| super::range_request(&tables.kv, &index, revisions, &request);
+        let all = || RangeRequest { key: b"a".to_vec(), range_end: vec![0], ..RangeRequest::default() };
+
+        let by_value = RangeRequest {
+            sort_target: SortTarget::Value as i32,
+            sort_order: SortOrder::Descend as i32,
+            limit: 2,
+            ..all()
+        };
+        let answer = range(by_value).unwrap();
+        let values: Vec<&[u8]> = answer.kvs.iter().map(|kv| kv.value.as_slice()).collect();
+        assert_eq!((values, answer.more, answer.count), (vec![&b"4"[..], b"2"], true, 3));
+        let created_late = RangeRequest { min_create_revision: 3, keys_only: true, ..all() };
+        let keys: Vec<Vec<u8>> = range(created_late).unwrap().kvs.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(keys, [b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(range(RangeRequest { revision: 2, ..all() }).unwrap_err(), Error::Compacted);
+        assert_eq!(range(RangeRequest { revision: 6, ..all() }).unwrap_err(), Error::FutureRevision);
+
+        let compare = |key: &str, result: CompareResult, target: CompareTarget, union: TargetUnion| Compare {
+            key: key.as_bytes().to_vec(),
+            result: result as i32,
+            target: target as i32,
+            target_union: Some(union),
+            ..Compare::default()
+        };
+        let holds = |compare: Compare| super::compare_holds(&tables.kv, &index, 5, &compare).unwrap();
+        assert!(holds(compare("a", CompareResult::Equal, CompareTarget::Version, TargetUnion::Version(2))));
+        assert!(holds(compare("a", CompareResult::Greater, CompareTarget::Mod, TargetUnion::ModRevision(4))));
+        // On an absent key, a value compare fails and the others see zeros.
+        assert!(!holds(compare(
+            "z",
+            CompareResult::NotEqual,
+            CompareTarget::Value,
+            TargetUnion::Value(vec![])
+        )));
+        assert!(holds(compare(
+            "z",
+            CompareResult::Equal,
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(0)
+        )));
+    }
 }
