@@ -25,6 +25,8 @@ pub(crate) const RULES: &[(&str, &[&str])] = &[
     ("cairn-backend", &["cairn-server", "tonic", "tonic-prost", "raft", "cairn-wal"]),
     // The network edge: TLS, connections, channels; no store, no consensus.
     ("cairn-net", &["cairn-server", "cairn-api", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
+    // Services built as a client of any etcd v3 endpoint: no store, no consensus.
+    ("cairn-concurrency", &["cairn-server", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
     // A translation layer in front of any etcd v3 endpoint: a gRPC client, no store.
     ("cairn-gateway", &["cairn-server", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
 ];

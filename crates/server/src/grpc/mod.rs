@@ -7,7 +7,6 @@
 mod auth;
 
 mod cluster;
-mod concurrency;
 mod kv;
 mod lease;
 mod maintenance;
@@ -409,7 +408,7 @@ impl Credentials {
     }
 }
 
-/// etcd's client services (its six, `v3lock` and `v3election`), added to `routes`.
+/// etcd's six client services, added to `routes`.
 fn grpc_routes(
     routes: tonic::service::Routes,
     service: &Service,
@@ -422,8 +421,6 @@ fn grpc_routes(
         .add_service(WatchServer::new(service.clone()).max_decoding_message_size(max_receive))
         .add_service(LeaseServer::new(service.clone()).max_decoding_message_size(max_receive))
         .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive))
-        .add_service(cairn_api::v3lockpb::lock_server::LockServer::new(service.clone()))
-        .add_service(cairn_api::v3electionpb::election_server::ElectionServer::new(service.clone()))
 }
 
 /// Serves the peer service on every peer listener until the process ends.
@@ -473,18 +470,23 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
     let max_receive = service.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    // etcd's JSON gateway calls the services as any client would, here through a
-    // channel inside the process.
-    let gateway = cairn_gateway::router(cairn_net::grpc::in_process_channel(grpc_routes(
-        tonic::service::Routes::default(),
-        &service,
-        max_receive,
-    )));
+    // etcd's `v3lock` and `v3election`, and its JSON gateway, call the services as any
+    // client would, here through channels inside the process.
+    let core = grpc_routes(tonic::service::Routes::default(), &service, max_receive);
+    let concurrency = cairn_concurrency::Concurrency::new(cairn_net::grpc::in_process_channel(core.clone()));
+    let with_concurrency = |routes: tonic::service::Routes| {
+        routes.add_service(concurrency.lock_server()).add_service(concurrency.election_server())
+    };
+    let gateway = cairn_gateway::router(cairn_net::grpc::in_process_channel(with_concurrency(core)));
     // The standard gRPC health service, as etcd registers it: serving.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let routes = grpc_routes(tonic::service::Routes::from(gateway.merge(http)), &service, max_receive)
-        .add_service(health);
+    let routes = with_concurrency(grpc_routes(
+        tonic::service::Routes::from(gateway.merge(http)),
+        &service,
+        max_receive,
+    ))
+    .add_service(health);
     // HTTP/1.1 for the gateway and the health endpoints next to gRPC, as etcd serves
     // both on a client URL: told apart by the connection's first bytes, or by ALPN.
     let tls = tls.map(|config| {
