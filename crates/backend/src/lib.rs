@@ -12,7 +12,8 @@
 //! - [`defrag`]: the database rewritten into a compact file in two steps, the second
 //!   short enough to run between two applies;
 //! - [`snapshot`]: the state as bytes for a raft snapshot, and its restore;
-//! - [`members`]: the cluster's members as every member keeps them.
+//! - [`members`]: the cluster's members as every member keeps them;
+//! - [`alarms`]: the raised alarms, what NOSPACE and CORRUPT refuse, and the quota.
 //!
 //! No raft, no gRPC: a server wires these to its consensus and its services.
 //!
@@ -20,6 +21,7 @@
 //! as one read transaction saw it, and a restore replaces the whole state in the
 //! caller's one write transaction: no reader ever sees half of one.
 
+pub mod alarms;
 pub mod backup;
 pub mod defrag;
 pub mod members;

@@ -847,7 +847,9 @@ impl Runner {
                             Some(alarm) => {
                                 let mut table = txn.open_table(crate::storage::ALARMS)?;
                                 let mut alarms = crate::alarms::lock(&self.alarms);
-                                crate::alarms::apply(&mut alarms, &mut table, alarm).map(Applied::Alarm)
+                                crate::alarms::apply(&mut alarms, &mut table, alarm)
+                                    .map(Applied::Alarm)
+                                    .map_err(Error::from)
                             }
                             None => {
                                 let result =
