@@ -49,6 +49,7 @@ pub mod bbolt;
 mod feed;
 mod requests;
 mod store;
+pub mod watch;
 
 pub use feed::{Batch, Hub};
 pub use requests::{compare_holds, delete_range, put, range_request, range_revision, txn};
