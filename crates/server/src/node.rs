@@ -681,20 +681,46 @@ impl Runner {
         self.read_in_flight = Some(ReadRound { context, replies, started: std::time::Instant::now() });
     }
 
+    /// One round of raft-rs's `Ready`, in its documented order.
     fn handle_ready(&mut self) -> Result<(), StorageError> {
         if !self.node.has_ready() {
             return Ok(());
         }
         let mut ready = self.node.ready();
+        // 1. A leadership change (soft state).
         if let Some(soft) = ready.ss() {
             self.observe_leader(soft.leader_id);
         }
-        // The leader may send before it persists; followers send after.
+        // 2. Messages the leader may send before it persists.
         self.send(ready.take_messages());
+        // 3. A snapshot from the leader replaces the state machine.
         if !ready.snapshot().is_empty() {
             self.restore_snapshot(ready.snapshot().clone())?;
         }
-        for state in ready.take_read_states() {
+        // 4. Answers to read-index rounds.
+        self.answer_reads(ready.take_read_states());
+        // 5. New entries and hard state, persisted with one fdatasync.
+        let mut committed = ready.take_committed_entries();
+        self.persist(ready.take_entries(), ready.hs().cloned(), ready.must_sync())?;
+        // 6. Messages sent only once persisted (a follower's votes and appends).
+        self.send(ready.take_persisted_messages());
+        // 7. Advance: the commit index, messages and committed entries it releases.
+        let mut light = self.node.advance_append(ready);
+        if let Some(commit) = light.commit_index() {
+            self.storage.wl().mut_hard_state().set_commit(commit);
+            self.publish_committed(commit);
+        }
+        self.send(light.take_messages());
+        committed.extend(light.take_committed_entries());
+        // 8. Committed entries applied to the state machine in one transaction.
+        self.apply_committed(&committed)?;
+        self.node.advance_apply();
+        self.maybe_compact_log()
+    }
+
+    /// Releases the reads of the round each read state answers.
+    fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
+        for state in states {
             if let Some(round) = self.read_in_flight.take() {
                 if round.context == state.request_ctx {
                     for reply in round.replies {
@@ -706,55 +732,53 @@ impl Runner {
                 }
             }
         }
+    }
 
-        let mut committed = ready.take_committed_entries();
-        let entries = ready.take_entries();
-        let hard_state = ready.hs().cloned();
-        let must_sync = ready.must_sync();
-
-        // New entries and hard state: one write, one fdatasync.
+    /// Appends `entries` and `hard_state` to the write-ahead log (one write, one
+    /// fdatasync when `must_sync`), then to raft-rs's in-memory log.
+    fn persist(
+        &mut self,
+        entries: Vec<Entry>,
+        hard_state: Option<raft::eraftpb::HardState>,
+        must_sync: bool,
+    ) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
         self.wal.append(&entries, hard_state.as_ref(), must_sync)?;
         if must_sync {
             self.config.disk.wal_fsync.record(started.elapsed().as_secs_f64(), &[]);
         }
-        {
-            let mut core = self.storage.wl();
-            core.append(&entries).map_err(raft_error)?;
-            if let Some(hard_state) = hard_state {
-                self.shared.term.store(hard_state.term, Ordering::Release);
-                self.publish_committed(hard_state.commit);
-                core.set_hardstate(hard_state);
-            }
+        let mut core = self.storage.wl();
+        core.append(&entries).map_err(raft_error)?;
+        if let Some(hard_state) = hard_state {
+            self.shared.term.store(hard_state.term, Ordering::Release);
+            self.publish_committed(hard_state.commit);
+            core.set_hardstate(hard_state);
         }
-        self.send(ready.take_persisted_messages());
+        Ok(())
+    }
 
-        let mut light = self.node.advance_append(ready);
-        if let Some(commit) = light.commit_index() {
-            self.storage.wl().mut_hard_state().set_commit(commit);
-            self.publish_committed(commit);
+    /// Applies committed entries in one redb transaction and hands their results to
+    /// their waiters once it is committed. The entries are durable in the log: their
+    /// effects need no fsync of their own, and are replayed from the log after a
+    /// crash. A durable commit now and then bounds that replay and lets redb reuse
+    /// pages.
+    fn apply_committed(&mut self, committed: &[Entry]) -> Result<(), StorageError> {
+        if committed.is_empty() {
+            return Ok(());
         }
-        self.send(light.take_messages());
-        committed.extend(light.take_committed_entries());
-        if !committed.is_empty() {
-            // The entries are durable in the log: their effects need no fsync of
-            // their own, and are replayed from the log after a crash. A durable
-            // commit now and then bounds that replay and lets redb reuse pages.
-            let mut txn = self.db.begin_write()?;
-            let results = self.apply(&txn, &committed)?;
-            let durable = self.last_durable.elapsed() >= STATE_SYNC_INTERVAL;
-            txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
-            let started = std::time::Instant::now();
-            txn.commit()?;
-            self.db.refresh_size();
-            self.config.disk.backend_commit.record(started.elapsed().as_secs_f64(), &[]);
-            if durable {
-                self.last_durable = std::time::Instant::now();
-            }
-            self.publish(results);
+        let mut txn = self.db.begin_write()?;
+        let results = self.apply(&txn, committed)?;
+        let durable = self.last_durable.elapsed() >= STATE_SYNC_INTERVAL;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+        let started = std::time::Instant::now();
+        txn.commit()?;
+        self.db.refresh_size();
+        self.config.disk.backend_commit.record(started.elapsed().as_secs_f64(), &[]);
+        if durable {
+            self.last_durable = std::time::Instant::now();
         }
-        self.node.advance_apply();
-        self.maybe_compact_log()
+        self.publish(results);
+        Ok(())
     }
 
     fn send(&self, messages: Vec<raft::eraftpb::Message>) {
