@@ -10,6 +10,8 @@
 //!   by etcd's `--auth-token` syntax with [`provider_from_spec`].
 //! - [`token_from_metadata`]: the token of a request, from its metadata as key/value
 //!   pairs (the server adapts gRPC metadata to this).
+//! - `etcd` (feature `etcd`): etcd's auth requests and the permission checks of its
+//!   writes, on `cairn-api`'s message types (no gRPC).
 //! - [`hash_password`] and [`PasswordCheck`]: bcrypt, run by the server before it
 //!   proposes (so a plain password never enters the raft log) and outside any lock
 //!   that appliers take.
@@ -41,6 +43,8 @@
 
 mod clock;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod info;
 mod password;
 mod perms;

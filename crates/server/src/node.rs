@@ -967,9 +967,10 @@ impl Runner {
         let proposer = auth::proposer_of(request);
         if auth::is_auth_request(request) {
             let result = auth::apply(&mut auth::write(&self.auth), &proposer, request, index);
-            return result
-                .unwrap_or_else(|| Err(Error::Storage("unsupported auth request".into())))
-                .map(Applied::Auth);
+            return match result {
+                Some(result) => Ok(Applied::Auth(result?)),
+                None => Err(Error::Storage("unsupported auth request".into())),
+            };
         }
         auth::check_write(&auth::read(&self.auth), &proposer, request)?;
         // etcd's `checkLeasePuts`: revoking a lease deletes its keys, so it needs write
