@@ -47,8 +47,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(restored_db.begin_read()?.open_table(LEASES)?.get(7)?.map(|ttl| ttl.value()), Some((60, 60)));
 
     // Defragmentation: the copy off the writer's path, then the short last step.
-    let copy = defrag::copy(&store)?;
-    let outcome = defrag::finish(&store, copy).map_err(|failed| format!("{failed:?}"))?;
+    let turn = store.try_defrag_turn().expect("no other defragmentation");
+    let copy = defrag::copy(&store, turn)?;
+    let outcome = defrag::finish(&store, copy)?;
     println!("defragmented: {} -> {} bytes", outcome.size_before, outcome.size_after);
 
     drop((store, restored_db));

@@ -277,8 +277,8 @@ pub fn status(path: &std::path::Path) -> Result<(BackendHash, u64), Error> {
 }
 
 /// Checks a saved snapshot's SHA-256 trailer, by etcd's rule: a file 32 bytes past a
-/// multiple of 512 has one. A file without one passes only with `skip_hash_check`, and
-/// a wrong one never does; the errors are etcd's texts.
+/// multiple of 512 has one. A file without one, or with a wrong one, passes only with
+/// `skip_hash_check`, as etcd's restore; the errors are etcd's texts.
 pub fn verify_hash(file: &std::path::Path, skip_hash_check: bool) -> Result<(), Error> {
     use std::io::Read as _;
     let io = |error: std::io::Error| Error::Backend(format!("cannot read {}: {error}", file.display()));

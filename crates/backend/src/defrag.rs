@@ -32,8 +32,15 @@ pub fn copy_path(path: &Path) -> PathBuf {
     path.with_extension("redb.defrag")
 }
 
+/// The one defragmentation of a [`Store`] under way ([`Store::defrag_turn`]): held
+/// by its [`Copy`] until [`finish`] puts it in place or it is dropped.
+#[derive(Debug)]
+pub struct Turn(#[allow(dead_code, reason = "held, never read")] pub(crate) tokio::sync::OwnedMutexGuard<()>);
+
 /// A copy of the database as of one read transaction, not yet in place.
+#[derive(Debug)]
 pub struct Copy {
+    _turn: Turn,
     db: Database,
     path: PathBuf,
     /// The store revisions the copy has.
@@ -101,8 +108,16 @@ fn copy_kv_from(from: &ReadTransaction, to: &Database, start: (u64, u32)) -> Res
 }
 
 /// Step 1: copies the database as one read transaction of `store` sees it into a new
-/// file. Reads and writes go on meanwhile.
-pub fn copy(store: &Store) -> Result<Copy, Error> {
+/// file, in `store`'s `turn`. Reads and writes go on meanwhile. On failure the
+/// partial copy is deleted.
+pub fn copy(store: &Store, turn: Turn) -> Result<Copy, Error> {
+    let path = copy_path(store.path());
+    copy_in_turn(store, turn).inspect_err(|_| {
+        let _ = std::fs::remove_file(&path);
+    })
+}
+
+fn copy_in_turn(store: &Store, turn: Turn) -> Result<Copy, Error> {
     let started = Instant::now();
     store.refresh_size();
     let size_before = store.size();
@@ -121,7 +136,7 @@ pub fn copy(store: &Store) -> Result<Copy, Error> {
     txn.commit()?;
     let revisions = Revisions::load(&read.open_table(META)?)?;
     let restored = restored_record(&read)?;
-    Ok(Copy { db, path, revisions, restored, started, size_before })
+    Ok(Copy { _turn: turn, db, path, revisions, restored, started, size_before })
 }
 
 /// What a defragmentation did.
@@ -137,12 +152,15 @@ pub struct Outcome {
     pub took: std::time::Duration,
 }
 
-/// Step 2, on the apply thread: brings `copy` up to date with `store`, makes it
-/// durable, renames it over the database file and makes it the current database.
+/// Step 2: brings `copy` up to date with `store`, makes it durable, renames it over
+/// the database file and makes it the current database. No write may happen to
+/// `store` meanwhile: a server runs it between two applies.
 pub fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
     let blocked_since = Instant::now();
     let (path, started, size_before) = (copy.path.clone(), copy.started, copy.size_before);
-    let db = match catch_up(store, copy) {
+    // The turn is held to the end: the copy's file is this defragmentation's alone.
+    let (_turn, caught_up) = catch_up(store, copy);
+    let db = match caught_up {
         Ok(db) => db,
         Err(error) => {
             let _ = std::fs::remove_file(&path);
@@ -173,17 +191,28 @@ pub fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
 
 /// How a defragmentation failed: before the copy took the database's place (nothing
 /// changed, the caller may go on), or after (the member cannot trust its files).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failed {
     /// Before the rename: the old file is still the database.
+    #[error("defragmentation failed: {0}")]
     Before(Error),
     /// After the rename: the member cannot trust its files.
+    #[error("defragmentation failed after the copy took the database's place: {0}")]
     After(Error),
 }
 
-/// Brings `copy` up to date with `store` and makes it durable.
-fn catch_up(store: &Store, copy: Copy) -> Result<Database, Error> {
-    let Copy { db, revisions, restored, .. } = copy;
+/// Brings `copy` up to date with `store` and makes it durable, giving back its turn.
+fn catch_up(store: &Store, copy: Copy) -> (Turn, Result<Database, Error>) {
+    let Copy { _turn: turn, db, revisions, restored, .. } = copy;
+    (turn, bring_up_to_date(store, db, revisions, restored))
+}
+
+fn bring_up_to_date(
+    store: &Store,
+    db: Database,
+    revisions: Revisions,
+    restored: Option<Vec<u8>>,
+) -> Result<Database, Error> {
     let source = store.get();
     let read = source.begin_read()?;
     let now = Revisions::load(&read.open_table(META)?)?;
@@ -279,7 +308,8 @@ mod tests {
         txn.open_table(LEASES).unwrap().insert(5, (10, 10)).unwrap();
         txn.commit().unwrap();
 
-        let copy = copy(&store).unwrap();
+        let copy = copy(&store, store.try_defrag_turn().unwrap()).unwrap();
+        assert!(store.try_defrag_turn().is_none(), "one defragmentation at a time");
         // Written and compacted after step 1: the last step catches up.
         write(&store, &mut index, 2_000, "late", 10);
         compact(&mut index, 2_000, 1_990);
@@ -287,6 +317,7 @@ mod tests {
         let tables = table_names(&store.get());
 
         let outcome = finish(&store, copy).unwrap();
+        assert!(store.try_defrag_turn().is_some(), "the turn ends with the defragmentation");
         assert_eq!(rows(&store.get()), before);
         assert_eq!(table_names(&store.get()), tables, "every table is copied");
         assert!(outcome.size_after * 4 < outcome.size_before, "{outcome:?}");

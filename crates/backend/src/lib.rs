@@ -67,7 +67,7 @@ pub struct Store {
     /// The file's size as of the last [`Store::refresh_size`].
     size: AtomicU64,
     /// Held through a defragmentation: one at a time.
-    pub defragmenting: Arc<tokio::sync::Mutex<()>>,
+    defragmenting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -118,6 +118,17 @@ impl Store {
     pub fn refresh_size(&self) {
         let size = self.path.metadata().map(|metadata| metadata.len()).unwrap_or_default();
         self.size.store(size, Ordering::Release);
+    }
+
+    /// Waits for this store's turn to defragment: one defragmentation at a time, as
+    /// they share the copy's file.
+    pub async fn defrag_turn(&self) -> defrag::Turn {
+        defrag::Turn(Arc::clone(&self.defragmenting).lock_owned().await)
+    }
+
+    /// This store's turn to defragment, if no defragmentation holds it.
+    pub fn try_defrag_turn(&self) -> Option<defrag::Turn> {
+        Arc::clone(&self.defragmenting).try_lock_owned().ok().map(defrag::Turn)
     }
 
     /// A read transaction on the current database.

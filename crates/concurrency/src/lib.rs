@@ -1,7 +1,7 @@
 //! etcd's `v3lock` and `v3election` gRPC services, built on the KV, Lease and Watch
 //! services of any etcd v3 endpoint (a remote etcd, or a server's own services through
 //! an in-process channel) exactly as etcd builds them on its `concurrency` package,
-//! with each caller's metadata (its token) on every call made for it.
+//! with each caller's token (and `hasleader`) on every call made for it.
 //!
 //! A lock on `name` is the key `name/<lease in hex>`; the holder is the key under
 //! `name/` created first, and a waiter waits until every key created before its own is
@@ -74,8 +74,13 @@ impl Concurrency {
         ElectionServer::new(self.clone())
     }
 
+    /// A KV client taking answers of any size: the endpoint enforces its own limits.
+    fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
+    }
+
     async fn txn(&self, metadata: &MetadataMap, txn: TxnRequest) -> Result<TxnResponse, Status> {
-        Ok(KvClient::new(self.channel.clone()).txn(with_metadata(metadata, txn)).await?.into_inner())
+        Ok(self.kv().txn(with_metadata(metadata, txn)).await?.into_inner())
     }
 
     async fn range(
@@ -83,7 +88,7 @@ impl Concurrency {
         metadata: &MetadataMap,
         range: RangeRequest,
     ) -> Result<cairn_api::etcdserverpb::RangeResponse, Status> {
-        Ok(KvClient::new(self.channel.clone()).range(with_metadata(metadata, range)).await?.into_inner())
+        Ok(self.kv().range(with_metadata(metadata, range)).await?.into_inner())
     }
 
     async fn delete(
@@ -92,8 +97,7 @@ impl Concurrency {
         key: Vec<u8>,
     ) -> Result<cairn_api::etcdserverpb::DeleteRangeResponse, Status> {
         let delete = DeleteRangeRequest { key, ..DeleteRangeRequest::default() };
-        let client = &mut KvClient::new(self.channel.clone());
-        Ok(client.delete_range(with_metadata(metadata, delete)).await?.into_inner())
+        Ok(self.kv().delete_range(with_metadata(metadata, delete)).await?.into_inner())
     }
 
     /// The lease to hold a key under: `lease`, or a new one of [`SESSION_TTL`].
@@ -102,7 +106,7 @@ impl Concurrency {
             return Ok(lease);
         }
         let grant = LeaseGrantRequest { ttl: SESSION_TTL, id: 0 };
-        let client = &mut LeaseClient::new(self.channel.clone());
+        let client = &mut LeaseClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX);
         Ok(client.lease_grant(with_metadata(metadata, grant)).await?.into_inner().id)
     }
 
@@ -129,7 +133,7 @@ impl Concurrency {
         let first = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
         // The request side stays open as long as the stream is read.
         let requests = futures::stream::iter([first]).chain(futures::stream::pending());
-        let client = &mut WatchClient::new(self.channel.clone());
+        let client = &mut WatchClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX);
         Ok(client.watch(with_metadata(metadata, requests)).await?.into_inner())
     }
 
@@ -146,11 +150,15 @@ impl Concurrency {
             let Some(last) = response.kvs.into_iter().next() else { return Ok(response.header) };
             let from = response.header.as_ref().map_or(0, |header| header.revision);
             let mut events = self.watch(metadata, last.key.clone(), Vec::new(), from).await?;
-            // Until the deletion is seen, the watch is cancelled (its revision
-            // compacted away, say) or a while passes without it: then look again.
+            // Until the deletion is seen, or a compaction cancels the watch, or a
+            // while passes without either: then look again. Any other cancellation
+            // ends the wait with its reason, as etcd's `waitDelete`.
             let seen = tokio::time::timeout(RECHECK, async {
                 loop {
                     match events.message().await? {
+                        Some(response) if response.canceled && response.compact_revision == 0 => {
+                            return Err(Status::unknown(response.cancel_reason));
+                        }
                         Some(response)
                             if response.canceled
                                 || response.events.iter().any(|e| e.r#type == EventType::Delete as i32) =>
@@ -172,9 +180,18 @@ impl Concurrency {
 
 type ObserveStream = Pin<Box<dyn futures::Stream<Item = Result<LeaderResponse, Status>> + Send + 'static>>;
 
+/// The caller's metadata that its calls carry on: who it is (`token`,
+/// `authorization`) and whether it requires a leader (`hasleader`). Its deadline and
+/// the rest stay with the call it made.
+const FORWARDED: [&str; 3] = ["token", "authorization", "hasleader"];
+
 fn with_metadata<T>(metadata: &MetadataMap, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    *request.metadata_mut() = metadata.clone();
+    for key in FORWARDED {
+        if let Some(value) = metadata.get(key) {
+            request.metadata_mut().insert(key, value.clone());
+        }
+    }
     request
 }
 
@@ -433,6 +450,9 @@ impl Election for Concurrency {
                     ended = async {
                         loop {
                             match events.message().await {
+                                Ok(Some(response)) if response.canceled && response.compact_revision == 0 => {
+                                    return Some(Status::unknown(response.cancel_reason));
+                                }
                                 Ok(Some(response)) if response.canceled || !response.events.is_empty() => {
                                     return None;
                                 }

@@ -103,11 +103,24 @@ pub struct WatchStream {
 }
 
 /// Watchers still to be caught up from the log: what [`WatchStream::catch_up_step`]
-/// works through.
+/// works through, a chunk of the log at a time and one watcher's responses at a time.
 #[derive(Debug, Default)]
 #[must_use = "catch the watchers up with WatchStream::catch_up_step"]
 pub struct CatchUp {
     ids: Vec<i64>,
+    chunk: Option<Chunk>,
+}
+
+/// One read of the log, being handed out watcher by watcher.
+#[derive(Debug)]
+struct Chunk {
+    events: Vec<(u64, Event)>,
+    /// The watchers still to be served from it, with the revision each needs next.
+    behind: std::vec::IntoIter<(i64, u64)>,
+    /// Every watcher served from it has seen through this revision.
+    seen_through: u64,
+    /// The read saw every change up to now.
+    complete: bool,
 }
 
 impl WatchStream {
@@ -174,7 +187,7 @@ impl WatchStream {
         }
         // A start before the compaction revision is cancelled by the catch-up.
         self.watchers.insert(id, watcher);
-        Ok(CatchUp { ids: vec![id] })
+        Ok(CatchUp { ids: vec![id], chunk: None })
     }
 
     /// Cancels watcher `watch_id`: the answer, at revision `current`, or nothing for
@@ -208,19 +221,21 @@ impl WatchStream {
     /// up before [`WatchStream::deliver`].
     pub fn behind(&self, revision: u64) -> CatchUp {
         let ids = self.watchers.iter().filter(|(_, watcher)| watcher.next < revision).map(|(id, _)| *id);
-        CatchUp { ids: ids.collect() }
+        CatchUp { ids: ids.collect(), chunk: None }
     }
 
     /// Every watcher: for a stream that fell behind the live feed.
     pub fn all(&self) -> CatchUp {
-        CatchUp { ids: self.watchers.keys().copied().collect() }
+        CatchUp { ids: self.watchers.keys().copied().collect(), chunk: None }
     }
 
-    /// Delivers one published revision to every watcher that has not seen it.
+    /// Delivers one published revision to every watcher that has seen every revision
+    /// before it. A watcher still behind it is left for a catch-up
+    /// ([`WatchStream::behind`]), which reads this revision from the log too.
     pub fn deliver(&mut self, batch: &Batch) -> Vec<WatchResponse> {
         let mut responses = Vec::new();
         for (&watch_id, watcher) in &mut self.watchers {
-            if batch.revision < watcher.next {
+            if batch.revision != watcher.next {
                 continue;
             }
             let events = watcher.select(batch.events.iter());
@@ -234,23 +249,63 @@ impl WatchStream {
         responses
     }
 
-    /// One chunk of a catch-up: reads the changes the watchers in `pending` have not
-    /// seen from the log, up to now, with one read for all of them from the earliest
-    /// revision any needs (as etcd syncs its unsynced watchers as a group). Answers the
-    /// chunk's responses, or `None` once every watcher has caught up. A watcher whose
-    /// next revision a compaction removed is cancelled with the compaction revision:
-    /// its history would have holes, so its client must list again.
+    /// One step of a catch-up: the responses of one watcher in `pending` from the
+    /// current chunk of the log, reading the next chunk (one read for all of them,
+    /// from the earliest revision any needs, as etcd syncs its unsynced watchers as a
+    /// group) when the current one is done; `None` once every watcher has caught up.
+    /// Sending each step's responses before the next step holds at most one watcher's
+    /// share of a chunk in memory. A watcher whose next revision a compaction removed
+    /// is cancelled with the compaction revision: its history would have holes, so its
+    /// client must list again.
     pub fn catch_up_step(
         &mut self,
         source: &impl WatchSource,
         pending: &mut CatchUp,
     ) -> Result<Option<Vec<WatchResponse>>, Error> {
-        let mut behind: Vec<(i64, u64)> = pending
-            .ids
-            .iter()
-            .filter_map(|id| self.watchers.get(id).map(|watcher| (*id, watcher.next)))
-            .collect();
-        let Some(from) = behind.iter().map(|(_, next)| *next).min() else { return Ok(None) };
+        loop {
+            let Some(chunk) = &mut pending.chunk else {
+                if pending.ids.is_empty() {
+                    return Ok(None);
+                }
+                return self.read_chunk(source, pending).map(Some);
+            };
+            let Some((watch_id, next)) = chunk.behind.next() else {
+                let complete = chunk.complete;
+                pending.chunk = None;
+                if complete {
+                    pending.ids.clear();
+                }
+                continue;
+            };
+            let Some(watcher) = self.watchers.get_mut(&watch_id) else { continue };
+            // A watcher's events of the whole chunk go out together, as etcd's
+            // syncWatchers batches a catching-up watcher's events.
+            let unseen = chunk.events.iter().filter(|(at, _)| *at >= next).map(|(_, event)| event);
+            let mut responses = Vec::new();
+            for (revision, events) in in_responses(watcher.select(unseen)) {
+                let response =
+                    WatchResponse { header: header(revision), watch_id, events, ..Default::default() };
+                push_events(&mut responses, response, watcher.fragment, self.fragment_limit);
+            }
+            watcher.next = watcher.next.max(chunk.seen_through + 1);
+            return Ok(Some(responses));
+        }
+    }
+
+    /// Reads the next chunk of the log for the watchers in `pending`, answering the
+    /// cancellations of those a compaction left behind.
+    fn read_chunk(
+        &mut self,
+        source: &impl WatchSource,
+        pending: &mut CatchUp,
+    ) -> Result<Vec<WatchResponse>, Error> {
+        pending.ids.retain(|id| self.watchers.contains_key(id));
+        let mut behind: Vec<(i64, u64)> =
+            pending.ids.iter().map(|id| (*id, self.watchers[id].next)).collect();
+        let Some(from) = behind.iter().map(|(_, next)| *next).min() else {
+            pending.ids.clear();
+            return Ok(Vec::new());
+        };
         let (events, revisions) = match pending.ids.as_slice() {
             [id] => {
                 let watcher = &self.watchers[id];
@@ -261,10 +316,10 @@ impl WatchStream {
                 source.events_since(KeySpan::From(b""), from, prev_kv)?
             }
         };
-        let mut responses = Vec::new();
+        let mut cancelled = Vec::new();
         for (watch_id, _) in behind.extract_if(.., |(_, next)| *next < revisions.compacted) {
             self.watchers.remove(&watch_id);
-            responses.push(compacted_response(watch_id, revisions.compacted));
+            cancelled.push(compacted_response(watch_id, revisions.compacted));
         }
         // A short read saw every change up to its snapshot's current revision.
         let complete = events.len() < CATCH_UP_CHUNK;
@@ -272,22 +327,8 @@ impl WatchStream {
             Some((last, _)) if !complete => *last,
             _ => revisions.current,
         };
-        // A watcher's events of the whole chunk go out together, as etcd's
-        // syncWatchers batches a catching-up watcher's events.
-        for &(watch_id, next) in &behind {
-            let Some(watcher) = self.watchers.get_mut(&watch_id) else { continue };
-            let unseen = events.iter().filter(|(at, _)| *at >= next).map(|(_, event)| event);
-            for (revision, events) in in_responses(watcher.select(unseen)) {
-                let response =
-                    WatchResponse { header: header(revision), watch_id, events, ..Default::default() };
-                push_events(&mut responses, response, watcher.fragment, self.fragment_limit);
-            }
-            watcher.next = watcher.next.max(seen_through + 1);
-        }
-        if complete {
-            pending.ids.clear();
-        }
-        Ok(Some(responses))
+        pending.chunk = Some(Chunk { events, behind: behind.into_iter(), seen_through, complete });
+        Ok(cancelled)
     }
 }
 

@@ -156,3 +156,29 @@ fn a_large_revision_goes_in_fragments_to_a_watcher_that_asked() {
     assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment) && !parts.last().unwrap().fragment);
     assert_eq!(parts.iter().map(|p| p.events.len()).sum::<usize>(), 60);
 }
+
+/// A store that cannot be read.
+struct Broken;
+
+impl WatchSource for Broken {
+    fn revisions(&self) -> Result<Revisions, Error> {
+        Ok(Revisions { current: 10, compacted: 0 })
+    }
+
+    fn events_since(&self, _: KeySpan<'_>, _: u64, _: bool) -> Result<(Vec<(u64, Event)>, Revisions), Error> {
+        Err(Error::Corrupt("kv"))
+    }
+}
+
+#[test]
+fn a_store_that_cannot_be_read_fails_the_catch_up_and_a_watcher_behind_is_not_skipped() {
+    let mut stream = WatchStream::new(usize::MAX);
+    let mut out = Vec::new();
+    let mut pending = stream.create(&Broken, create("k1", 2), &mut out).unwrap();
+    assert_eq!(stream.catch_up_step(&Broken, &mut pending).unwrap_err(), Error::Corrupt("kv"));
+    // Its next revision is still 2: a live batch at 11 leaves it to a catch-up.
+    assert!(stream.deliver(&Batch { revision: 11, events: vec![event(10)] }).is_empty());
+    let behind = stream.behind(11);
+    let caught = catch_up_all(&mut stream, &log(11, 0), behind);
+    assert_eq!(caught.iter().map(|r| r.events.len()).sum::<usize>(), (2..=11).filter(|r| r % 3 == 1).count());
+}

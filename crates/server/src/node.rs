@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_api::etcdserverpb::InternalRaftRequest;
+use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proposal::{IndexSource, Leadership, Proposer};
 use cairn_wait::{IndexWait, Wait};
 use prost::Message as _;
@@ -868,6 +869,9 @@ impl Runner {
                             id => id,
                         };
                         let result = match &request.alarm {
+                            Some(alarm) if AlarmAction::try_from(alarm.action).is_err() => {
+                                Err(Error::Storage("unknown alarm action".into()))
+                            }
                             Some(alarm) => {
                                 let mut table = txn.open_table(crate::storage::ALARMS)?;
                                 let mut alarms = crate::alarms::lock(&self.alarms);

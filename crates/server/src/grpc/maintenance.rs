@@ -103,23 +103,19 @@ impl Maintenance for Service {
         // The whole defragmentation runs in a task of its own that holds the lock to
         // the end: a client that gives up stops waiting, not the work, so a second
         // defragmentation never starts while the first still has a copy in flight.
-        let one_at_a_time = std::sync::Arc::clone(&self.db.defragmenting).lock_owned().await;
+        let turn = self.db.defrag_turn().await;
         let service = self.clone();
         let task = tokio::spawn(async move {
-            let _held = one_at_a_time;
             // Rows an earlier compaction still has to delete would come back in the
             // copy: let them go first.
             let compacted = service.view(|_, _, revisions| Ok(revisions.compacted)).unwrap_or_default();
             let mut physical = service.shared.physically_compacted.subscribe();
             let _ = physical.wait_for(|done| *done >= compacted).await;
             let store = std::sync::Arc::clone(&service.db);
-            let copy = tokio::task::spawn_blocking(move || crate::storage::defrag::copy(&store))
+            let copy = tokio::task::spawn_blocking(move || crate::storage::defrag::copy(&store, turn))
                 .await
                 .map_err(|error| Status::internal(error.to_string()))?;
-            let copy = copy.map_err(|error| {
-                let _ = std::fs::remove_file(crate::storage::defrag::copy_path(service.db.path()));
-                Status::unknown(error.to_string())
-            })?;
+            let copy = copy.map_err(|error| Status::unknown(error.to_string()))?;
             service.proposer.defragment(copy).await.map_err(Status::unknown)
         });
         let outcome = task.await.map_err(|error| Status::internal(error.to_string()))??;
