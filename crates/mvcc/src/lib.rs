@@ -46,6 +46,7 @@
 
 pub mod backend;
 pub mod bbolt;
+pub mod compactor;
 mod feed;
 mod requests;
 mod store;
