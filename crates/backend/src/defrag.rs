@@ -33,7 +33,7 @@ pub fn copy_path(path: &Path) -> PathBuf {
 }
 
 /// The one defragmentation of a [`Store`] under way ([`Store::defrag_turn`]): held
-/// by its [`Copy`] until [`finish`] puts it in place or it is dropped.
+/// by its [`struct@Copy`] until [`finish`] puts it in place or it is dropped.
 #[derive(Debug)]
 pub struct Turn(#[allow(dead_code, reason = "held, never read")] pub(crate) tokio::sync::OwnedMutexGuard<()>);
 
