@@ -17,7 +17,8 @@ use redb::ReadableTable;
 
 use crate::{Error, KeyIndex, KeySpan, Position, Revisions, Writer};
 
-fn header(revision: u64) -> Option<ResponseHeader> {
+/// A response header carrying only `revision`; the server fills in the rest.
+pub(crate) fn header(revision: u64) -> Option<ResponseHeader> {
     Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() })
 }
 

@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 
 use cairn_api::etcdserverpb::watch_create_request::FilterType;
-use cairn_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use cairn_api::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use cairn_api::mvccpb::Event;
 use cairn_api::mvccpb::event::EventType;
 
+use crate::requests::header;
 use crate::{Batch, Error, KeySpan, Revisions};
 
 /// Most bytes of events in a catch-up response, unless one revision alone is more.
@@ -75,10 +76,6 @@ impl Watcher {
             })
             .collect()
     }
-}
-
-fn header(revision: u64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision: revision as i64, ..ResponseHeader::default() })
 }
 
 /// etcd's cancellation of a watcher whose history was compacted: no reason text, the
