@@ -48,6 +48,16 @@ use tonic::{Request, Response, Status};
 /// (a member that restores a snapshot from its leader may send no event for it).
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// How long a waiter pauses before looking again after the endpoint was unavailable.
+const UNAVAILABLE_RETRY: Duration = Duration::from_millis(100);
+
+/// Whether `status` is a passing unavailability (a leader change, an election) that a
+/// waiter rides out, keeping its key and its place: unless its caller asked to fail
+/// without a leader (`hasleader`).
+fn passing(metadata: &MetadataMap, status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && metadata.get("hasleader").is_none_or(|v| v != "true")
+}
+
 /// The TTL of the lease a request with lease 0 gets (etcd's session default).
 const SESSION_TTL: i64 = 60;
 
@@ -146,10 +156,22 @@ impl Concurrency {
         max_create: i64,
     ) -> Result<Option<ResponseHeader>, Status> {
         loop {
-            let response = self.range(metadata, top(prefix, SortOrder::Descend, max_create)).await?;
+            let response = match self.range(metadata, top(prefix, SortOrder::Descend, max_create)).await {
+                Err(status) if passing(metadata, &status) => {
+                    tokio::time::sleep(UNAVAILABLE_RETRY).await;
+                    continue;
+                }
+                response => response?,
+            };
             let Some(last) = response.kvs.into_iter().next() else { return Ok(response.header) };
             let from = response.header.as_ref().map_or(0, |header| header.revision);
-            let mut events = self.watch(metadata, last.key.clone(), Vec::new(), from).await?;
+            let mut events = match self.watch(metadata, last.key.clone(), Vec::new(), from).await {
+                Err(status) if passing(metadata, &status) => {
+                    tokio::time::sleep(UNAVAILABLE_RETRY).await;
+                    continue;
+                }
+                events => events?,
+            };
             // Until the deletion is seen, or a compaction cancels the watch, or a
             // while passes without either: then look again. Any other cancellation
             // ends the wait with its reason, as etcd's `waitDelete`.
@@ -171,8 +193,10 @@ impl Concurrency {
                 }
             })
             .await;
-            if let Ok(Err(status)) = seen {
-                return Err(status);
+            match seen {
+                Ok(Err(status)) if passing(metadata, &status) => tokio::time::sleep(UNAVAILABLE_RETRY).await,
+                Ok(Err(status)) => return Err(status),
+                _ => {}
             }
         }
     }

@@ -357,3 +357,53 @@ async fn move_leader_hands_leadership_to_the_member_named() {
     })
     .await;
 }
+
+/// `v3lock` through followers, across a leader change: a locker waiting on a follower
+/// keeps its place while the leader is killed, and gets the lock once the holder
+/// unlocks through the other follower under the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_waiter_on_a_follower_gets_the_lock_across_a_leader_change() {
+    use etcd_client::LockOptions;
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let followers: Vec<usize> = (0..3).filter(|&n| n != leader).collect();
+    let mut holder = cluster.client(followers[0]).await;
+    let lease = holder.lease_grant(60, None).await.unwrap().id();
+    let held = until_ok("the lock through a follower", || {
+        let mut holder = holder.clone();
+        async move { holder.lock("job", Some(LockOptions::new().with_lease(lease))).await }
+    })
+    .await;
+    let mut waiter = cluster.client(followers[1]).await;
+    let waiter_lease = waiter.lease_grant(60, None).await.unwrap().id();
+    let waiting = tokio::spawn(async move {
+        waiter.lock("job", Some(LockOptions::new().with_lease(waiter_lease))).await.map(|l| l.key().to_vec())
+    });
+    let mut reader = cluster.client(followers[0]).await;
+    until_ok("the waiter's key", || {
+        let mut reader = reader.clone();
+        async move {
+            let count = reader
+                .get("job/", Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(|e| e.to_string())?
+                .count();
+            if count == 2 { Ok(()) } else { Err(format!("{count} keys")) }
+        }
+    })
+    .await;
+
+    cluster.kill(leader);
+    assert!(!waiting.is_finished(), "the waiter still waits for the holder");
+    until_ok("an unlock under the new leader", || {
+        let mut holder = holder.clone();
+        let key = held.key().to_vec();
+        async move { holder.unlock(key).await }
+    })
+    .await;
+    let got =
+        tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, format!("job/{waiter_lease:x}").into_bytes());
+    let left = reader.get("job/", Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(left.count(), 1, "only the new holder's key is left");
+}
