@@ -29,6 +29,9 @@ pub(crate) const RULES: &[(&str, &[&str])] = &[
     ("cairn-net", &["cairn-server", "cairn-api", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
     // Services built as a client of any etcd v3 endpoint: no store, no consensus.
     ("cairn-concurrency", &["cairn-server", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
+    // A data dir's tools: the backend, the log and a gRPC client, but neither the
+    // server nor its services (auth, the lessor, the proposal path).
+    ("cairn-utl", &["cairn-server", "cairn-lease", "cairn-proposal", "cairn-concurrency", "cairn-gateway"]),
     // A translation layer in front of any etcd v3 endpoint: a gRPC client, no store.
     ("cairn-gateway", &["cairn-server", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
 ];

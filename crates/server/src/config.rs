@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 pub(crate) struct Config {
     /// `cairn snapshot save|status|restore` instead of a server.
     #[command(subcommand)]
-    pub(crate) command: Option<crate::snapshot_cli::Command>,
+    pub(crate) command: Option<cairn_utl::Command>,
 
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -247,7 +247,7 @@ impl Config {
     /// member alone with its advertised peer URLs.
     pub(crate) fn initial_members(&self) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
         match &self.initial_cluster {
-            Some(cluster) => parse_initial_cluster(cluster),
+            Some(cluster) => Ok(cairn_utl::snapshot::parse_initial_cluster(cluster)?),
             None => Ok([(self.name.clone(), self.peer_urls())].into()),
         }
     }
@@ -527,23 +527,6 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Above this quota etcd warns that the backend may perform poorly.
 const MAX_QUOTA_BYTES: i64 = 8 * 1024 * 1024 * 1024;
-
-/// `--initial-cluster`: name to sorted peer URLs.
-pub(crate) fn parse_initial_cluster(
-    cluster: &str,
-) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
-    let mut members: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
-    for entry in split_urls(cluster) {
-        let Some((name, url)) = entry.split_once('=') else {
-            bail!("--initial-cluster entry {entry:?} is not name=url");
-        };
-        members.entry(name.to_owned()).or_default().push(url.to_owned());
-    }
-    for urls in members.values_mut() {
-        urls.sort();
-    }
-    Ok(members)
-}
 
 fn split_urls(urls: &str) -> impl Iterator<Item = &str> {
     urls.split(',').map(str::trim).filter(|url| !url.is_empty())

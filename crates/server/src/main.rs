@@ -16,12 +16,10 @@ mod corrupt;
 mod error;
 mod flags;
 mod grpc;
-mod identity;
 mod lease;
 use cairn_backend::members;
 mod metrics;
 mod node;
-mod snapshot_cli;
 mod storage;
 use cairn_net::tls;
 mod transport;
@@ -65,7 +63,7 @@ fn start() -> anyhow::Result<()> {
     }
     let mut config = Config::parse();
     if let Some(command) = config.command.take() {
-        return snapshot_cli::run(command);
+        return Ok(cairn_utl::run(command)?);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log_level()));
@@ -102,8 +100,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let initial = config.initial_members()?;
     let token = &config.initial_cluster_token;
     let ids: std::collections::BTreeMap<&str, u64> =
-        initial.iter().map(|(name, urls)| (name.as_str(), identity::member_id(urls, token))).collect();
-    let stored = identity::stored(&db)?;
+        initial.iter().map(|(name, urls)| (name.as_str(), members::member_id(urls, token))).collect();
+    let stored = members::stored_ids(&db)?;
     let had_data = stored.is_some();
     let (member_id, cluster_id, members, voters) = if let Some((member_id, cluster_id)) = stored {
         // As etcd: once a data dir exists, the --initial-cluster* flags are ignored and
@@ -137,13 +135,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             );
         };
         let member_id = me.id;
-        let (member_id, cluster_id) = identity::load_or_store(&db, (member_id, cluster_id))?;
+        let (member_id, cluster_id) = members::load_or_store_ids(&db, (member_id, cluster_id))?;
         let voters = bootstrap_voters(&members, member_id, true);
         (member_id, cluster_id, members, voters)
     } else {
         let member = ids[config.name.as_str()];
         let all: Vec<u64> = ids.values().copied().collect();
-        let (member_id, cluster_id) = identity::load_or_store(&db, (member, identity::cluster_id(&all)))?;
+        let (member_id, cluster_id) = members::load_or_store_ids(&db, (member, members::cluster_id(&all)))?;
         let members: Vec<cairn_api::etcdserverpb::Member> = initial
             .iter()
             .map(|(name, urls)| cairn_api::etcdserverpb::Member {

@@ -246,7 +246,7 @@ impl Cluster for Service {
         // etcd's new member IDs: the peer URLs, the cluster token and the time.
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        let id = crate::identity::member_id(&urls, &format!("{}{now}", self.config.cluster_token));
+        let id = cairn_backend::members::member_id(&urls, &format!("{}{now}", self.config.cluster_token));
         let member = Member {
             id,
             name: String::new(),

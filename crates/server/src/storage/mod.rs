@@ -7,11 +7,9 @@
 //! crash loses the state since the last durable commit, and a restart replays its
 //! entries from the log, so no entry is applied twice or skipped.
 
-pub(crate) mod raft_log;
+pub(crate) use cairn_utl::raft_state as raft_log;
 
-pub(crate) use cairn_backend::{
-    ALARMS, AUTH, KV, LEASES, META, RAFT_STATE, Store, backup, defrag, open, snapshot,
-};
+pub(crate) use cairn_backend::{ALARMS, AUTH, KV, LEASES, META, Store, backup, defrag, snapshot};
 pub(crate) use cairn_mvcc as mvcc;
 
 /// Storage failures: redb's, or undecodable data. The server cannot go on after one.
@@ -32,6 +30,17 @@ impl From<cairn_wal::Error> for StorageError {
         match error {
             cairn_wal::Error::Undecodable(what) => Self::Corrupt(what),
             cairn_wal::Error::Corrupt(why) => Self::CorruptWal(why),
+            other => Self::Redb(other.to_string()),
+        }
+    }
+}
+
+impl From<cairn_utl::Error> for StorageError {
+    fn from(error: cairn_utl::Error) -> Self {
+        match error {
+            cairn_utl::Error::Backend(error) => error.into(),
+            cairn_utl::Error::Wal(error) => error.into(),
+            cairn_utl::Error::Corrupt(what) => Self::Corrupt(what),
             other => Self::Redb(other.to_string()),
         }
     }

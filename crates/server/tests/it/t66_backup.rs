@@ -238,7 +238,12 @@ fn restore_flags(args: &[String]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_saved_through_a_follower_restores_a_three_member_cluster() {
-    let mut cluster = Cluster::start(3);
+    // The history goes through a follower, and a proposal forwarded to a leader that
+    // loses office is dropped (a timeout, as in etcd). CI shares two cores and one disk
+    // among parallel tests, where a fsync or a starved raft thread can outlast the
+    // default one-second election timeout: this test is about backups, not elections,
+    // so it gives its leader three seconds.
+    let mut cluster = Cluster::start_with(3, &["--election-timeout=3000"]);
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     write_history(&cluster.endpoint(follower)).await;

@@ -1,31 +1,37 @@
 //! The raft state kept with the state machine in redb (the conf state, and the point
-//! the log restarted at after a snapshot from the leader), and recovery of raft-rs's
-//! in-memory log from it and the write-ahead log at start.
+//! the log restarted at after a snapshot from the leader), and the recovery of
+//! raft-rs's in-memory log from it and the write-ahead log at start.
+//!
+//! Both records are written in the transaction that changes the state machine they
+//! describe, so a crash never leaves a conf state that disagrees with the members
+//! applied, nor a restored state machine without the mark that restarts the log.
 
 use raft::eraftpb::{ConfState, SnapshotMetadata};
 use raft::storage::MemStorage;
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
-use super::{RAFT_STATE, StorageError};
+use cairn_backend::RAFT_STATE;
 use cairn_wal::{Recovered, Wal};
 
-fn encode(message: &impl protobuf::Message) -> Result<Vec<u8>, StorageError> {
-    message.write_to_bytes().map_err(|_| StorageError::Corrupt("raft message"))
+use crate::Error;
+
+fn encode(message: &impl protobuf::Message) -> Result<Vec<u8>, Error> {
+    message.write_to_bytes().map_err(|_| Error::Corrupt("raft message"))
 }
 
-fn decode<M: protobuf::Message>(bytes: &[u8]) -> Result<M, StorageError> {
-    M::parse_from_bytes(bytes).map_err(|_| StorageError::Corrupt("raft record"))
+fn decode<M: protobuf::Message>(bytes: &[u8]) -> Result<M, Error> {
+    M::parse_from_bytes(bytes).map_err(|_| Error::Corrupt("raft record"))
 }
 
 /// Saves the conf state in `txn`.
-pub(crate) fn save_conf_state(txn: &WriteTransaction, conf_state: &ConfState) -> Result<(), StorageError> {
+pub fn save_conf_state(txn: &WriteTransaction, conf_state: &ConfState) -> Result<(), Error> {
     txn.open_table(RAFT_STATE)?.insert("conf_state", encode(conf_state)?.as_slice())?;
     Ok(())
 }
 
 /// Records in `txn`, with the restored state machine, that it came from a snapshot
 /// at `index` of `term`.
-pub(crate) fn save_restored(txn: &WriteTransaction, index: u64, term: u64) -> Result<(), StorageError> {
+pub fn save_restored(txn: &WriteTransaction, index: u64, term: u64) -> Result<(), Error> {
     let meta = SnapshotMetadata { index, term, ..Default::default() };
     txn.open_table(RAFT_STATE)?.insert("restored", encode(&meta)?.as_slice())?;
     Ok(())
@@ -34,11 +40,7 @@ pub(crate) fn save_restored(txn: &WriteTransaction, index: u64, term: u64) -> Re
 /// Rebuilds raft-rs's storage from the state in `db` and what the write-ahead log
 /// `log` held when opened (`recovered`). `None` when nothing was ever saved: a fresh
 /// member, which the caller bootstraps.
-pub(crate) fn recover(
-    db: &Database,
-    log: &mut Wal,
-    mut recovered: Recovered,
-) -> Result<Option<MemStorage>, StorageError> {
+pub fn recover(db: &Database, log: &mut Wal, mut recovered: Recovered) -> Result<Option<MemStorage>, Error> {
     let txn = db.begin_read()?;
     let state = txn.open_table(RAFT_STATE)?;
     let Some(conf_state) = state.get("conf_state")?.map(|v| decode::<ConfState>(v.value())).transpose()?
@@ -82,7 +84,7 @@ mod tests {
     #[test]
     fn a_restore_the_log_never_heard_of_restarts_it_for_good() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::storage::open(dir.path()).unwrap();
+        let db = cairn_backend::open(dir.path()).unwrap();
         let wal_dir = dir.path().join("wal");
         // Stale entries, then a crash after the restore committed but before the
         // log was restarted after it.
@@ -106,7 +108,7 @@ mod tests {
     #[test]
     fn a_restore_survives_the_compaction_of_the_segment_that_recorded_it() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::storage::open(dir.path()).unwrap();
+        let db = cairn_backend::open(dir.path()).unwrap();
         let wal_dir = dir.path().join("wal");
         restored_at(&db, 100, 3);
         let (mut wal, _) = Wal::open_sized(&wal_dir, 4096).unwrap();
