@@ -29,6 +29,8 @@ pub(crate) const RULES: &[(&str, &[&str])] = &[
     ("cairn-net", &["cairn-server", "cairn-api", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
     // Services built as a client of any etcd v3 endpoint: no store, no consensus.
     ("cairn-concurrency", &["cairn-server", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
+    // Raft messages over gRPC: raft and the wire, no store, no server.
+    ("cairn-transport", &["cairn-server", "redb", "cairn-mvcc", "cairn-backend", "cairn-auth", "cairn-wal"]),
     // A data dir's tools: the backend, the log and a gRPC client, but neither the
     // server nor its services (auth, the lessor, the proposal path).
     ("cairn-utl", &["cairn-server", "cairn-lease", "cairn-proposal", "cairn-concurrency", "cairn-gateway"]),

@@ -121,7 +121,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let others: Vec<String> =
             initial.values().flatten().filter(|url| !mine.contains(url)).cloned().collect();
         let peer_tls = tls::peer_client_config(&config.peer_tls_files())?;
-        let (cluster_id, members) = transport::fetch_members(&others, peer_tls.as_ref())
+        let (cluster_id, members) = cairn_transport::fetch_members(&others, peer_tls.as_ref())
             .await
             .context("cannot learn the cluster's members from its peers (--initial-cluster)")?;
         let Some(me) = members.iter().find(|member| {
@@ -174,8 +174,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let multi_member = peers.len() > 1;
     let removed = Arc::new(tokio::sync::Notify::new());
     let peer_client_tls = tls::peer_client_config(&config.peer_tls_files())?;
-    let transport =
-        transport::Transport::start(cluster_id, member_id, &peers, Arc::clone(&removed), peer_client_tls);
+    let transport = cairn_transport::Transport::start(
+        cluster_id,
+        member_id,
+        &peers,
+        Arc::clone(&removed),
+        peer_client_tls,
+    );
     let tokens = config.token_provider()?;
     let auth = Arc::new(std::sync::RwLock::new(auth::load(&db, Arc::clone(&tokens))?));
     sweep_tokens(tokens);
@@ -310,22 +315,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let proposer = node.proposer.clone();
     let shared = Arc::clone(&node.shared);
     let peer_services = transport::PeerServices {
-        peer: transport::PeerService {
-            cluster_id,
-            deliver: Arc::new(move |message| proposer.deliver(message)),
-            is_removed: {
-                let shared = Arc::clone(&node.shared);
-                Arc::new(move |id| shared.is_removed(id))
-            },
-            // An append: raft's 1 MiB of entries, plus one entry of the largest request.
-            max_message: 1024 * 1024 + config.max_request_bytes + grpc::GRPC_OVERHEAD_BYTES,
-            received_failures: metrics::meter()
+        peer: {
+            let proposer = node.proposer.clone();
+            let is_removed = Arc::clone(&node.shared);
+            let received_failures = metrics::meter()
                 .u64_counter("etcd_network_peer_received_failures")
                 .with_description("The total number of receive failures from peers.")
-                .build(),
+                .build();
+            // An append: raft's 1 MiB of entries, plus one entry of the largest request.
+            let max_message = 1024 * 1024 + config.max_request_bytes + grpc::GRPC_OVERHEAD_BYTES;
+            cairn_transport::Receiver::new(cluster_id, max_message, move |message| proposer.deliver(message))
+                .removed(move |id| is_removed.is_removed(id))
+                .on_refused(move |from| {
+                    received_failures.add(1, &[opentelemetry::KeyValue::new("From", format!("{from:x}"))])
+                })
         },
         leases: grpc::PeerLeases(service.clone()),
         membership: transport::MembershipService {

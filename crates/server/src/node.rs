@@ -30,8 +30,8 @@ use crate::error::Error;
 use crate::lease::{self, SharedLessor};
 use crate::storage::mvcc::{self, KeyIndex, Revisions, SharedIndex};
 use crate::storage::{LEASES, META, StorageError, Store, raft_log, snapshot};
-use crate::transport::Transport;
 use crate::watch::Hub;
+use cairn_transport::Transport;
 use cairn_wal::Wal;
 
 /// Entries kept after a log compaction, for followers that lag a little (etcd's

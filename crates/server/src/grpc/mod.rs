@@ -433,7 +433,7 @@ pub(crate) fn serve_peers(
         // A batch holds many messages, or one snapshot of up to 512 MiB; each message
         // is checked against its own limit as it is taken apart.
         let peer = cairn_api::cairnpb::peer_server::PeerServer::new(services.peer.clone())
-            .max_decoding_message_size(crate::transport::MAX_SNAPSHOT_MESSAGE + GRPC_OVERHEAD_BYTES);
+            .max_decoding_message_size(cairn_transport::MAX_SNAPSHOT_MESSAGE + GRPC_OVERHEAD_BYTES);
         let membership =
             cairn_api::cairnpb::membership_server::MembershipServer::new(services.membership.clone());
         let leases = cairn_api::cairnpb::leases_server::LeasesServer::new(services.leases.clone());

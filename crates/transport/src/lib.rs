@@ -1,0 +1,56 @@
+//! raft-rs messages between members over gRPC (`cairnpb.Peer`): the transport every
+//! raft-rs program has to write, as etcd's `rafthttp` is etcd's.
+//!
+//! [`Transport`] is the sending side. Each peer has a task with a bounded queue and
+//! one client stream, reconnected with backoff (50 ms doubling to 1 s) across the
+//! peer's URLs; queued messages go out in batches of up to 256. The raft thread hands
+//! over a `Ready`'s messages with [`Transport::send`], which never waits: a slow or
+//! dead peer only loses messages, which raft retransmits, and the losses are counted.
+//! Each sender remembers since when its connection has been up, which etcd uses to
+//! tell a lost connection from a slow leader when a proposal times out.
+//!
+//! [`Receiver`] is the receiving side, a tonic service: it refuses batches from
+//! another cluster and from removed members, drops messages that do not decode or are
+//! oversized (snapshots aside), and hands the rest to a callback.
+//!
+//! ```no_run
+//! # async fn run(
+//! #     step: impl Fn(raft::eraftpb::Message) + Send + Sync + 'static,
+//! #     listener: tokio::net::TcpListener,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::collections::HashMap;
+//! use cairn_api::cairnpb::peer_server::PeerServer;
+//!
+//! let peers = HashMap::from([(2, vec!["http://10.0.0.2:2380".to_owned()])]);
+//! let removed = std::sync::Arc::new(tokio::sync::Notify::new());
+//! let transport = cairn_transport::Transport::start(0xc1, 1, &peers, removed, None);
+//! // In the raft loop: transport.send(ready.take_messages());
+//! let receiver = cairn_transport::Receiver::new(0xc1, 2 << 20, step);
+//! let incoming = cairn_net::grpc::plain_incoming(listener);
+//! let server = tonic::transport::Server::builder().add_service(PeerServer::new(receiver));
+//! server.serve_with_incoming(incoming).await?;
+//! # drop(transport);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **Invariant:** `send` never blocks the raft thread; messages to one peer are
+//! delivered in the order they were sent, or dropped (and counted), never reordered;
+//! only messages of this cluster from members not removed reach `deliver`.
+
+mod receiver;
+mod sender;
+
+pub use receiver::{MAX_SNAPSHOT_MESSAGE, Receiver, fetch_members};
+pub use sender::Transport;
+
+/// What the transport's calls to peers can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No peer answered: the last one's error.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A peer's answer that does not decode.
+    #[error("undecodable {0} from a peer")]
+    Undecodable(&'static str),
+}

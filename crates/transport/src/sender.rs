@@ -1,0 +1,246 @@
+//! The sending side: a bounded queue and a reconnecting stream per peer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_api::cairnpb::RaftBatch;
+use cairn_api::cairnpb::peer_client::PeerClient;
+use cairn_net::peer::{PeerTls, connect, lazy_channel};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::Request;
+use tracing::{debug, warn};
+
+/// Messages queued for one peer before new ones are dropped.
+const QUEUE: usize = 4096;
+/// Most messages sent in one batch.
+const BATCH: usize = 256;
+
+/// The sending side, shared with the raft thread: [`send`](Self::send) never waits.
+#[derive(Debug)]
+pub struct Transport {
+    cluster_id: u64,
+    member_id: u64,
+    peers: Mutex<HashMap<u64, PeerSender>>,
+    /// The runtime sender tasks run on (peers are added from the raft thread).
+    runtime: tokio::runtime::Handle,
+    /// Notified when a peer says this member was removed from the cluster.
+    removed: Arc<tokio::sync::Notify>,
+    /// TLS for `https://` peer URLs.
+    tls: Option<PeerTls>,
+    /// Messages dropped because a peer's queue was full.
+    dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+struct PeerSender {
+    queue: mpsc::Sender<Message>,
+    connected_since: Arc<Mutex<Option<Instant>>>,
+    urls: Vec<String>,
+    /// Channels for calls to the peer (lease forwarding), one per URL, made on first
+    /// use; they connect lazily and reconnect by themselves.
+    channels: Vec<tonic::transport::Channel>,
+}
+
+impl Transport {
+    /// Starts a sender task for each of `peers` (member ID to peer URLs). `removed` is
+    /// notified when a peer refuses this member as removed from the cluster; `tls` is
+    /// used for `https://` peer URLs. Must be called on a tokio runtime, which every
+    /// later sender task runs on.
+    pub fn start(
+        cluster_id: u64,
+        member_id: u64,
+        peers: &HashMap<u64, Vec<String>>,
+        removed: Arc<tokio::sync::Notify>,
+        tls: Option<PeerTls>,
+    ) -> Arc<Self> {
+        let transport = Arc::new(Self {
+            cluster_id,
+            member_id,
+            peers: Mutex::new(HashMap::new()),
+            runtime: tokio::runtime::Handle::current(),
+            removed,
+            tls,
+            dropped: AtomicU64::new(0),
+        });
+        for (&id, urls) in peers {
+            transport.add_peer(id, urls.clone());
+        }
+        transport
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PeerSender>> {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts sending to a new member (nothing for this member or a known one).
+    pub fn add_peer(&self, id: u64, urls: Vec<String>) {
+        if id == self.member_id || urls.is_empty() {
+            return;
+        }
+        let mut peers = self.lock();
+        if peers.contains_key(&id) {
+            return;
+        }
+        let (queue, messages) = mpsc::channel(QUEUE);
+        let connected_since = Arc::new(Mutex::new(None));
+        let task = send_loop(
+            (self.cluster_id, self.member_id, id),
+            urls.clone(),
+            messages,
+            Arc::clone(&connected_since),
+            Arc::clone(&self.removed),
+            self.tls.clone(),
+        );
+        self.runtime.spawn(task);
+        peers.insert(id, PeerSender { queue, connected_since, urls, channels: Vec::new() });
+    }
+
+    /// Stops sending to a removed member.
+    pub fn remove_peer(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Queues `messages` for their peers without waiting.
+    pub fn send(&self, messages: Vec<Message>) {
+        let peers = self.lock();
+        for message in messages {
+            match peers.get(&message.to) {
+                Some(peer) => {
+                    if peer.queue.try_send(message).is_err() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => debug!(to = message.to, "no route to member"),
+            }
+        }
+    }
+
+    /// Every peer, and whether the connection to it is up.
+    pub fn active_peers(&self) -> Vec<(u64, bool)> {
+        let peers = self.lock();
+        let up = |peer: &PeerSender| {
+            peer.connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+        };
+        peers.iter().map(|(&id, peer)| (id, up(peer))).collect()
+    }
+
+    /// Since when the connection to `peer` has been up.
+    pub fn connected_since(&self, peer: u64) -> Option<Instant> {
+        let peers = self.lock();
+        let peer = peers.get(&peer)?;
+        *peer.connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This member's ID, which every batch carries.
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    /// Messages dropped so far because a peer's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Channels to `peer`, one per peer URL, for calls other than raft messages;
+    /// empty for an unknown peer.
+    pub fn channels(&self, peer: u64) -> Vec<tonic::transport::Channel> {
+        let mut peers = self.lock();
+        let Some(sender) = peers.get_mut(&peer) else { return Vec::new() };
+        if sender.channels.is_empty() {
+            let _runtime = self.runtime.enter();
+            sender.channels = sender
+                .urls
+                .iter()
+                .filter_map(|url| match lazy_channel(url, self.tls.as_ref()) {
+                    Ok(channel) => Some(channel),
+                    Err(error) => {
+                        warn!(peer = format_args!("{peer:x}"), %url, %error, "bad peer URL");
+                        None
+                    }
+                })
+                .collect();
+        }
+        sender.channels.clone()
+    }
+}
+
+/// Keeps a stream open to one peer, reconnecting with backoff, and sends what is
+/// queued in batches.
+async fn send_loop(
+    (cluster_id, from, to): (u64, u64, u64),
+    urls: Vec<String>,
+    mut messages: mpsc::Receiver<Message>,
+    connected_since: Arc<Mutex<Option<Instant>>>,
+    removed: Arc<tokio::sync::Notify>,
+    tls: Option<PeerTls>,
+) {
+    let set_connected = |value: Option<Instant>| {
+        *connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    };
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0usize;
+    loop {
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
+        let client = match connect(url, tls.as_ref()).await {
+            Ok(channel) => PeerClient::new(channel),
+            Err(error) => {
+                debug!(peer = format_args!("{to:x}"), %url, %error, "cannot reach peer");
+                set_connected(None);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        set_connected(Some(Instant::now()));
+        let mut client = client.max_encoding_message_size(usize::MAX);
+        let (batches, outgoing) = mpsc::channel::<RaftBatch>(16);
+        let stream = futures::stream::unfold(outgoing, |mut outgoing| async move {
+            outgoing.recv().await.map(|batch| (batch, outgoing))
+        });
+        let mut call = tokio::spawn(async move { client.raft(Request::new(stream)).await });
+        // Feed the stream until it breaks, or the peer ends the call (a refusal, which
+        // must be seen without waiting for the next message).
+        let ended = loop {
+            tokio::select! {
+                ended = &mut call => break Some(ended),
+                first = messages.recv() => {
+                    let Some(first) = first else {
+                        call.abort();
+                        return;
+                    };
+                    let mut encoded = vec![first.write_to_bytes().unwrap_or_default()];
+                    while encoded.len() < BATCH {
+                        match messages.try_recv() {
+                            Ok(message) => encoded.push(message.write_to_bytes().unwrap_or_default()),
+                            Err(_) => break,
+                        }
+                    }
+                    let batch = RaftBatch { cluster_id, from, messages: encoded };
+                    if batches.send(batch).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => call.await,
+        };
+        if let Ok(Err(status)) = ended {
+            warn!(peer = format_args!("{to:x}"), error = %status.message(), "peer stream failed");
+            if status.code() == tonic::Code::PermissionDenied {
+                removed.notify_one();
+                return;
+            }
+        }
+        set_connected(None);
+        tokio::time::sleep(backoff).await;
+    }
+}

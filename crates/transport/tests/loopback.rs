@@ -1,0 +1,143 @@
+//! Two members' transports over loopback: order, batching, refusals, removal and
+//! a full queue.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_api::cairnpb::RaftBatch;
+use cairn_api::cairnpb::peer_client::PeerClient;
+use cairn_api::cairnpb::peer_server::PeerServer;
+use cairn_transport::{Receiver, Transport};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::sync::{Notify, mpsc};
+
+const CLUSTER: u64 = 0xc1;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn heartbeat(from: u64, to: u64, commit: u64) -> Message {
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgHeartbeat);
+    (message.from, message.to, message.commit) = (from, to, commit);
+    message
+}
+
+/// Serves `receiver` on a free loopback port.
+async fn serve(receiver: Receiver) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tonic::transport::Server::builder().add_service(PeerServer::new(receiver));
+    tokio::spawn(server.serve_with_incoming(cairn_net::grpc::plain_incoming(listener)));
+    addr
+}
+
+/// A receiver for member 2 whose delivered messages arrive on the returned channel.
+fn inbox(cluster: u64) -> (Receiver, mpsc::UnboundedReceiver<Message>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Receiver::new(cluster, 1024, move |message| tx.send(message).unwrap()), rx)
+}
+
+#[tokio::test]
+async fn messages_reach_the_peer_in_order_and_the_connection_is_reported_up() {
+    let (receiver, mut delivered) = inbox(CLUSTER);
+    let addr = serve(receiver).await;
+    let peers = HashMap::from([(2, vec![format!("http://{addr}")])]);
+    let transport = Transport::start(CLUSTER, 1, &peers, Arc::new(Notify::new()), None);
+    // More than a batch, sent in pieces as a raft loop would.
+    for start in (0..1000).step_by(100) {
+        transport.send((start..start + 100).map(|commit| heartbeat(1, 2, commit)).collect());
+    }
+    // Messages to unknown members go nowhere and are not counted as dropped.
+    transport.send(vec![heartbeat(1, 9, 0)]);
+    for expected in 0..1000 {
+        let message = tokio::time::timeout(DEADLINE, delivered.recv()).await.unwrap().unwrap();
+        assert_eq!((message.from, message.to, message.commit), (1, 2, expected));
+    }
+    assert_eq!(transport.dropped(), 0);
+    assert!(transport.connected_since(2).is_some());
+    assert_eq!(transport.active_peers(), [(2, true)]);
+    assert_eq!(transport.channels(2).len(), 1);
+    assert!(transport.channels(9).is_empty());
+}
+
+#[tokio::test]
+async fn a_peer_that_says_this_member_was_removed_stops_it() {
+    let (receiver, _delivered) = inbox(CLUSTER);
+    let addr = serve(receiver.removed(|id| id == 1)).await;
+    let peers = HashMap::from([(2, vec![format!("http://{addr}")])]);
+    let removed = Arc::new(Notify::new());
+    let transport = Transport::start(CLUSTER, 1, &peers, Arc::clone(&removed), None);
+    transport.send(vec![heartbeat(1, 2, 1)]);
+    tokio::time::timeout(DEADLINE, removed.notified()).await.expect("told it was removed");
+}
+
+#[tokio::test]
+async fn a_peer_that_cannot_be_reached_loses_what_overflows_its_queue_and_counts_it() {
+    // A port nothing listens on: bound, then released.
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let peers = HashMap::from([(2, vec![format!("http://{addr}")])]);
+    let transport = Transport::start(CLUSTER, 1, &peers, Arc::new(Notify::new()), None);
+    transport.send((0..5000).map(|commit| heartbeat(1, 2, commit)).collect());
+    // The queue holds 4,096; the sender takes at most one batch of 256 off it.
+    assert!((5000 - 4096 - 256..=5000 - 4096).contains(&transport.dropped()), "{}", transport.dropped());
+    assert_eq!(transport.active_peers(), [(2, false)]);
+    transport.remove_peer(2);
+    assert!(transport.active_peers().is_empty());
+}
+
+/// Sends `batches` on one stream, as a peer (or anyone reaching the port) would.
+async fn stream(addr: SocketAddr, batches: Vec<RaftBatch>) -> Result<(), tonic::Status> {
+    let mut client = PeerClient::connect(format!("http://{addr}")).await.unwrap();
+    client.raft(futures::stream::iter(batches)).await.map(|_| ())
+}
+
+fn batch(cluster_id: u64, from: u64, messages: Vec<Vec<u8>>) -> RaftBatch {
+    RaftBatch { cluster_id, from, messages }
+}
+
+#[tokio::test]
+async fn another_cluster_a_removed_member_and_bad_messages_are_refused() {
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let (receiver, mut delivered) = inbox(CLUSTER);
+    let receiver = receiver.removed(|id| id == 7).on_refused({
+        let refused = Arc::clone(&refused);
+        move |from| refused.lock().unwrap().push(from)
+    });
+    let addr = serve(receiver).await;
+    let good = heartbeat(3, 2, 5).write_to_bytes().unwrap();
+
+    let status = stream(addr, vec![batch(0xc2, 3, vec![good.clone()])]).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "cluster ID mismatch: this member belongs to cluster c1, member 3 to c2 \
+         (check --initial-cluster-token and --initial-cluster)"
+    );
+    let status = stream(addr, vec![batch(CLUSTER, 7, vec![good.clone()])]).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+
+    // An append at the limit passes; one byte over it, and garbage, are dropped and
+    // reported; a snapshot over it passes.
+    let mut at_limit = heartbeat(3, 2, 6);
+    at_limit.set_msg_type(MessageType::MsgAppend);
+    let padding = 1024 - at_limit.write_to_bytes().unwrap().len() - 3;
+    at_limit.context = vec![b'x'; padding].into();
+    let at_limit = at_limit.write_to_bytes().unwrap();
+    assert_eq!(at_limit.len(), 1024);
+    let mut over = Message::parse_from_bytes(&at_limit).unwrap();
+    over.commit = 7;
+    over.context = vec![b'x'; padding + 1].into();
+    let over = over.write_to_bytes().unwrap();
+    assert_eq!(over.len(), 1025);
+    let mut snapshot = heartbeat(3, 2, 8);
+    snapshot.set_msg_type(MessageType::MsgSnapshot);
+    snapshot.mut_snapshot().data = vec![0; 4096].into();
+    let messages = vec![good, at_limit, over, vec![0xff; 3], snapshot.write_to_bytes().unwrap()];
+    stream(addr, vec![batch(CLUSTER, 3, messages)]).await.unwrap();
+    let commits: Vec<u64> = [(); 3].iter().map(|()| delivered.try_recv().unwrap().commit).collect();
+    assert_eq!(commits, [5, 6, 8]);
+    assert!(delivered.try_recv().is_err());
+    assert_eq!(*refused.lock().unwrap(), [3, 3]);
+}
