@@ -8,7 +8,10 @@
 //!   Go client sends and h2 refuses, rewritten in the HPACK stream;
 //! - [`grpc`]: listeners that send small frames at once, grpc-go's text for an
 //!   oversize request, and a channel to services served inside the process;
-//! - [`peer`]: channels to a member's peers, over TLS for `https://` URLs.
+//! - [`peer`]: channels to a member's peers, over TLS for `https://` URLs;
+//! - [`listen`]: listeners for etcd's listen URLs, with etcd's backlog, and tonic
+//!   routes served on them as etcd serves a client URL (gRPC and HTTP/1.1 on one
+//!   port, plain or TLS, a grace period at shutdown).
 //!
 //! **Invariant:** a connection is served only as its TLS configuration allows (a
 //! client certificate is required, verified and checked against the CRL when the
@@ -17,16 +20,24 @@
 
 pub mod authority;
 pub mod grpc;
+pub mod listen;
 pub mod peer;
 pub mod tls;
 
-/// Why TLS could not be set up: a file that could not be read or used, or flags that
-/// do not fit together. The text names the file or flag, then the cause.
+/// What went wrong at the network edge, in one line that names the file, flag or
+/// URL, then the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// What went wrong, in one line.
+    /// TLS could not be set up: a file that could not be read or used, or flags that
+    /// do not fit together.
     #[error("{0}")]
     Tls(String),
+    /// A listen URL that is not one, or cannot be bound.
+    #[error("{0}")]
+    Listen(String),
+    /// A server stopped with an error.
+    #[error("{0}")]
+    Serve(String),
 }
 
 /// This crate's results.

@@ -1,10 +1,10 @@
 //! etcd's command line: flag names, defaults and environment variables.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cairn_net::listen::{bind, split_urls};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -301,7 +301,7 @@ impl Config {
 
     /// The addresses to listen on for peers, each with whether it is `https`.
     pub(crate) async fn peer_listeners(&self) -> anyhow::Result<Vec<(TcpListener, bool)>> {
-        bind(&self.listen_peer_urls).await
+        Ok(bind(&self.listen_peer_urls).await?)
     }
 
     /// This member's advertised client URLs.
@@ -495,64 +495,10 @@ fn plain(listeners: Vec<(TcpListener, bool)>, flag: &str) -> anyhow::Result<Vec<
     Ok(listeners.into_iter().map(|(listener, _)| listener).collect())
 }
 
-/// Binds every address of the comma-separated `urls`, each with whether it is `https`.
-async fn bind(urls: &str) -> anyhow::Result<Vec<(TcpListener, bool)>> {
-    {
-        let mut listeners = Vec::new();
-        for url in split_urls(urls) {
-            let tls = url.starts_with("https://");
-            for addr in resolve(url).await? {
-                let listener = listen(addr).with_context(|| format!("cannot listen on {url} ({addr})"))?;
-                listeners.push((listener, tls));
-            }
-        }
-        Ok(listeners)
-    }
-}
-
-/// The listen backlog etcd asks for (Go's, the kernel's `somaxconn` permitting): a
-/// burst of connections waits in it instead of being dropped and retried a second later.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// A listener on `addr` with etcd's backlog, reusing the address as Go does.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket =
-        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// etcd's backend quota when `--quota-backend-bytes` is 0.
 const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Above this quota etcd warns that the backend may perform poorly.
 const MAX_QUOTA_BYTES: i64 = 8 * 1024 * 1024 * 1024;
-
-fn split_urls(urls: &str) -> impl Iterator<Item = &str> {
-    urls.split(',').map(str::trim).filter(|url| !url.is_empty())
-}
-
-/// The socket addresses of an `http://host:port` URL. `localhost` resolves to the
-/// loopback addresses it names, as etcd binds it.
-async fn resolve(url: &str) -> anyhow::Result<Vec<SocketAddr>> {
-    let host_port = match url.split_once("://") {
-        Some(("http" | "https", rest)) => rest,
-        Some((scheme, _)) => bail!("{url}: unsupported URL scheme {scheme:?}, expected http"),
-        None => bail!("{url}: a URL needs a scheme, as in http://127.0.0.1:2379"),
-    };
-    let host_port = host_port.trim_end_matches('/');
-    if host_port.contains('/') {
-        bail!("{url}: a listen URL takes no path");
-    }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host_port)
-        .await
-        .with_context(|| format!("{url}: cannot resolve {host_port}"))?
-        .collect();
-    // `localhost` may resolve to both 127.0.0.1 and ::1; bind IPv4 only where both
-    // come back, so one URL gives one listener even on hosts without IPv6.
-    let v4: Vec<SocketAddr> = addrs.iter().copied().filter(SocketAddr::is_ipv4).collect();
-    Ok(if v4.is_empty() { addrs } else { v4 })
-}
 
 #[cfg(test)]
 mod tests {
@@ -673,14 +619,5 @@ mod tests {
         assert!(refused(&["--election-timeout=200"]).contains("5 times"));
         assert!(refused(&["--initial-cluster-state=old"]).contains("new or existing"));
         parse(&["--initial-cluster=default=http://localhost:2380"]).validate().unwrap();
-    }
-
-    #[tokio::test]
-    async fn urls_resolve_and_bad_ones_are_refused() {
-        assert_eq!(resolve("http://127.0.0.1:2379").await.unwrap(), ["127.0.0.1:2379".parse().unwrap()]);
-        assert_eq!(resolve("http://localhost:2379/").await.unwrap()[0].port(), 2379);
-        assert_eq!(resolve("https://127.0.0.1:2379").await.unwrap(), ["127.0.0.1:2379".parse().unwrap()]);
-        assert!(resolve("127.0.0.1:2379").await.is_err());
-        assert!(resolve("ftp://127.0.0.1:2379").await.is_err());
     }
 }

@@ -19,7 +19,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use cairn_api::etcdserverpb::auth_server::AuthServer;
 use cairn_api::etcdserverpb::cluster_server::ClusterServer;
 use cairn_api::etcdserverpb::kv_server::KvServer;
@@ -28,14 +27,12 @@ use cairn_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_api::etcdserverpb::watch_server::WatchServer;
 use cairn_api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
 use cairn_proposal::Gate;
-use futures::{FutureExt, TryStreamExt};
 use prost::Message as _;
 use redb::ReadOnlyTable;
 use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
-use tracing::info;
 
 use crate::apply::{Applied, ApplyResult};
 use crate::auth::SharedAuth;
@@ -49,14 +46,6 @@ use crate::watch::Hub;
 
 /// How long open client connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// The HTTP/2 receive window of a client connection. The HTTP/2 layer closes a
-/// connection (`GOAWAY ENHANCE_YOUR_CALM`) once the small DATA frames it buffers for
-/// the application cost more than half this window in bookkeeping (about 240 bytes
-/// each); a Go client sends every message in a frame of its own, so a burst of
-/// thousands of watch creates on one stream, which Kubernetes' API server makes,
-/// needs a window this large (gRPC-Go's own windows grow to 16 MiB as well).
-const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Most times a request refused for a stale auth revision is proposed again.
 const AUTH_RETRIES: usize = 8;
@@ -468,7 +457,6 @@ pub(crate) async fn serve(
     http: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let shutdown = shutdown.boxed().shared();
     let max_receive = service.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     // etcd's `v3lock` and `v3election`, and its JSON gateway, call the services as any
     // client would, here through channels inside the process.
@@ -488,62 +476,7 @@ pub(crate) async fn serve(
     ))
     .add_service(health);
     // HTTP/1.1 for the gateway and the health endpoints next to gRPC, as etcd serves
-    // both on a client URL: told apart by the connection's first bytes, or by ALPN.
-    let tls = tls.map(|config| {
-        let mut config = (*config).clone();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Arc::new(config)
-    });
-    let mut servers = tokio::task::JoinSet::new();
-    for (listener, is_tls) in listeners {
-        let addr = listener.local_addr().context("listener has no address")?;
-        let router = Server::builder()
-            .accept_http1(true)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .layer(tower::util::MapResponseLayer::new(cairn_net::grpc::oversize_as_etcd))
-            .add_routes(routes.clone());
-        let server_shutdown = shutdown.clone();
-        if is_tls {
-            let config = tls.clone().context("an https listener needs TLS configuration")?;
-            let incoming =
-                cairn_net::tls::accept(listener, config).map_ok(cairn_net::authority::AuthorityFix::new);
-            servers.spawn(async move {
-                router
-                    .serve_with_incoming_shutdown(incoming, server_shutdown)
-                    .await
-                    .with_context(|| format!("gRPC server on {addr} failed"))
-            });
-            info!(address = %addr, "serving client traffic securely");
-        } else {
-            let incoming =
-                cairn_net::grpc::plain_incoming(listener).map_ok(cairn_net::authority::AuthorityFix::new);
-            servers.spawn(async move {
-                router
-                    .serve_with_incoming_shutdown(incoming, server_shutdown)
-                    .await
-                    .with_context(|| format!("gRPC server on {addr} failed"))
-            });
-            info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
-        }
-    }
-    info!("ready to serve client requests");
-    let all_done = async {
-        while let Some(result) = servers.join_next().await {
-            result.context("gRPC server task panicked")??;
-        }
-        anyhow::Ok(())
-    };
-    // Graceful shutdown waits for open connections to close; clients such as watchers
-    // keep theirs open, so after the signal they get a grace period, then are cut.
-    let cut_off = async {
-        shutdown.await;
-        service.stop();
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = all_done => result?,
-        () = cut_off => info!(grace = ?SHUTDOWN_GRACE, "closing connections still open after shutdown"),
-    }
-    info!("stopped serving client traffic");
-    Ok(())
+    // both on a client URL.
+    let stopping = || service.stop();
+    Ok(cairn_net::listen::serve_clients(routes, listeners, tls, shutdown, stopping, SHUTDOWN_GRACE).await?)
 }
