@@ -29,6 +29,8 @@ pub(crate) const RULES: &[(&str, &[&str])] = &[
     ("cairn-net", &["cairn-server", "cairn-api", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
     // Services built as a client of any etcd v3 endpoint: no store, no consensus.
     ("cairn-concurrency", &["cairn-server", "raft", "redb", "cairn-mvcc", "cairn-auth"]),
+    // The state machine: the backend and etcd's semantics, no consensus, no wire.
+    ("cairn-apply", &["cairn-server", "tonic", "tonic-prost", "raft", "cairn-wal", "cairn-proposal"]),
     // Raft messages over gRPC: raft and the wire, no store, no server.
     ("cairn-transport", &["cairn-server", "redb", "cairn-mvcc", "cairn-backend", "cairn-auth", "cairn-wal"]),
     // A data dir's tools: the backend, the log and a gRPC client, but neither the

@@ -6,23 +6,13 @@
 //! A member raises NOSPACE itself when the file system holding its data dir runs
 //! low (see [`watch_disk`]), before a write could fail for want of space.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cairn_api::etcdserverpb::AlarmType;
 
-pub(crate) use cairn_backend::alarms::{
-    apply, changes_store, corrupt, cost, fits, grows_store, list, load, no_space,
-};
-
-/// The raised alarms: (member ID, `AlarmType`).
-pub(crate) type SharedAlarms = Arc<Mutex<BTreeSet<(u64, i32)>>>;
-
-pub(crate) fn lock(alarms: &SharedAlarms) -> MutexGuard<'_, BTreeSet<(u64, i32)>> {
-    alarms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use cairn_apply::{SharedAlarms, alarms as lock};
+pub(crate) use cairn_backend::alarms::{corrupt, cost, fits, list, load, no_space};
 
 /// When the data dir's file system counts as low on space.
 #[derive(Debug, Clone, Copy)]

@@ -52,6 +52,26 @@ impl From<StorageError> for Error {
     }
 }
 
+impl From<cairn_apply::Error> for Error {
+    fn from(error: cairn_apply::Error) -> Self {
+        use cairn_apply::Error as Refused;
+        match error {
+            Refused::KeyNotFound => Self::KeyNotFound,
+            Refused::Compacted => Self::Compacted,
+            Refused::FutureRevision => Self::FutureRevision,
+            Refused::LeaseNotFound => Self::LeaseNotFound,
+            Refused::LeaseExists => Self::LeaseExists,
+            Refused::LeaseTtlTooLarge => Self::LeaseTtlTooLarge,
+            Refused::MemberNotFound => Self::MemberNotFound,
+            Refused::NoSpace => Self::NoSpace,
+            Refused::CorruptCluster => Self::CorruptCluster,
+            Refused::Auth(error) => Self::Auth(error),
+            Refused::Storage(why) => Self::Storage(why),
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
 impl From<cairn_mvcc::Error> for Error {
     fn from(error: cairn_mvcc::Error) -> Self {
         match error {

@@ -182,7 +182,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         peer_client_tls,
     );
     let tokens = config.token_provider()?;
-    let auth = Arc::new(std::sync::RwLock::new(auth::load(&db, Arc::clone(&tokens))?));
+    let auth = Arc::new(std::sync::RwLock::new(cairn_apply::load_auth(&db, Arc::clone(&tokens))?));
     sweep_tokens(tokens);
     let index = storage::mvcc::load_index(&db)?;
     // As etcd: only a member with data checks, before its raft starts.
@@ -197,7 +197,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
         .await?;
     }
-    let lessor = Arc::new(std::sync::Mutex::new(lease::load(&db, &storage::mvcc::read_index(&index))?));
+    let lessor =
+        Arc::new(std::sync::Mutex::new(cairn_apply::load_lessor(&db, &storage::mvcc::read_index(&index))?));
     let hub = watch::Hub::new();
     let wait = Wait::new();
     let alarms: alarms::SharedAlarms = Arc::new(std::sync::Mutex::new(alarms::load(&db)?));

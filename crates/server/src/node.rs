@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_api::etcdserverpb::InternalRaftRequest;
-use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proposal::{IndexSource, Leadership, Proposer};
 use cairn_wait::{IndexWait, Wait};
 use prost::Message as _;
@@ -24,13 +23,14 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::apply::{Applied, Applier, ApplyResult};
-use crate::auth::{self, SharedAuth};
+use crate::apply::ApplyResult;
+use crate::auth::SharedAuth;
 use crate::error::Error;
 use crate::lease::{self, SharedLessor};
-use crate::storage::mvcc::{self, KeyIndex, Revisions, SharedIndex};
-use crate::storage::{LEASES, META, StorageError, Store, raft_log, snapshot};
+use crate::storage::mvcc::{Revisions, SharedIndex};
+use crate::storage::{META, StorageError, Store, raft_log, snapshot};
 use crate::watch::Hub;
+use cairn_apply::{Applier, Limits};
 use cairn_transport::Transport;
 use cairn_wal::Wal;
 
@@ -60,7 +60,7 @@ pub(crate) struct Shared {
     /// The voting members.
     voters: Mutex<Vec<u64>>,
     /// Every member, with names and URLs.
-    pub(crate) members: Mutex<crate::members::Members>,
+    pub(crate) members: cairn_apply::SharedMembers,
     /// Notified when this member is removed from the cluster.
     pub(crate) removed: Arc<tokio::sync::Notify>,
     /// Since when this member has had no leader; `None` while it has one.
@@ -358,20 +358,21 @@ pub(crate) fn start(
         slow_read_indexes: AtomicU64::new(0),
         applied_wait: IndexWait::starting_at(applied),
         voters: Mutex::new(initial.conf_state.voters.clone()),
-        members: Mutex::new(crate::members::load(&db.get())?),
+        members: Arc::new(Mutex::new(crate::members::load(&db.get())?)),
         removed: Arc::clone(&config.removed),
         leaderless_since: tokio::sync::watch::Sender::new(Some(Instant::now())),
         transport: transport.clone(),
         physically_compacted: tokio::sync::watch::Sender::new(revisions.compacted),
     });
-    // A compaction whose rows were not all deleted before the process stopped goes on
-    // (etcd resumes an unfinished compaction at start).
-    let doomed = {
-        let mut index = mvcc::write_index(&index);
-        let doomed = index.obsolete(revisions.compacted);
-        index.compact(revisions.compacted);
-        doomed.into()
+    let state = cairn_apply::State {
+        revisions,
+        index,
+        lessor: Arc::clone(&lessor),
+        auth,
+        alarms,
+        members: Arc::clone(&shared.members),
     };
+    let limits = Limits { min_lease_ttl: config.min_lease_ttl, quota: config.quota };
     let (commands, receiver) = std::sync::mpsc::channel();
     let mut runner = Runner {
         node,
@@ -382,21 +383,11 @@ pub(crate) fn start(
         db,
         shared: Arc::clone(&shared),
         wait,
-        applier: Applier {
-            revisions,
-            lessor: Arc::clone(&lessor),
-            published: Vec::new(),
-            index,
-            compacted: None,
-            doomed,
-        },
+        applier: Applier::new(state, limits),
         promote_at: None,
         pending_conf: None,
-        pending_member_writes: Vec::new(),
         lessor,
         hub,
-        auth,
-        alarms,
         applied,
         config,
         pending_proposals: Vec::new(),
@@ -484,8 +475,6 @@ struct Runner {
     shared: Arc<Shared>,
     wait: Wait<ApplyResult>,
     applier: Applier,
-    /// Members whose published attributes are saved with the batch being applied.
-    pending_member_writes: Vec<cairn_api::etcdserverpb::Member>,
     /// A membership change: proposed yet?, and who waits for it.
     pending_conf: Option<(ConfChange, Option<ChangeReply>, bool)>,
     /// Set while this member leads but has not yet applied what was committed before:
@@ -493,8 +482,6 @@ struct Runner {
     promote_at: Option<u64>,
     lessor: SharedLessor,
     hub: Hub,
-    auth: SharedAuth,
-    alarms: crate::alarms::SharedAlarms,
     applied: u64,
     config: NodeConfig,
     /// Proposals waiting for a leader.
@@ -529,7 +516,7 @@ impl Runner {
         let mut next_tick = std::time::Instant::now() + self.config.heartbeat;
         loop {
             let mut wait = next_tick.saturating_duration_since(std::time::Instant::now());
-            if !self.applier.doomed.is_empty() {
+            if self.applier.has_doomed() {
                 // Between compaction batches, take what has come in without waiting.
                 wait = wait.min(COMPACTION_PAUSE);
             }
@@ -562,27 +549,20 @@ impl Runner {
     /// own (not synced: a crash before the next durable commit leaves rows that the
     /// next start deletes again).
     fn compact_batch(&mut self) -> Result<(), StorageError> {
-        if self.applier.doomed.is_empty() {
-            let target = self.applier.revisions.compacted;
+        if !self.applier.has_doomed() {
+            let target = self.applier.revisions().compacted;
             self.shared
                 .physically_compacted
                 .send_if_modified(|done| std::mem::replace(done, target) != target);
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let txn = self.db.begin_write()?;
-        {
-            let mut kv = txn.open_table(crate::storage::KV)?;
-            let batch = self.applier.doomed.len().min(self.config.compaction_batch);
-            for at in self.applier.doomed.drain(..batch) {
-                kv.remove(at)?;
-            }
-        }
-        let mut txn = txn;
+        let mut txn = self.db.begin_write()?;
+        self.applier.delete_doomed(&txn, self.config.compaction_batch).map_err(apply_error)?;
         txn.set_durability(Durability::None)?;
         txn.commit()?;
         self.db.refresh_size();
-        tracing::debug!(left = self.applier.doomed.len(), took = ?started.elapsed(), "compaction batch");
+        tracing::debug!(left = self.applier.doomed(), took = ?started.elapsed(), "compaction batch");
         Ok(())
     }
 
@@ -853,9 +833,8 @@ impl Runner {
         if entries.iter().all(|entry| entry.index <= self.applied) {
             return Ok(results);
         }
-        let mut tables = mvcc::open_tables(txn)?;
-        let mut leases = txn.open_table(LEASES)?;
-        let auth_revision = auth::read(&self.auth).revision();
+        let now = Instant::now().into_std();
+        let mut batch = self.applier.begin(txn, self.db.size(), now).map_err(apply_error)?;
         for entry in entries {
             if entry.index <= self.applied {
                 continue;
@@ -868,24 +847,8 @@ impl Runner {
                             0 => request.header.as_ref().map_or(0, |header| header.id),
                             id => id,
                         };
-                        let result = match &request.alarm {
-                            Some(alarm) if AlarmAction::try_from(alarm.action).is_err() => {
-                                Err(Error::Storage("unknown alarm action".into()))
-                            }
-                            Some(alarm) => {
-                                let mut table = txn.open_table(crate::storage::ALARMS)?;
-                                let mut alarms = crate::alarms::lock(&self.alarms);
-                                crate::alarms::apply(&mut alarms, &mut table, alarm)
-                                    .map(Applied::Alarm)
-                                    .map_err(Error::from)
-                            }
-                            None => {
-                                let result =
-                                    self.apply_request(&mut tables, &mut leases, &request, entry.index);
-                                self.over_quota(result, &request)
-                            }
-                        };
-                        results.push((id, result));
+                        let result = self.applier.apply(&mut batch, &request, entry.index);
+                        results.push((id, result.map_err(Error::from)));
                     }
                     Err(error) => error!(index = entry.index, %error, "skipping an undecodable entry"),
                 },
@@ -925,136 +888,8 @@ impl Runner {
             }
             self.applied = entry.index;
         }
-        for member in self.pending_member_writes.drain(..) {
-            crate::members::save(txn, &member)?;
-        }
-        tables.meta.insert("applied_index", self.applied)?;
-        self.applier.revisions.save(&mut tables.meta)?;
-        let store = auth::read(&self.auth);
-        if store.revision() != auth_revision {
-            auth::save(txn, &store)?;
-        }
+        self.applier.commit(batch, self.applied).map_err(apply_error)?;
         Ok(results)
-    }
-
-    /// etcd's `quotaApplierV3`: a write that leaves the store over its quota is
-    /// applied, and answered `database space exceeded`; the first one asks for the
-    /// NOSPACE alarm (raised through raft by the services, off this thread).
-    fn over_quota(&self, result: ApplyResult, request: &InternalRaftRequest) -> ApplyResult {
-        let cost = crate::alarms::cost(request);
-        if result.is_err() || crate::alarms::fits(self.config.quota, self.db.size(), cost) {
-            return result;
-        }
-        if !crate::alarms::no_space(&crate::alarms::lock(&self.alarms)) {
-            self.config.quota_exceeded.notify_one();
-        }
-        Err(Error::NoSpace)
-    }
-
-    fn apply_request(
-        &mut self,
-        tables: &mut mvcc::Tables<'_>,
-        leases: &mut redb::Table<'_, i64, (i64, i64)>,
-        request: &InternalRaftRequest,
-        index: u64,
-    ) -> ApplyResult {
-        // etcd's corrupt applier: while members disagree on the data, nothing changes it.
-        let alarms = crate::alarms::lock(&self.alarms);
-        if crate::alarms::corrupt(&alarms) && crate::alarms::changes_store(request) {
-            return Err(Error::CorruptCluster);
-        }
-        // etcd's capped applier: while space is short, nothing that grows the store.
-        if crate::alarms::grows_store(request) && crate::alarms::no_space(&alarms) {
-            return Err(Error::NoSpace);
-        }
-        drop(alarms);
-        let proposer = auth::proposer_of(request);
-        if auth::is_auth_request(request) {
-            let result = auth::apply(&mut auth::write(&self.auth), &proposer, request, index);
-            return match result {
-                Some(result) => Ok(Applied::Auth(result?)),
-                None => Err(Error::Storage("unsupported auth request".into())),
-            };
-        }
-        auth::check_write(&auth::read(&self.auth), &proposer, request)?;
-        // etcd's `checkLeasePuts`: revoking a lease deletes its keys, so it needs write
-        // permission on every one of them; attaching a key to a lease needs the same,
-        // or the caller could not revoke what it attached to.
-        let lease = match (&request.lease_revoke, &request.put) {
-            (Some(revoke), _) => revoke.id,
-            (None, Some(put)) => put.lease,
-            (None, None) => 0,
-        };
-        let store = auth::read(&self.auth);
-        if store.is_enabled()
-            && (request.lease_grant.is_some() || request.lease_revoke.is_some())
-            && proposer.username.is_empty()
-        {
-            // As etcd 3.5.28: granting and revoking need a logged-in user.
-            return Err(cairn_auth::Error::UserEmpty.into());
-        }
-        if lease != 0 && store.is_enabled() {
-            let keys = lease::lock(&self.lessor).keys(lease).unwrap_or_default();
-            auth::check_lease_keys(&store, &proposer, &keys)?;
-        }
-        drop(store);
-        if let Some(put) = &request.put {
-            self.applier.put(tables, put)
-        } else if let Some(delete) = &request.delete_range {
-            self.applier.delete_range(tables, delete)
-        } else if let Some(txn) = &request.txn {
-            self.applier.txn(tables, txn)
-        } else if let Some(compaction) = &request.compaction {
-            self.applier.compact(compaction)
-        } else if let Some(grant) = &request.lease_grant {
-            self.applier.lease_grant(leases, grant, self.config.min_lease_ttl)
-        } else if let Some(revoke) = &request.lease_revoke {
-            self.applier.lease_revoke(tables, leases, revoke)
-        } else if let Some(checkpoint) = &request.lease_checkpoint {
-            self.applier.lease_checkpoint(leases, checkpoint)
-        } else if let Some(update) = &request.cairn_member_update {
-            self.update_member(update)
-        } else if let Some(attributes) = &request.cairn_member_attributes {
-            self.publish_attributes(tables, attributes)
-        } else {
-            Err(Error::Storage("unsupported request in the raft log".into()))
-        }
-    }
-
-    /// Records the name and client URLs a member published.
-    fn publish_attributes(
-        &mut self,
-        tables: &mut mvcc::Tables<'_>,
-        attributes: &cairn_api::etcdserverpb::MemberAttributesRequest,
-    ) -> ApplyResult {
-        let mut members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(member) = members.get_mut(&attributes.id) {
-            member.name = attributes.name.clone();
-            member.client_ur_ls = attributes.client_urls.clone();
-            self.pending_member_writes.push(member.clone());
-        }
-        let _ = tables;
-        Ok(Applied::MemberAttributes)
-    }
-
-    /// A member's new peer URLs: the registry records them, and the transport sends
-    /// to them from now on.
-    fn update_member(&mut self, update: &cairn_api::etcdserverpb::MemberUpdateRequest) -> ApplyResult {
-        let mut members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let member = members
-            .get_mut(&update.id)
-            .filter(|member| member.name != crate::members::REMOVED)
-            .ok_or(Error::MemberNotFound)?;
-        let mut urls = update.peer_ur_ls.clone();
-        urls.sort();
-        member.peer_ur_ls = urls.clone();
-        self.pending_member_writes.push(member.clone());
-        if let Some(transport) = &self.transport {
-            transport.remove_peer(update.id);
-            transport.add_peer(update.id, urls);
-        }
-        info!(member = format_args!("{:x}", update.id), urls = ?update.peer_ur_ls, "member peer URLs updated");
-        Ok(Applied::MemberAttributes)
     }
 
     /// Keeps the member registry, the transport and the voters in step with an applied
@@ -1146,15 +981,22 @@ impl Runner {
     /// Hands changes to watchers and results to their waiters, then announces the
     /// applied index.
     fn publish(&mut self, results: Vec<(u64, ApplyResult)>) {
-        if let Some(revision) = self.applier.compacted.take() {
-            mvcc::write_index(&self.applier.index).compact(revision);
+        let changes = self.applier.take_changes();
+        if self.applier.take_quota_exceeded() {
+            self.config.quota_exceeded.notify_one();
+        }
+        if let Some(transport) = &self.transport {
+            for (id, urls) in self.applier.take_member_updates() {
+                transport.remove_peer(id);
+                transport.add_peer(id, urls);
+            }
         }
         if self.promote_at.is_some_and(|index| self.applied >= index) {
             self.promote_at = None;
             let extend = self.config.heartbeat * self.config.election_ticks as u32;
             lease::lock(&self.lessor).promote(Instant::now().into_std(), extend);
         }
-        for (revision, events) in self.applier.published.drain(..) {
+        for (revision, events) in changes {
             self.hub.publish(revision, events);
         }
         self.shared.applied.store(self.applied, Ordering::Release);
@@ -1171,8 +1013,8 @@ impl Runner {
         let term = snapshot.get_metadata().term;
         info!(index, term, bytes = snapshot.data.len(), "restoring a snapshot from the leader");
         // Readers wait from the commit until the index matches the restored tables.
-        let shared_index = Arc::clone(&self.applier.index);
-        let mut key_index = mvcc::write_index(&shared_index);
+        let shared_index = Arc::clone(&self.applier.state().index);
+        let mut key_index = crate::storage::mvcc::write_index(&shared_index);
         let txn = self.db.begin_write()?;
         snapshot::restore(&txn, &snapshot.data, index)?;
         raft_log::save_restored(&txn, index, term)?;
@@ -1184,23 +1026,9 @@ impl Runner {
         self.last_durable = std::time::Instant::now();
         self.storage.wl().apply_snapshot(snapshot).map_err(raft_error)?;
         // Everything kept in memory follows the restored tables.
-        let read = self.db.begin_read()?;
-        self.applier.revisions = Revisions::load(&read.open_table(META)?)?;
-        // The rows a compaction was deleting were replaced with the rest, which may
-        // hold rows the leader had still to delete.
-        self.applier.doomed.clear();
-        let mut restored = KeyIndex::load(&read.open_table(crate::storage::KV)?)?;
-        drop(read);
-        self.applier.doomed = restored.obsolete(self.applier.revisions.compacted).into();
-        restored.compact(self.applier.revisions.compacted);
-        restored.restored_at(self.applier.revisions);
-        *key_index = restored;
-        *lease::lock(&self.lessor) = lease::load(&self.db.get(), &key_index)?;
+        self.applier.reload(&self.db.get(), &mut key_index).map_err(apply_error)?;
         drop(key_index);
-        let tokens = Arc::clone(auth::read(&self.auth).tokens());
-        *auth::write(&self.auth) = auth::load(&self.db.get(), tokens)?;
-        // The membership too: the registry, the voters and who the transport sends to.
-        let restored_members = crate::members::load(&self.db.get())?;
+        let restored_members = cairn_apply::members(&self.shared.members).clone();
         if let Some(transport) = &self.transport {
             // Every sender starts again, so that peer URLs changed since (a member
             // update the snapshot holds) take effect.
@@ -1215,8 +1043,6 @@ impl Runner {
             info!("the member has been permanently removed from the cluster");
             self.shared.removed.notify_one();
         }
-        *self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = restored_members;
-        *crate::alarms::lock(&self.alarms) = crate::alarms::load(&self.db.get())?;
         *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             self.storage.initial_state().map_err(raft_error)?.conf_state.voters;
         self.applied = index;
@@ -1245,4 +1071,8 @@ impl Runner {
         info!(first_kept = keep_from, applied = self.applied, "compacted the raft log");
         Ok(())
     }
+}
+
+fn apply_error(error: cairn_apply::Error) -> StorageError {
+    StorageError::Redb(error.to_string())
 }

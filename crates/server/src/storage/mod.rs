@@ -9,7 +9,7 @@
 
 pub(crate) use cairn_utl::raft_state as raft_log;
 
-pub(crate) use cairn_backend::{ALARMS, AUTH, KV, LEASES, META, Store, backup, defrag, snapshot};
+pub(crate) use cairn_backend::{KV, META, Store, backup, defrag, snapshot};
 pub(crate) use cairn_mvcc as mvcc;
 
 /// Storage failures: redb's, or undecodable data. The server cannot go on after one.
