@@ -32,6 +32,7 @@ use crate::storage::{META, StorageError, Store, raft_log, snapshot};
 use crate::watch::Hub;
 use cairn_apply::{Applier, Limits};
 use cairn_transport::Transport;
+use cairn_utl::raft_state::SnapshotStorage;
 use cairn_wal::Wal;
 
 /// Entries kept after a log compaction, for followers that lag a little (etcd's
@@ -338,7 +339,7 @@ pub(crate) fn start(
         ..raft::Config::default()
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let snapshots = SnapshotStorage { log: storage.clone(), db: Arc::clone(&db) };
+    let snapshots = SnapshotStorage::new(storage.clone(), Arc::clone(&db));
     let mut node = RawNode::new(&raft_config, snapshots, &logger).map_err(raft_error)?;
     if single_voter {
         // A single voter need not wait an election timeout to lead.
@@ -409,55 +410,6 @@ pub(crate) fn start(
         })
         .map_err(|error| StorageError::Redb(error.to_string()))?;
     Ok(Node { shared, proposer: RaftProposer { commands }, thread })
-}
-
-/// raft-rs's in-memory log, with snapshots that carry the state machine from disk.
-struct SnapshotStorage {
-    log: MemStorage,
-    db: Arc<Store>,
-}
-
-impl raft::Storage for SnapshotStorage {
-    fn initial_state(&self) -> raft::Result<raft::RaftState> {
-        self.log.initial_state()
-    }
-
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        context: raft::GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.log.entries(low, high, max_size, context)
-    }
-
-    fn term(&self, index: u64) -> raft::Result<u64> {
-        self.log.term(index)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        self.log.first_index()
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        self.log.last_index()
-    }
-
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
-        let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
-        let (index, data) = snapshot::take(&self.db.get()).map_err(|error| {
-            error!(%error, "cannot take a snapshot");
-            unavailable()
-        })?;
-        let mut snapshot = raft::eraftpb::Snapshot { data: data.into(), ..Default::default() };
-        let meta = snapshot.mut_metadata();
-        meta.index = index;
-        meta.term = self.log.term(index).map_err(|_| unavailable())?;
-        meta.set_conf_state(self.log.initial_state()?.conf_state);
-        info!(index, bytes = snapshot.data.len(), "sending a snapshot");
-        Ok(snapshot)
-    }
 }
 
 fn raft_error(error: raft::Error) -> StorageError {

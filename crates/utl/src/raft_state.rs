@@ -6,11 +6,13 @@
 //! describe, so a crash never leaves a conf state that disagrees with the members
 //! applied, nor a restored state machine without the mark that restarts the log.
 
-use raft::eraftpb::{ConfState, SnapshotMetadata};
+use std::sync::Arc;
+
+use raft::eraftpb::{ConfState, Entry, SnapshotMetadata};
 use raft::storage::MemStorage;
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
-use cairn_backend::RAFT_STATE;
+use cairn_backend::{RAFT_STATE, Store, snapshot};
 use cairn_wal::{Recovered, Wal};
 
 use crate::Error;
@@ -63,10 +65,74 @@ pub fn recover(db: &Database, log: &mut Wal, mut recovered: Recovered) -> Result
     Ok(Some(storage))
 }
 
+/// raft-rs's in-memory log (as [`recover`] rebuilt it), with snapshots that carry the
+/// whole state machine from disk at its applied index ([`cairn_backend::snapshot`]).
+/// A snapshot that cannot be taken is reported to raft as temporarily unavailable,
+/// which asks again later.
+pub struct SnapshotStorage {
+    log: MemStorage,
+    db: Arc<Store>,
+}
+
+impl std::fmt::Debug for SnapshotStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStorage").finish_non_exhaustive()
+    }
+}
+
+impl SnapshotStorage {
+    /// The log `log`, whose snapshots are taken from the database `db` holds.
+    pub fn new(log: MemStorage, db: Arc<Store>) -> Self {
+        Self { log, db }
+    }
+}
+
+impl raft::Storage for SnapshotStorage {
+    fn initial_state(&self) -> raft::Result<raft::RaftState> {
+        self.log.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: raft::GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.log.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        self.log.term(index)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.log.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.log.last_index()
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
+        let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
+        let (index, data) = snapshot::take(&self.db.get()).map_err(|error| {
+            tracing::error!(%error, "cannot take a snapshot");
+            unavailable()
+        })?;
+        let mut snapshot = raft::eraftpb::Snapshot { data: data.into(), ..Default::default() };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = self.log.term(index).map_err(|_| unavailable())?;
+        meta.set_conf_state(self.log.initial_state()?.conf_state);
+        tracing::info!(index, bytes = snapshot.data.len(), "sending a snapshot");
+        Ok(snapshot)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use raft::Storage as _;
-    use raft::eraftpb::Entry;
 
     use super::*;
 
@@ -122,5 +188,30 @@ mod tests {
         let (mut wal, recovered) = Wal::open_sized(&wal_dir, 4096).unwrap();
         let storage = recover(&db, &mut wal, recovered).unwrap().unwrap();
         assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (121, 130));
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_state_at_the_applied_index_with_the_logs_term_and_voters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let log = MemStorage::new_with_conf_state(ConfState { voters: vec![1, 2, 3], ..Default::default() });
+        log.wl().append(&[entry(1, 2), entry(2, 2), entry(3, 4)]).unwrap();
+        let txn = store.begin_write().unwrap();
+        txn.open_table(cairn_backend::META).unwrap().insert("applied_index", 3).unwrap();
+        txn.commit().unwrap();
+        let storage = SnapshotStorage::new(log, Arc::clone(&store));
+        let snapshot = storage.snapshot(0, 2).unwrap();
+        let meta = snapshot.get_metadata();
+        assert_eq!((meta.index, meta.term, meta.get_conf_state().voters.clone()), (3, 4, vec![1, 2, 3]));
+        // The data restores the same state elsewhere.
+        let other = cairn_backend::open(&dir.path().join("other")).unwrap();
+        let txn = other.begin_write().unwrap();
+        snapshot::restore(&txn, &snapshot.data, meta.index).unwrap();
+        txn.commit().unwrap();
+        let applied =
+            other.begin_read().unwrap().open_table(cairn_backend::META).unwrap().get("applied_index");
+        assert_eq!(applied.unwrap().map(|v| v.value()), Some(3));
+        // The rest of the log reads through.
+        assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (1, 3));
     }
 }
