@@ -13,6 +13,9 @@
 //! the gateway's HTTP status for the gRPC code. `Authorization` goes on as the call's
 //! `authorization` metadata, and `Grpc-Metadata-<name>` headers as `<name>`.
 //!
+//! [`health`] serves etcd's `/health`, `/livez`, `/readyz` and `/version` beside it,
+//! from a probe of the member.
+//!
 //! **Invariant:** a request reaches the gRPC method only as the message the JSON
 //! describes, and every answer the method gives reaches the client, translated, or
 //! as an error; nothing is dropped or invented on the way.
@@ -25,6 +28,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+pub mod health;
 
 use std::sync::Arc;
 

@@ -2,11 +2,9 @@
 //! answers it, served on `--listen-metrics-urls`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -140,30 +138,42 @@ pub(crate) fn observe_node(meter: &Meter, shared: &Arc<Shared>, data_file: std::
         .build();
 }
 
+/// etcd's health checks of this member, from its own state.
 #[derive(Clone)]
-struct HttpState {
-    registry: Registry,
+struct MemberProbe {
     shared: Arc<Shared>,
     proposer: RaftProposer,
     alarms: crate::alarms::SharedAlarms,
 }
 
-/// What etcd serves over HTTP beside gRPC on a client URL: `/metrics`, `/health`,
-/// `/livez`, `/readyz` and `/version`.
+impl cairn_gateway::health::Probe for MemberProbe {
+    async fn alarms(&self) -> Option<Vec<AlarmType>> {
+        let raised = crate::alarms::lock(&self.alarms);
+        Some(raised.iter().map(|&(_, alarm)| AlarmType::try_from(alarm).unwrap_or(AlarmType::None)).collect())
+    }
+
+    async fn has_leader(&self) -> bool {
+        self.shared.leader_id() != 0
+    }
+
+    async fn linearizable_read(&self) -> bool {
+        let read = self.proposer.read_index();
+        matches!(tokio::time::timeout(cairn_gateway::health::READ_TIMEOUT, read).await, Ok(Ok(_)))
+    }
+}
+
+/// What etcd serves over HTTP beside gRPC on a client URL: `/metrics`, and
+/// `cairn-gateway`'s `/health`, `/livez`, `/readyz` and `/version`.
 pub(crate) fn routes(
     registry: Registry,
     shared: Arc<Shared>,
     proposer: RaftProposer,
     alarms: crate::alarms::SharedAlarms,
 ) -> Router {
-    let state = HttpState { registry, shared, proposer, alarms };
+    let probe = MemberProbe { shared, proposer, alarms };
     Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/version", get(version))
-        .with_state(state)
+        .route("/metrics", get(move || metrics(registry.clone())))
+        .merge(cairn_gateway::health::routes(probe, crate::grpc::ETCD_VERSION))
 }
 
 /// Serves `/metrics` and `/health` on `listeners` (`--listen-metrics-urls`) until the
@@ -182,78 +192,13 @@ pub(crate) fn serve(app: Router, listeners: Vec<TcpListener>) {
     }
 }
 
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+async fn metrics(registry: Registry) -> impl IntoResponse {
     let mut text = String::new();
-    let families = state.registry.registry.gather();
+    let families = registry.registry.gather();
     match prometheus::TextEncoder::new().encode_utf8(&families, &mut text) {
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text),
         Err(error) => {
             (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], error.to_string())
         }
-    }
-}
-
-/// etcd's `/health`: unhealthy while an alarm is raised (unless `?exclude=NAME`
-/// leaves it out), or without a leader; otherwise healthy when a linearizable read
-/// index round completes in time, or at once with `?serializable=true`.
-async fn health(State(state): State<HttpState>, RawQuery(query): RawQuery) -> impl IntoResponse {
-    let unhealthy = |reason: &str| {
-        (StatusCode::SERVICE_UNAVAILABLE, format!(r#"{{"health":"false","reason":"{reason}"}}"#))
-    };
-    let query = query.unwrap_or_default();
-    let params: Vec<(&str, &str)> = query.split('&').filter_map(|pair| pair.split_once('=')).collect();
-    let excluded: Vec<&str> =
-        params.iter().filter(|(key, _)| *key == "exclude").map(|(_, value)| *value).collect();
-    let raised: Vec<i32> = crate::alarms::lock(&state.alarms).iter().map(|&(_, alarm)| alarm).collect();
-    for alarm in raised {
-        let name = AlarmType::try_from(alarm).map_or("UNKNOWN", |alarm| alarm.as_str_name());
-        if !excluded.contains(&name) {
-            return unhealthy(&format!("ALARM {name}"));
-        }
-    }
-    if state.shared.leader_id() == 0 {
-        return unhealthy("RAFT NO LEADER");
-    }
-    if params.contains(&("serializable", "true")) {
-        return (StatusCode::OK, r#"{"health":"true","reason":""}"#.to_owned());
-    }
-    match tokio::time::timeout(Duration::from_secs(1), state.proposer.read_index()).await {
-        Ok(Ok(_)) => (StatusCode::OK, r#"{"health":"true","reason":""}"#.to_owned()),
-        _ => unhealthy("QGET ERROR"),
-    }
-}
-
-/// etcd's `/version`.
-async fn version() -> impl IntoResponse {
-    let version = crate::grpc::ETCD_VERSION;
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        format!(r#"{{"etcdserver":"{version}","etcdcluster":"{}"}}"#, cluster_version(version)),
-    )
-}
-
-/// The cluster version etcd reports: the server version's major and minor, patch 0.
-fn cluster_version(version: &str) -> String {
-    let mut parts = version.split('.');
-    format!("{}.{}.0", parts.next().unwrap_or("3"), parts.next().unwrap_or("5"))
-}
-
-/// etcd 3.5's `/livez`: the process is alive and not wedged (it answers).
-async fn livez() -> impl IntoResponse {
-    (StatusCode::OK, "ok")
-}
-
-/// etcd 3.5's `/readyz`: no CORRUPT alarm, and a linearizable read (a read-index round)
-/// completes in time.
-async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if crate::alarms::corrupt(&crate::alarms::lock(&state.alarms)) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "[-]data_corruption failed: alarm activated\nhealth check failed".to_owned(),
-        );
-    }
-    match tokio::time::timeout(Duration::from_secs(1), state.proposer.read_index()).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ok".to_owned()),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "[-]linearizable_read failed\nhealth check failed".to_owned()),
     }
 }
