@@ -103,6 +103,134 @@ pub fn load_or_store_ids(db: &Database, fresh: (u64, u64)) -> Result<(u64, u64),
     Ok(fresh)
 }
 
+/// Why etcd refuses a membership change, with its texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A second learner (etcd allows one).
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// Too few voters have started (published their name) for the change.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStarted,
+    /// Too few voters are connected to this member for the change to be safe.
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    /// A learner whose log is not within 90% of the leader's.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotInSync,
+}
+
+/// How long a peer must have been connected to count in the active quorum (etcd's
+/// `HealthInterval`).
+pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The cluster as a member deciding on a change sees it: etcd's `RaftCluster`
+/// readiness checks (`IsReadyToAddVotingMember` and friends).
+#[derive(Clone, Copy)]
+#[allow(missing_debug_implementations)]
+pub struct View<'a> {
+    /// The current members, removed ones left out.
+    pub members: &'a [Member],
+    /// The member deciding.
+    pub me: u64,
+    /// For how long this member has been connected to each peer (`None`: not now).
+    pub connected: &'a dyn Fn(u64) -> Option<std::time::Duration>,
+    /// `--strict-reconfig-check`: refuse changes that would endanger the quorum.
+    pub strict: bool,
+}
+
+fn quorum(members: usize) -> usize {
+    members / 2 + 1
+}
+
+/// A member counts as started once it has published its name.
+fn is_started(member: &Member) -> bool {
+    !member.name.is_empty()
+}
+
+impl View<'_> {
+    fn voters(&self) -> Vec<&Member> {
+        self.members.iter().filter(|member| !member.is_learner).collect()
+    }
+
+    /// Whether member `id` has been connected for long enough to count in the active
+    /// quorum; the deciding member always does.
+    fn active(&self, id: u64) -> bool {
+        id == self.me || (self.connected)(id).is_some_and(|since| since >= HEALTH_INTERVAL)
+    }
+
+    /// etcd's `mayAddMember`: at most one learner; when strict, a new voter needs a
+    /// quorum of the grown cluster already started (adding a second member to a
+    /// one-member cluster aside, as restoring one does), and this member connected
+    /// to a quorum of it unless it is the only voter.
+    pub fn may_add(&self, is_learner: bool) -> Result<(), Refusal> {
+        if is_learner && self.members.iter().any(|member| member.is_learner) {
+            return Err(Refusal::TooManyLearners);
+        }
+        if !self.strict {
+            return Ok(());
+        }
+        let voters = self.voters();
+        let (members, started) =
+            (voters.len() + 1, voters.iter().filter(|member| is_started(member)).count());
+        let restoring = started == 1 && members == 2;
+        if !is_learner && !restoring && started < quorum(members) {
+            return Err(Refusal::NotEnoughStarted);
+        }
+        let connected = voters.iter().filter(|member| self.active(member.id)).count();
+        if voters.len() > 1 && connected < quorum(members) {
+            return Err(Refusal::Unhealthy);
+        }
+        Ok(())
+    }
+
+    /// etcd's `mayRemoveMember`: the last voter is never removed, strict or not (raft
+    /// could not go on without one); when strict, the voters left need a started
+    /// quorum and, unless the member removed is down anyway, the active quorum must
+    /// survive.
+    pub fn may_remove(&self, member: &Member) -> Result<(), Refusal> {
+        if member.is_learner {
+            return Ok(());
+        }
+        let voters = self.voters();
+        let others: Vec<&&Member> = voters.iter().filter(|voter| voter.id != member.id).collect();
+        if others.is_empty() {
+            return Err(Refusal::NotEnoughStarted);
+        }
+        if !self.strict {
+            return Ok(());
+        }
+        if others.iter().filter(|voter| is_started(voter)).count() < quorum(others.len()) {
+            return Err(Refusal::NotEnoughStarted);
+        }
+        if member.id != self.me && (self.connected)(member.id).is_none() {
+            return Ok(());
+        }
+        let active = voters.iter().filter(|voter| self.active(voter.id)).count();
+        if active.saturating_sub(1) < 1 + (voters.len() - 1) / 2 {
+            return Err(Refusal::Unhealthy);
+        }
+        Ok(())
+    }
+
+    /// etcd's `mayPromoteMember` and `isLearnerReady`, for a learner whose log matches
+    /// the leader's up to `matched` while the leader's own reaches `leader_matched`:
+    /// at least 90% of it; when strict, the grown set of voters needs a started quorum.
+    pub fn may_promote(&self, matched: u64, leader_matched: u64) -> Result<(), Refusal> {
+        if (matched as f64) < (leader_matched as f64) * 0.9 {
+            return Err(Refusal::LearnerNotInSync);
+        }
+        if self.strict {
+            let voters = self.voters();
+            let started = voters.iter().filter(|voter| is_started(voter)).count();
+            if started + 1 < quorum(voters.len() + 1) {
+                return Err(Refusal::NotEnoughStarted);
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +251,45 @@ mod tests {
         assert_eq!(load_or_store_ids(&db, (1, 2)).unwrap(), (1, 2));
         assert_eq!(load_or_store_ids(&db, (3, 4)).unwrap(), (1, 2));
         assert_eq!(stored_ids(&db).unwrap(), Some((1, 2)));
+    }
+
+    fn member(id: u64, name: &str, is_learner: bool) -> Member {
+        Member { id, name: name.into(), is_learner, ..Member::default() }
+    }
+
+    #[test]
+    fn changes_that_would_endanger_the_quorum_are_refused() {
+        use std::time::Duration;
+        let up = |_: u64| Some(Duration::from_secs(60));
+        let fresh = |_: u64| Some(Duration::from_secs(1));
+        let down = |id: u64| (id != 3).then_some(Duration::from_secs(60));
+        let three = [member(1, "a", false), member(2, "b", false), member(3, "c", false)];
+        let view = |members, connected| View { members, me: 1, connected, strict: true };
+
+        assert_eq!(view(&three, &up).may_add(false), Ok(()));
+        assert_eq!(view(&three, &fresh).may_add(false), Err(Refusal::Unhealthy));
+        let with_learner = [member(1, "a", false), member(2, "", true)];
+        assert_eq!(view(&with_learner, &up).may_add(true), Err(Refusal::TooManyLearners));
+        // One started member of two: too few for a third voter, but a second is a restore.
+        let unstarted = [member(1, "a", false), member(2, "", false)];
+        assert_eq!(view(&unstarted, &up).may_add(false), Err(Refusal::NotEnoughStarted));
+        let one = [member(1, "a", false)];
+        assert_eq!(view(&one, &up).may_add(false), Ok(()));
+
+        // Removing a member that is down keeps the active quorum; removing one that is
+        // up while another is down does not.
+        assert_eq!(view(&three, &down).may_remove(&three[2]), Ok(()));
+        assert_eq!(view(&three, &down).may_remove(&three[1]), Err(Refusal::Unhealthy));
+        let alone = [member(1, "a", false)];
+        assert_eq!(view(&alone, &up).may_remove(&alone[0]), Err(Refusal::NotEnoughStarted));
+        let lax = View { members: &alone, me: 1, connected: &up, strict: false };
+        assert_eq!(lax.may_remove(&alone[0]), Err(Refusal::NotEnoughStarted), "never the last voter");
+        assert_eq!(view(&with_learner, &down).may_remove(&with_learner[1]), Ok(()));
+
+        assert_eq!(view(&three, &up).may_promote(89, 100), Err(Refusal::LearnerNotInSync));
+        assert_eq!(view(&three, &up).may_promote(90, 100), Ok(()));
+        let mostly_unstarted = [member(1, "a", false), member(2, "", false), member(3, "", false)];
+        assert_eq!(view(&mostly_unstarted, &up).may_promote(100, 100), Err(Refusal::NotEnoughStarted));
+        assert_eq!(Refusal::Unhealthy.to_string(), "etcdserver: unhealthy cluster");
     }
 }

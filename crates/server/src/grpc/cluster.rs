@@ -13,6 +13,8 @@ use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType};
 use tonic::{Request, Response, Status};
 
+use cairn_backend::members::{Refusal, View};
+
 use super::Service;
 
 impl Service {
@@ -36,76 +38,24 @@ impl Service {
         Ok(())
     }
 
-    /// The voting members.
-    fn voters(&self) -> Vec<Member> {
-        self.members().into_iter().filter(|member| !member.is_learner).collect()
-    }
-
-    /// Whether this member has been connected to member `id` for long enough
-    /// (etcd's `HealthInterval`) to count it in the active quorum; itself always.
-    fn connected_long_enough(&self, id: u64) -> bool {
+    /// Decides with etcd's readiness checks on this member's view of the cluster.
+    fn decide(&self, check: impl FnOnce(&View<'_>) -> Result<(), Refusal>) -> Result<(), Status> {
         use cairn_proposal::Leadership as _;
-        id == self.shared.member_id
-            || self.shared.connected_since(id).is_some_and(|since| since.elapsed() >= HEALTH_INTERVAL)
+        let members = self.members();
+        let connected = |id| self.shared.connected_since(id).map(|since| since.elapsed());
+        let view = View {
+            members: &members,
+            me: self.shared.member_id,
+            connected: &connected,
+            strict: self.config.strict_reconfig_check,
+        };
+        check(&view).map_err(|refusal| match refusal {
+            Refusal::Unhealthy => Status::unavailable(refusal.to_string()),
+            other => Status::failed_precondition(other.to_string()),
+        })
     }
 
-    /// etcd's `mayAddMember`: a new voter needs a quorum of the grown cluster already
-    /// started, and this member must be connected to a quorum of it (unless it is
-    /// the only voter); and, always, at most one learner.
-    fn may_add(&self, is_learner: bool) -> Result<(), Status> {
-        if is_learner && self.members().iter().any(|member| member.is_learner) {
-            return Err(Status::failed_precondition("etcdserver: too many learner members in cluster"));
-        }
-        if !self.config.strict_reconfig_check {
-            return Ok(());
-        }
-        let voters = self.voters();
-        let (members, started) =
-            (voters.len() + 1, voters.iter().filter(|member| is_started(member)).count());
-        // Adding a second member to a one-member cluster, as restoring one does.
-        let restoring = started == 1 && members == 2;
-        if !is_learner && !restoring && started < quorum(members) {
-            return Err(not_enough_started());
-        }
-        let connected = voters.iter().filter(|member| self.connected_long_enough(member.id)).count();
-        if voters.len() > 1 && connected < quorum(members) {
-            return Err(unhealthy());
-        }
-        Ok(())
-    }
-
-    /// etcd's `mayRemoveMember`: the voters left need a started quorum, and, unless
-    /// the member removed is down anyway, the active quorum must survive. The last
-    /// voter is never removed, strict or not: raft could not go on without one.
-    fn may_remove(&self, member: &Member) -> Result<(), Status> {
-        if member.is_learner {
-            return Ok(());
-        }
-        let voters = self.voters();
-        let others: Vec<&Member> = voters.iter().filter(|voter| voter.id != member.id).collect();
-        if others.is_empty() {
-            return Err(not_enough_started());
-        }
-        if !self.config.strict_reconfig_check {
-            return Ok(());
-        }
-        if others.iter().filter(|voter| is_started(voter)).count() < quorum(others.len()) {
-            return Err(not_enough_started());
-        }
-        use cairn_proposal::Leadership as _;
-        if member.id != self.shared.member_id && self.shared.connected_since(member.id).is_none() {
-            return Ok(());
-        }
-        let active = voters.iter().filter(|voter| self.connected_long_enough(voter.id)).count();
-        if active.saturating_sub(1) < 1 + (voters.len() - 1) / 2 {
-            return Err(unhealthy());
-        }
-        Ok(())
-    }
-
-    /// etcd's `mayPromoteMember` and `isLearnerReady`: the learner's log must match at
-    /// least 90% of the leader's (asked of the leader), and, when strict, the grown
-    /// set of voters needs a started quorum.
+    /// etcd's `mayPromoteMember`, with the learner's progress asked of the leader.
     async fn may_promote(&self, member: &Member) -> Result<(), Status> {
         let leader = self.shared.leader_id();
         let (matched, leader_matched) = match self.proposer.progress(member.id).await {
@@ -117,19 +67,7 @@ impl Service {
             }
             None => self.leader_progress(leader, member.id).await?,
         };
-        if (matched as f64) < (leader_matched as f64) * 0.9 {
-            return Err(Status::failed_precondition(
-                "etcdserver: can only promote a learner member which is in sync with leader",
-            ));
-        }
-        if self.config.strict_reconfig_check {
-            let voters = self.voters();
-            let started = voters.iter().filter(|voter| is_started(voter)).count();
-            if started + 1 < quorum(voters.len() + 1) {
-                return Err(not_enough_started());
-            }
-        }
-        Ok(())
+        self.decide(|view| view.may_promote(matched, leader_matched))
     }
 
     /// Member `id`'s progress as `leader` tracks it, asked over the peer connection.
@@ -197,27 +135,6 @@ fn member_not_found() -> Status {
     Status::not_found("etcdserver: member not found")
 }
 
-/// How long a peer must have been connected to count in the active quorum (etcd's
-/// `HealthInterval`).
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-
-fn quorum(members: usize) -> usize {
-    members / 2 + 1
-}
-
-/// A member counts as started once it has published its name.
-fn is_started(member: &Member) -> bool {
-    !member.name.is_empty()
-}
-
-fn not_enough_started() -> Status {
-    Status::failed_precondition("etcdserver: re-configuration failed due to not enough started members")
-}
-
-fn unhealthy() -> Status {
-    Status::unavailable("etcdserver: unhealthy cluster")
-}
-
 #[tonic::async_trait]
 impl Cluster for Service {
     async fn member_list(
@@ -254,7 +171,7 @@ impl Cluster for Service {
             client_ur_ls: Vec::new(),
             is_learner: request.is_learner,
         };
-        self.may_add(request.is_learner)?;
+        self.decide(|view| view.may_add(request.is_learner))?;
         let kind = if request.is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
         self.change(kind, id, member.encode_to_vec()).await?;
         let mut response = MemberAddResponse { header: None, member: Some(member), members: self.members() };
@@ -269,7 +186,7 @@ impl Cluster for Service {
         self.check_admin(&request).await?;
         let id = request.into_inner().id;
         let member = self.member(id).ok_or_else(member_not_found)?;
-        self.may_remove(&member)?;
+        self.decide(|view| view.may_remove(&member))?;
         if self.shared.leader_id() == id {
             // Hand leadership over first, so that the cluster is not left waiting for an
             // election timeout.
