@@ -1,8 +1,8 @@
 //! etcd's multi-version key-value model on [redb](https://docs.rs/redb): revisions,
 //! every version of every key kept until compacted, ranges at any revision, writes
 //! that share one revision (etcd's put, delete-range and txn requests applied as etcd
-//! applies them), compaction, the change feed that watchers follow, and
-//! etcd's `HashKV`.
+//! applies them), compaction, the change feed that watchers follow, etcd's
+//! `HashKV`, and [`check`], etcd's checks of a request before it is proposed.
 //!
 //! A store revision counts write requests (a txn is one revision). Each key carries
 //! the revision it was created at, the revision of its last change and its version
@@ -46,6 +46,7 @@
 
 pub mod backend;
 pub mod bbolt;
+pub mod check;
 pub mod compactor;
 mod feed;
 mod requests;

@@ -7,18 +7,8 @@ use crate::storage::StorageError;
 /// Why a request failed on this server (apart from the gate's and auth's errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Error {
-    #[error("etcdserver: key is not provided")]
-    EmptyKey,
     #[error("etcdserver: key not found")]
     KeyNotFound,
-    #[error("etcdserver: value is provided")]
-    ValueProvided,
-    #[error("etcdserver: lease is provided")]
-    LeaseProvided,
-    #[error("etcdserver: too many operations in txn request")]
-    TooManyOps,
-    #[error("etcdserver: duplicate key given in txn request")]
-    DuplicateKey,
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
@@ -93,12 +83,7 @@ impl From<redb::StorageError> for Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
-            Error::EmptyKey
-            | Error::KeyNotFound
-            | Error::ValueProvided
-            | Error::LeaseProvided
-            | Error::TooManyOps
-            | Error::DuplicateKey => Code::InvalidArgument,
+            Error::KeyNotFound => Code::InvalidArgument,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,
