@@ -14,7 +14,8 @@ pub(crate) const RULES: &[(&str, &[&str])] = &[
     // etcd's message types (cairn-api without `grpc`) only under its `etcd` feature,
     // which the check turns on.
     ("cairn-auth", &["cairn-server", "tonic", "tonic-prost", "raft"]),
-    ("cairn-proposal", FORBIDDEN),
+    // etcd's message types (cairn-api without `grpc`) behind its `etcd` feature.
+    ("cairn-proposal", &["cairn-server", "tonic", "tonic-prost", "raft"]),
     // A log for any raft-rs program: raft, but none of the server's stack.
     ("cairn-wal", &["cairn-server", "cairn-api", "tonic", "redb", "tokio"]),
     // A state machine with an injected clock: no consensus, no wire, no runtime.

@@ -17,13 +17,16 @@
 //!
 //! The gate knows nothing of raft or gRPC: it is generic over a [`Proposer`], an
 //! [`IndexSource`], a view of [`Leadership`], an [`AuthSource`] and the [`Request`]
-//! type, with in-memory implementations of each in [`memory`].
+//! type, with in-memory implementations of each in [`memory`]. With the `etcd`
+//! feature, `etcd::Proposal` is etcd's `InternalRaftRequest` as a [`Request`].
 //!
 //! **Invariant:** every request that enters the gate leaves it with the applied
 //! result or exactly one classified error, and leaves no waiter behind: the waiter is
 //! a drop guard, so no path cleans up by hand.
 
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod gate;
 pub mod memory;
 mod metrics;

@@ -3,7 +3,7 @@
 
 pub(crate) use cairn_apply::{SharedAuth, auth_read as read};
 use cairn_auth::AuthStore;
-pub(crate) use cairn_auth::etcd::{AuthApplied, is_auth_request};
+pub(crate) use cairn_auth::etcd::AuthApplied;
 
 /// The metadata key under which the server passes a client certificate's common name
 /// to the gate. Clients cannot set it: only `token` and `authorization` are taken

@@ -25,9 +25,8 @@ use cairn_api::etcdserverpb::kv_server::KvServer;
 use cairn_api::etcdserverpb::lease_server::LeaseServer;
 use cairn_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_api::etcdserverpb::watch_server::WatchServer;
-use cairn_api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
+use cairn_api::etcdserverpb::{InternalRaftRequest, ResponseHeader};
 use cairn_proposal::Gate;
-use prost::Message as _;
 use redb::ReadOnlyTable;
 use tokio::net::TcpListener;
 use tonic::Status;
@@ -132,61 +131,6 @@ impl std::ops::Deref for Service {
     }
 }
 
-/// An `InternalRaftRequest` as the gate sees it (borrowed, so that a request
-/// refused as stale can be proposed again).
-struct Proposal<'a>(&'a mut InternalRaftRequest);
-
-impl cairn_proposal::Request for Proposal<'_> {
-    fn legacy_id(&self) -> u64 {
-        self.0.id
-    }
-
-    fn is_authenticate(&self) -> bool {
-        self.0.authenticate.is_some()
-    }
-
-    fn is_priority(&self) -> bool {
-        // As etcd 3.7: revoking a lease may use twice the gap, so that expiry keeps up
-        // under load.
-        self.0.lease_revoke.is_some()
-    }
-
-    fn kind(&self) -> &'static str {
-        let request = &self.0;
-        if request.put.is_some() {
-            "put"
-        } else if request.delete_range.is_some() {
-            "delete_range"
-        } else if request.txn.is_some() {
-            "txn"
-        } else if request.compaction.is_some() {
-            "compaction"
-        } else if crate::auth::is_auth_request(request) {
-            "auth"
-        } else if request.lease_grant.is_some() {
-            "lease_grant"
-        } else if request.lease_revoke.is_some() {
-            "lease_revoke"
-        } else if request.lease_checkpoint.is_some() {
-            "lease_checkpoint"
-        } else {
-            "other"
-        }
-    }
-
-    fn set_header(&mut self, header: cairn_proposal::Header) {
-        self.0.header = Some(RequestHeader {
-            id: header.id,
-            username: header.username,
-            auth_revision: header.auth_revision,
-        });
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        self.0.encode_to_vec()
-    }
-}
-
 impl Service {
     pub(crate) fn new(parts: Inner) -> Self {
         Self { inner: Arc::new(parts) }
@@ -283,7 +227,7 @@ impl Service {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let result = match self.gate.propose(Proposal(&mut request), &pairs).await {
+            let result = match self.gate.propose(cairn_proposal::etcd::Proposal(&mut request), &pairs).await {
                 Ok(result) => result,
                 Err(error) => Err(Error::Proposal(error)),
             };
