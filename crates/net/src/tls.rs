@@ -38,6 +38,80 @@ pub struct TlsFiles {
     pub auto_tls: bool,
 }
 
+/// etcd's client TLS flags (and their `ETCD_*` variables), for a `clap` command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientTlsFlags {
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE", default_value = "")]
+    cert_file: String,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE", default_value = "")]
+    key_file: String,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", default_value = "")]
+    trusted_ca_file: String,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    client_cert_auth: bool,
+    /// Path to the client certificate revocation list file.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE", default_value = "")]
+    client_crl_file: String,
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    auto_tls: bool,
+}
+
+/// etcd's peer TLS flags (and their `ETCD_*` variables), for a `clap` command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerTlsFlags {
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE", default_value = "")]
+    peer_cert_file: String,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE", default_value = "")]
+    peer_key_file: String,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", default_value = "")]
+    peer_trusted_ca_file: String,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    peer_client_cert_auth: bool,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE", default_value = "")]
+    peer_crl_file: String,
+    /// Peer TLS using self-generated certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    peer_auto_tls: bool,
+}
+
+impl ClientTlsFlags {
+    /// The files and switches the flags name.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            trusted_ca_file: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+            crl_file: self.client_crl_file.clone(),
+            auto_tls: self.auto_tls,
+        }
+    }
+}
+
+impl PeerTlsFlags {
+    /// The files and switches the flags name.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert_file: self.peer_cert_file.clone(),
+            key_file: self.peer_key_file.clone(),
+            trusted_ca_file: self.peer_trusted_ca_file.clone(),
+            client_cert_auth: self.peer_client_cert_auth,
+            crl_file: self.peer_crl_file.clone(),
+            auto_tls: self.peer_auto_tls,
+        }
+    }
+}
+
 impl TlsFiles {
     /// Whether any TLS flag is set.
     pub fn any(&self) -> bool {

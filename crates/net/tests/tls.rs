@@ -61,3 +61,34 @@ async fn an_auto_tls_listener_speaks_h2_to_the_unverified_connector() {
     server.read_exact(&mut received).await.unwrap();
     assert_eq!(&received, b"ping");
 }
+
+#[test]
+fn etcds_tls_flags_parse_into_the_files_they_name() {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        client: cairn_net::tls::ClientTlsFlags,
+        #[command(flatten)]
+        peer: cairn_net::tls::PeerTlsFlags,
+    }
+    let parsed = Command::parse_from(
+        [
+            "etcd",
+            "--cert-file=server.crt",
+            "--key-file",
+            "server.key",
+            "--client-cert-auth",
+            "--peer-auto-tls",
+            "--peer-client-crl-file=ignored-by-name",
+        ]
+        .into_iter()
+        .filter(|arg| !arg.starts_with("--peer-client-crl")),
+    );
+    let client = parsed.client.files();
+    assert_eq!((client.cert_file.as_str(), client.key_file.as_str()), ("server.crt", "server.key"));
+    assert!(client.client_cert_auth && !client.auto_tls && client.any());
+    let peer = parsed.peer.files();
+    assert!(peer.auto_tls && peer.cert_file.is_empty() && peer.any());
+    assert!(!Command::parse_from(["etcd"]).client.files().any());
+}

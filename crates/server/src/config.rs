@@ -161,57 +161,10 @@ pub(crate) struct Config {
     pub(crate) experimental_initial_corrupt_check: bool,
 
     #[command(flatten)]
-    client_tls: ClientTls,
+    client_tls: cairn_net::tls::ClientTlsFlags,
 
     #[command(flatten)]
-    peer_tls: PeerTls,
-}
-
-/// Client TLS flags: accepted now so that etcd's command lines parse, refused when
-/// set until TLS lands.
-#[derive(Debug, clap::Args)]
-struct ClientTls {
-    /// Path to the client server TLS cert file.
-    #[arg(long, env = "ETCD_CERT_FILE", default_value = "")]
-    cert_file: String,
-    /// Path to the client server TLS key file.
-    #[arg(long, env = "ETCD_KEY_FILE", default_value = "")]
-    key_file: String,
-    /// Path to the client server TLS trusted CA cert file.
-    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", default_value = "")]
-    trusted_ca_file: String,
-    /// Enable client cert authentication.
-    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    client_cert_auth: bool,
-    /// Path to the client certificate revocation list file.
-    #[arg(long, env = "ETCD_CLIENT_CRL_FILE", default_value = "")]
-    client_crl_file: String,
-    /// Client TLS using generated certificates.
-    #[arg(long, env = "ETCD_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    auto_tls: bool,
-}
-
-/// Peer TLS flags: a single member has no peers, so they change nothing for it.
-#[derive(Debug, clap::Args)]
-struct PeerTls {
-    /// Path to the peer server TLS cert file.
-    #[arg(long, env = "ETCD_PEER_CERT_FILE", default_value = "")]
-    peer_cert_file: String,
-    /// Path to the peer server TLS key file.
-    #[arg(long, env = "ETCD_PEER_KEY_FILE", default_value = "")]
-    peer_key_file: String,
-    /// Path to the peer server TLS trusted CA file.
-    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", default_value = "")]
-    peer_trusted_ca_file: String,
-    /// Enable peer client cert authentication.
-    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    peer_client_cert_auth: bool,
-    /// Path to the peer certificate revocation list file.
-    #[arg(long, env = "ETCD_PEER_CRL_FILE", default_value = "")]
-    peer_crl_file: String,
-    /// Peer TLS using self-generated certificates.
-    #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    peer_auto_tls: bool,
+    peer_tls: cairn_net::tls::PeerTlsFlags,
 }
 
 impl Config {
@@ -448,28 +401,12 @@ impl Config {
 
     /// The client TLS flags.
     pub(crate) fn client_tls_files(&self) -> cairn_net::tls::TlsFiles {
-        let tls = &self.client_tls;
-        cairn_net::tls::TlsFiles {
-            cert_file: tls.cert_file.clone(),
-            key_file: tls.key_file.clone(),
-            trusted_ca_file: tls.trusted_ca_file.clone(),
-            client_cert_auth: tls.client_cert_auth,
-            crl_file: tls.client_crl_file.clone(),
-            auto_tls: tls.auto_tls,
-        }
+        self.client_tls.files()
     }
 
     /// The peer TLS flags.
     pub(crate) fn peer_tls_files(&self) -> cairn_net::tls::TlsFiles {
-        let tls = &self.peer_tls;
-        cairn_net::tls::TlsFiles {
-            cert_file: tls.peer_cert_file.clone(),
-            key_file: tls.peer_key_file.clone(),
-            trusted_ca_file: tls.peer_trusted_ca_file.clone(),
-            client_cert_auth: tls.peer_client_cert_auth,
-            crl_file: tls.peer_crl_file.clone(),
-            auto_tls: tls.peer_auto_tls,
-        }
+        self.peer_tls.files()
     }
 
     /// Binds every `--listen-client-urls` address, each with whether it is `https`.
@@ -587,10 +524,10 @@ mod tests {
         let config = parse(&["--name", "a", "--name=b", "--data-dir=/tmp/x", "--client-cert-auth=false"]);
         assert_eq!(config.name, "b");
         assert_eq!(config.data_dir(), PathBuf::from("/tmp/x"));
-        assert!(!config.client_tls.client_cert_auth);
+        assert!(!config.client_tls_files().client_cert_auth);
         let config = parse(&["--strict-reconfig-check=false", "--peer-auto-tls"]);
         assert!(!config.strict_reconfig_check);
-        assert!(config.peer_tls.peer_auto_tls);
+        assert!(config.peer_tls_files().auto_tls);
         config.validate().unwrap();
     }
 
