@@ -97,75 +97,38 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(storage::Store::open(&data_dir).context("cannot open the database")?);
     let db = store.get();
 
-    let initial = config.initial_members()?;
-    let token = &config.initial_cluster_token;
-    let ids: std::collections::BTreeMap<&str, u64> =
-        initial.iter().map(|(name, urls)| (name.as_str(), members::member_id(urls, token))).collect();
-    let stored = members::stored_ids(&db)?;
-    let had_data = stored.is_some();
-    let (member_id, cluster_id, members, voters) = if let Some((member_id, cluster_id)) = stored {
-        // As etcd: once a data dir exists, the --initial-cluster* flags are ignored and
-        // the member starts from the membership it has applied, so that members added
-        // since, and a cluster whose members all joined later, come back.
-        let members: Vec<cairn_api::etcdserverpb::Member> = members::load(&db)?.into_values().collect();
-        // Used only if the member stopped before it saved any raft state.
-        let voters = bootstrap_voters(&members, member_id, config.joins_existing());
-        if members.iter().any(|member| member.id == member_id && member.name == members::REMOVED) {
-            anyhow::bail!("the member has been permanently removed from the cluster");
-        }
-        info!(member = format_args!("{member_id:x}"), "restarting from the membership in the data dir");
-        (member_id, cluster_id, members, voters)
-    } else if config.joins_existing() {
-        // A new member of a running cluster learns its ID and the members from a peer.
-        let mine = config.peer_urls();
-        let others: Vec<String> =
-            initial.values().flatten().filter(|url| !mine.contains(url)).cloned().collect();
-        let peer_tls = tls::peer_client_config(&config.peer_tls_files())?;
-        let (cluster_id, members) = cairn_transport::fetch_members(&others, peer_tls.as_ref())
-            .await
-            .context("cannot learn the cluster's members from its peers (--initial-cluster)")?;
-        let Some(me) = members.iter().find(|member| {
-            let mut urls = member.peer_ur_ls.clone();
-            urls.sort();
-            urls == mine
-        }) else {
-            anyhow::bail!(
-                "this member's peer URLs {} are not a member of the cluster: add it first (etcdctl member add)",
-                mine.join(",")
+    let start = match cairn_utl::bootstrap::stored(&db, config.joins_existing())? {
+        Some(start) => {
+            info!(
+                member = format_args!("{:x}", start.member_id),
+                "restarting from the membership in the data dir"
             );
-        };
-        let member_id = me.id;
-        let (member_id, cluster_id) = members::load_or_store_ids(&db, (member_id, cluster_id))?;
-        let voters = bootstrap_voters(&members, member_id, true);
-        (member_id, cluster_id, members, voters)
-    } else {
-        let member = ids[config.name.as_str()];
-        let all: Vec<u64> = ids.values().copied().collect();
-        let (member_id, cluster_id) = members::load_or_store_ids(&db, (member, members::cluster_id(&all)))?;
-        let members: Vec<cairn_api::etcdserverpb::Member> = initial
-            .iter()
-            .map(|(name, urls)| cairn_api::etcdserverpb::Member {
-                id: ids[name.as_str()],
-                name: name.clone(),
-                peer_ur_ls: urls.clone(),
-                client_ur_ls: Vec::new(),
-                is_learner: false,
-            })
-            .collect();
-        (member_id, cluster_id, members, all)
+            start
+        }
+        None if config.joins_existing() => {
+            // A new member of a running cluster learns its ID and the members from a peer.
+            let peer_urls = config.peer_urls();
+            let others: Vec<String> = config
+                .initial_members()?
+                .into_values()
+                .flatten()
+                .filter(|url| !peer_urls.contains(url))
+                .collect();
+            let peer_tls = tls::peer_client_config(&config.peer_tls_files())?;
+            let (cluster_id, members) = cairn_transport::fetch_members(&others, peer_tls.as_ref())
+                .await
+                .context("cannot learn the cluster's members from its peers (--initial-cluster)")?;
+            let join = cairn_utl::bootstrap::Fresh::Join { cluster_id, members, peer_urls };
+            cairn_utl::bootstrap::fresh(&db, &config.name, join)?
+        }
+        None => {
+            let initial = config.initial_members()?;
+            let new =
+                cairn_utl::bootstrap::Fresh::New { initial, token: config.initial_cluster_token.clone() };
+            cairn_utl::bootstrap::fresh(&db, &config.name, new)?
+        }
     };
-    // This member's own entry carries its name; its client URLs are published through
-    // raft once it runs, so that every member learns them.
-    let members: Vec<cairn_api::etcdserverpb::Member> = members
-        .into_iter()
-        .map(|mut member| {
-            if member.id == member_id && member.name.is_empty() {
-                member.name = config.name.clone();
-            }
-            member
-        })
-        .collect();
-    members::save_missing(&db, &members)?;
+    let cairn_utl::bootstrap::Start { member_id, cluster_id, members, voters, had_data } = start;
     let peers: std::collections::HashMap<u64, Vec<String>> = members
         .iter()
         .filter(|member| member.name != members::REMOVED)
@@ -388,23 +351,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let served = grpc::serve(service, listeners, tls, http, stop).await;
     node.stop();
     served
-}
-
-/// The voters a member's raft configuration starts from before it has applied any
-/// entry: for a new cluster, its members; for a member joining a running one, the
-/// voters the cluster has now, itself left out. A joiner replays the leader's log
-/// from its start on top of them (its own addition, later changes; adding a member
-/// twice or removing one already gone changes nothing), which brings it to the
-/// cluster's configuration. Starting from nothing instead would leave it, after
-/// replaying only the changes since the cluster began, believing itself the only
-/// voter, free to elect itself.
-fn bootstrap_voters(members: &[cairn_api::etcdserverpb::Member], me: u64, joining: bool) -> Vec<u64> {
-    members
-        .iter()
-        .filter(|member| !member.is_learner && member.name != members::REMOVED)
-        .filter(|member| !joining || member.id != me)
-        .map(|member| member.id)
-        .collect()
 }
 
 /// Forgets expired simple tokens once a second, as etcd does.

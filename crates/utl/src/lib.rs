@@ -7,8 +7,10 @@
 //! A member's data dir holds the write-ahead log of [`cairn_wal`] and one redb
 //! database with the tables of [`cairn_backend`]. [`raft_state`] is what joins them:
 //! the conf state and the point the log restarted at after a snapshot, written in the
-//! state machine's own transactions. [`snapshot`] builds and reads backups; [`Command`]
-//! is the `snapshot` command line that the `cairn` binary carries.
+//! state machine's own transactions. [`bootstrap`] decides what a member starts as:
+//! the membership its data dir holds, or that of the new cluster or running cluster
+//! its flags name. [`snapshot`] builds and reads backups; [`Command`] is the
+//! `snapshot` command line that the `cairn` binary carries.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), cairn_utl::Error> {
@@ -31,6 +33,7 @@
 //! data dir behind; a backup is only ever kept under its name once its SHA-256 trailer
 //! matched what was received.
 
+pub mod bootstrap;
 mod cli;
 pub mod raft_state;
 pub mod snapshot;
