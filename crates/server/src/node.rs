@@ -133,7 +133,7 @@ impl Leadership for Shared {
 
 /// Where a read-index round's answer goes: the index to read at, or
 /// [`Error::LeaderChanged`] when leadership moved before the round was answered.
-type ReadReply = oneshot::Sender<Result<u64, Error>>;
+type ReadReply = cairn_wait::ReadReply<Error>;
 
 /// Where a membership change's outcome goes once it is applied.
 type ChangeReply = oneshot::Sender<Result<(), String>>;
@@ -390,11 +390,9 @@ pub(crate) fn start(
         lessor,
         hub,
         applied,
+        reads: cairn_wait::ReadRounds::new(config.member_id),
         config,
         pending_proposals: Vec::new(),
-        pending_reads: Vec::new(),
-        read_in_flight: None,
-        next_read_context: 0,
     };
     let thread = std::thread::Builder::new()
         .name("raft".into())
@@ -438,11 +436,8 @@ struct Runner {
     config: NodeConfig,
     /// Proposals waiting for a leader.
     pending_proposals: Vec<(Vec<u8>, oneshot::Sender<cairn_proposal::Result<()>>)>,
-    /// Reads waiting for the next read-index round.
-    pending_reads: Vec<ReadReply>,
-    /// The read-index round under way.
-    read_in_flight: Option<ReadRound>,
-    next_read_context: u64,
+    /// Linearizable reads waiting for read-index rounds.
+    reads: cairn_wait::ReadRounds<Error>,
 }
 
 /// Longest the raft thread waits for commands between two compaction batches.
@@ -455,13 +450,6 @@ const STATE_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a read-index round may go unanswered before it is asked again
 /// (etcd's `readIndexRetryTime`).
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
-
-/// One read-index request to the leader and the reads its answer releases.
-struct ReadRound {
-    context: Vec<u8>,
-    replies: Vec<ReadReply>,
-    started: std::time::Instant,
-}
 
 impl Runner {
     fn run(&mut self, commands: &Receiver<Command>) -> Result<(), StorageError> {
@@ -522,7 +510,7 @@ impl Runner {
     fn take(&mut self, command: Command) -> Result<bool, StorageError> {
         match command {
             Command::Propose(data, reply) => self.pending_proposals.push((data, reply)),
-            Command::ReadIndex(reply) => self.pending_reads.push(reply),
+            Command::ReadIndex(reply) => self.reads.push(reply),
             Command::ConfChange(change, reply) => {
                 if self.pending_conf.is_some() {
                     let _ = reply.send(Err("etcdserver: a membership change is already in progress".into()));
@@ -587,31 +575,19 @@ impl Runner {
         }
     }
 
-    /// Starts one read-index round for every read waiting, as etcd's
-    /// `linearizableReadLoop` batches them. A round unanswered for
-    /// [`READ_INDEX_RETRY`] (its request or answer was lost, or leadership moved)
-    /// is asked again under a new context, keeping the reads it answers.
+    /// Starts one read-index round for every read waiting (`cairn-wait`'s
+    /// `ReadRounds`), once there is a leader; a round unanswered for
+    /// [`READ_INDEX_RETRY`] is asked again under a new context, keeping its reads.
     fn start_read_round(&mut self) {
-        let stale = |round: &mut ReadRound| round.started.elapsed() >= READ_INDEX_RETRY;
-        if let Some(round) = self.read_in_flight.take_if(stale) {
+        let now = std::time::Instant::now();
+        if self.reads.retry_stale(now, READ_INDEX_RETRY) {
             self.shared.slow_read_indexes.fetch_add(1, Ordering::Relaxed);
-            self.pending_reads.extend(round.replies);
         }
-        self.pending_reads.retain(|reply| !reply.is_closed());
-        if self.read_in_flight.is_some()
-            || self.pending_reads.is_empty()
-            || self.node.raft.leader_id == raft::INVALID_ID
+        if self.node.raft.leader_id != raft::INVALID_ID
+            && let Some(context) = self.reads.start(now)
         {
-            return;
+            self.node.read_index(context);
         }
-        // The leader keeps one pending round per context, so a context names its
-        // member as well: two followers' rounds must never collide.
-        self.next_read_context += 1;
-        let mut context = self.node.raft.id.to_be_bytes().to_vec();
-        context.extend_from_slice(&self.next_read_context.to_be_bytes());
-        self.node.read_index(context.clone());
-        let replies = std::mem::take(&mut self.pending_reads);
-        self.read_in_flight = Some(ReadRound { context, replies, started: std::time::Instant::now() });
     }
 
     /// One round of raft-rs's `Ready`, in its documented order.
@@ -654,16 +630,7 @@ impl Runner {
     /// Releases the reads of the round each read state answers.
     fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
         for state in states {
-            if let Some(round) = self.read_in_flight.take() {
-                if round.context == state.request_ctx {
-                    for reply in round.replies {
-                        let _ = reply.send(Ok(state.index));
-                    }
-                } else {
-                    // An answer to a round since retried: the new round answers.
-                    self.read_in_flight = Some(round);
-                }
-            }
+            self.reads.answer(&state.request_ctx, state.index);
         }
     }
 
@@ -757,10 +724,7 @@ impl Runner {
                 // Reads waiting for a round confirm nothing about a leadership that
                 // ended: they fail, as etcd's read loop fails them, and are retried by
                 // clients (etcd's `ErrLeaderChanged` is Unavailable).
-                let replies = self.read_in_flight.take().into_iter().flat_map(|round| round.replies);
-                for reply in replies.chain(self.pending_reads.drain(..)) {
-                    let _ = reply.send(Err(Error::LeaderChanged));
-                }
+                self.reads.fail_all(|| Error::LeaderChanged);
             }
         }
         if leader != previous && leader != raft::INVALID_ID {

@@ -1,4 +1,5 @@
-//! Waiting for the apply loop: by request ID ([`Wait`]) and by index ([`IndexWait`]).
+//! Waiting for the apply loop: by request ID ([`Wait`]) and by index ([`IndexWait`]);
+//! and linearizable reads waiting for read-index rounds ([`ReadRounds`]).
 //!
 //! These are etcd's `pkg/wait` `Wait` and `WaitTime`, done with Rust ownership.
 //!
@@ -21,9 +22,11 @@
 //! ```
 
 mod index;
+mod read;
 mod registry;
 
 pub use index::{IndexWait, IndexWaiter};
+pub use read::{ReadReply, ReadRounds};
 pub use registry::{DEFAULT_SHARDS, Wait, Waiter};
 
 /// What can go wrong when registering or awaiting a waiter.
