@@ -119,6 +119,38 @@ pub fn backend_hash(
     Ok((hash(&reader, true)?.hash, revision))
 }
 
+/// What `Maintenance.Snapshot` streams: the backup [`write`] makes, in a temporary
+/// file in `dir` (memory stays bounded whatever the size), handed to `send` in
+/// `chunk`-byte blobs with the bytes still to come after each, then one last blob
+/// with the file's SHA-256 (remaining 0), as etcd streams it. Stops early, without
+/// an error, when `send` says the receiver has gone.
+pub fn stream(
+    db: &redb::Database,
+    dir: &std::path::Path,
+    cluster_version: &str,
+    chunk: usize,
+    mut send: impl FnMut(Vec<u8>, u64) -> bool,
+) -> Result<(), Error> {
+    use std::io::Read as _;
+    let file = tempfile::tempfile_in(dir).map_err(crate::io_error("cannot create a snapshot file"))?;
+    let (mut file, total, _) = write(db, file, cluster_version)?;
+    file.rewind().map_err(crate::io_error("cannot read the snapshot file"))?;
+    let mut hasher = Sha256::new();
+    let mut sent = 0u64;
+    let mut buffer = vec![0u8; chunk.max(1)];
+    while sent < total {
+        let n = (total - sent).min(buffer.len() as u64) as usize;
+        file.read_exact(&mut buffer[..n]).map_err(crate::io_error("cannot read the snapshot file"))?;
+        hasher.update(&buffer[..n]);
+        sent += n as u64;
+        if !send(buffer[..n].to_vec(), total - sent) {
+            return Ok(());
+        }
+    }
+    send(hasher.finalize().to_vec(), 0);
+    Ok(())
+}
+
 /// Writes the state machine, as one read transaction of `db` sees it, to `file` as
 /// an etcd backend whose `cluster` bucket says `cluster_version`, giving back the file
 /// (flushed, not synced), its size and the store revision.

@@ -129,3 +129,40 @@ fn a_saved_snapshot_is_checked_by_its_sha256_trailer() {
     assert_eq!(error, "snapshot missing hash but --skip-hash-check=false");
     backup::verify_hash(&bare, true).unwrap();
 }
+
+#[test]
+fn a_streamed_backup_is_the_file_then_its_sha256_and_stops_when_the_receiver_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = cairn_backend::open(&dir.path().join("m")).unwrap();
+    let mut blobs: Vec<(Vec<u8>, u64)> = Vec::new();
+    cairn_backend::backup::stream(&db, dir.path(), "3.5.0", 4096, |blob, remaining| {
+        blobs.push((blob, remaining));
+        true
+    })
+    .unwrap();
+    let (hash, last_remaining) = blobs.pop().unwrap();
+    assert_eq!(last_remaining, 0);
+    let file: Vec<u8> = blobs.iter().flat_map(|(blob, _)| blob.clone()).collect();
+    assert!(blobs.iter().all(|(blob, _)| blob.len() <= 4096) && blobs.len() > 1);
+    // Each blob says how much is still to come.
+    let mut left = file.len() as u64;
+    for (blob, remaining) in &blobs {
+        left -= blob.len() as u64;
+        assert_eq!(*remaining, left);
+    }
+    use sha2::Digest as _;
+    assert_eq!(hash, sha2::Sha256::digest(&file).to_vec());
+    // Saved with its trailer, the file passes etcd's check and reads as a backend.
+    let saved = dir.path().join("saved.db");
+    std::fs::write(&saved, [file.as_slice(), hash.as_slice()].concat()).unwrap();
+    cairn_backend::backup::verify_hash(&saved, false).unwrap();
+    assert!(cairn_backend::backup::status(&saved).is_ok());
+
+    let mut taken = 0;
+    cairn_backend::backup::stream(&db, dir.path(), "3.5.0", 4096, |_, _| {
+        taken += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(taken, 1, "nothing more once the receiver has gone");
+}

@@ -9,11 +9,9 @@ use cairn_api::etcdserverpb::{
     MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
     StatusResponse,
 };
-use std::io::{Read, Seek};
 use std::pin::Pin;
 
 use futures::Stream;
-use sha2::{Digest, Sha256};
 
 use crate::apply::Applied;
 use crate::error::Error;
@@ -43,9 +41,14 @@ impl Maintenance for Service {
         let dir = self.db.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = send_snapshot(&db, &dir, &sender) {
+            let send = |blob, remaining_bytes| {
+                let response = SnapshotResponse { remaining_bytes, blob, ..SnapshotResponse::default() };
+                sender.blocking_send(Ok(response)).is_ok()
+            };
+            if let Err(error) = crate::storage::backup::stream(&db, &dir, ETCD_VERSION, SNAPSHOT_CHUNK, send)
+            {
                 tracing::warn!(%error, "sending a snapshot failed");
-                let _ = sender.blocking_send(Err(Status::unknown(error)));
+                let _ = sender.blocking_send(Err(Status::unknown(error.to_string())));
             }
         });
         let stream = futures::stream::unfold(receiver, |mut receiver| async move {
@@ -339,38 +342,6 @@ impl Service {
     fn db_size(&self) -> i64 {
         self.db.size() as i64
     }
-}
-
-/// Writes the snapshot file and sends it through `sender`; stops early, without an
-/// error, once the client has gone.
-fn send_snapshot(
-    db: &redb::Database,
-    dir: &std::path::Path,
-    sender: &tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
-) -> Result<(), String> {
-    let file =
-        tempfile::tempfile_in(dir).map_err(|error| format!("cannot create a snapshot file: {error}"))?;
-    let (mut file, total, _) =
-        crate::storage::backup::write(db, file, ETCD_VERSION).map_err(|error| error.to_string())?;
-    file.rewind().map_err(|error| error.to_string())?;
-    let mut hasher = Sha256::new();
-    let mut sent = 0u64;
-    let mut buffer = vec![0u8; SNAPSHOT_CHUNK];
-    while sent < total {
-        let n = (total - sent).min(SNAPSHOT_CHUNK as u64) as usize;
-        file.read_exact(&mut buffer[..n]).map_err(|error| error.to_string())?;
-        hasher.update(&buffer[..n]);
-        sent += n as u64;
-        let blob = buffer[..n].to_vec();
-        let response =
-            SnapshotResponse { remaining_bytes: total - sent, blob, ..SnapshotResponse::default() };
-        if sender.blocking_send(Ok(response)).is_err() {
-            return Ok(());
-        }
-    }
-    let hash = SnapshotResponse { blob: hasher.finalize().to_vec(), ..SnapshotResponse::default() };
-    let _ = sender.blocking_send(Ok(hash));
-    Ok(())
 }
 
 /// Whether `version` parses as etcd's downgrade target does: semver, or
