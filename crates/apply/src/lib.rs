@@ -114,6 +114,30 @@ pub enum Error {
     Storage(String),
 }
 
+impl Error {
+    /// The gRPC status code etcd answers this error with (as an `i32`, so that the
+    /// crate needs no gRPC library).
+    pub fn grpc_code(&self) -> i32 {
+        const INVALID_ARGUMENT: i32 = 3;
+        const NOT_FOUND: i32 = 5;
+        const RESOURCE_EXHAUSTED: i32 = 8;
+        const FAILED_PRECONDITION: i32 = 9;
+        const OUT_OF_RANGE: i32 = 11;
+        const INTERNAL: i32 = 13;
+        const DATA_LOSS: i32 = 15;
+        match self {
+            Self::KeyNotFound => INVALID_ARGUMENT,
+            Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => OUT_OF_RANGE,
+            Self::LeaseNotFound | Self::MemberNotFound => NOT_FOUND,
+            Self::LeaseExists => FAILED_PRECONDITION,
+            Self::NoSpace => RESOURCE_EXHAUSTED,
+            Self::CorruptCluster => DATA_LOSS,
+            Self::Auth(inner) => inner.grpc_code(),
+            Self::Storage(_) => INTERNAL,
+        }
+    }
+}
+
 impl From<cairn_mvcc::Error> for Error {
     fn from(error: cairn_mvcc::Error) -> Self {
         match error {

@@ -11,7 +11,6 @@ use tonic::{Request, Response, Status};
 
 use super::Service;
 use crate::apply::Applied;
-use crate::error::Error;
 
 #[tonic::async_trait]
 impl Kv for Service {
@@ -123,7 +122,7 @@ impl Service {
                 tracing::info!(revision, "compacted");
                 true
             }
-            Err(status) if status.message() == Error::Compacted.to_string() => true,
+            Err(status) if status.message() == cairn_apply::Error::Compacted.to_string() => true,
             Err(status) => {
                 tracing::warn!(revision, error = %status.message(), "auto compaction failed");
                 false

@@ -319,7 +319,7 @@ impl Service {
         // As etcd's `WithRoot`: expiry deletes the keys whoever wrote them.
         match self.write(internal, &Credentials::server()).await {
             Ok(_) => tracing::debug!(lease = format_args!("{id:x}"), "revoked an expired lease"),
-            Err(status) if status.message() == Error::LeaseNotFound.to_string() => {}
+            Err(status) if status.message() == cairn_apply::Error::LeaseNotFound.to_string() => {}
             Err(status) => {
                 tracing::warn!(lease = format_args!("{id:x}"), error = %status.message(), "revoking an expired lease failed");
                 lease::lock(&self.lessor).revoke_failed(id);

@@ -221,7 +221,7 @@ impl Service {
             if !crate::alarms::no_space(&crate::alarms::lock(&self.alarms)) {
                 Box::pin(self.raise_no_space()).await;
             }
-            return Err(Error::NoSpace.into());
+            return Err(Error::Apply(cairn_apply::Error::NoSpace).into());
         }
         let pairs = credentials.as_pairs();
         let mut attempts = 0;
