@@ -134,7 +134,8 @@ impl Applier {
         })
     }
 
-    /// Applies `request`, the entry at `index`. A refused request changes nothing.
+    /// Applies `request`, the entry at `index`. A refused request changes nothing,
+    /// except one over the quota, which is applied and answered [`Error::NoSpace`].
     pub fn apply(
         &mut self,
         batch: &mut Batch<'_>,
@@ -419,9 +420,12 @@ impl Applier {
     ) -> Result<Applied, Error> {
         let mut members = state::members(&self.state.members);
         if let Some(member) = members.get_mut(&attributes.id) {
-            member.name = attributes.name.clone();
-            member.client_ur_ls = attributes.client_urls.clone();
-            members::save(txn, member)?;
+            let mut updated = member.clone();
+            updated.name = attributes.name.clone();
+            updated.client_ur_ls = attributes.client_urls.clone();
+            // Saved first: a refusal leaves the registry as it was.
+            members::save(txn, &updated)?;
+            *member = updated;
         }
         Ok(Applied::MemberAttributes)
     }
@@ -440,8 +444,10 @@ impl Applier {
             .ok_or(Error::MemberNotFound)?;
         let mut urls = update.peer_ur_ls.clone();
         urls.sort();
-        member.peer_ur_ls = urls.clone();
-        members::save(txn, member)?;
+        let mut updated = member.clone();
+        updated.peer_ur_ls = urls.clone();
+        members::save(txn, &updated)?;
+        *member = updated;
         self.member_updates.push((update.id, urls));
         tracing::info!(member = format_args!("{:x}", update.id), urls = ?update.peer_ur_ls, "member peer URLs updated");
         Ok(Applied::MemberAttributes)

@@ -12,7 +12,8 @@
 //! the caller's, and so is deciding when a transaction is made durable.
 //!
 //! The state readers share ([`State`]: the key index, lessor, auth store, alarms and
-//! members) is behind locks, taken one at a time for the shortest span; the changes
+//! members) is behind locks, each held for the shortest span (a write holds the key
+//! index and the lessor together; a reload after a restore holds them all); the changes
 //! for watchers and the rows a compaction dropped are handed over after commit.
 //!
 //! ```
@@ -39,8 +40,10 @@
 //!
 //! **Invariant:** every member that applies the same requests in the same order from
 //! the same state reaches the same state and gives the same answers: a request is
-//! decided on the applied state alone (never on a clock, a member's view or anything
-//! outside the transaction), and a refused request changes nothing.
+//! decided on the applied state (never on a clock or a member's view of the cluster),
+//! and a refused request changes nothing. The one exception is etcd's: the quota is
+//! measured on this member's own database file, and a write that leaves it over the
+//! quota is applied, and answered NOSPACE.
 
 mod applier;
 mod state;
@@ -74,7 +77,7 @@ pub enum Applied {
 }
 
 /// Why a request was refused when applied, with etcd's texts. A refused request
-/// changed nothing.
+/// changed nothing, except [`Error::NoSpace`] after the quota (see its text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -14,13 +14,24 @@ pub(crate) enum Error {
     #[error("etcdserver: leader changed")]
     LeaderChanged,
     /// A refusal by the state machine (also for reads: compacted or future
-    /// revisions), or the store's failure.
+    /// revisions), or the store's failure; auth's refusals are [`Error::Auth`].
     #[error(transparent)]
-    Apply(#[from] cairn_apply::Error),
+    Apply(cairn_apply::Error),
     #[error(transparent)]
     Proposal(#[from] cairn_proposal::Error),
     #[error(transparent)]
     Auth(#[from] cairn_auth::Error),
+}
+
+impl From<cairn_apply::Error> for Error {
+    /// Auth's refusals stay auth's, so that the write path can tell a stale auth
+    /// revision (which it proposes again) from the rest.
+    fn from(error: cairn_apply::Error) -> Self {
+        match error {
+            cairn_apply::Error::Auth(error) => Self::Auth(error),
+            other => Self::Apply(other),
+        }
+    }
 }
 
 impl From<StorageError> for Error {
@@ -31,7 +42,7 @@ impl From<StorageError> for Error {
 
 impl From<cairn_mvcc::Error> for Error {
     fn from(error: cairn_mvcc::Error) -> Self {
-        Self::Apply(error.into())
+        Self::Apply(cairn_apply::Error::from(error))
     }
 }
 
@@ -50,5 +61,21 @@ impl From<Error> for Status {
             Error::Auth(inner) => Code::from(inner.grpc_code()),
         };
         Status::new(code, error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_auth_revision_from_the_applier_stays_an_auth_error_the_write_path_retries() {
+        let refused = cairn_apply::Error::Auth(cairn_auth::Error::AuthOldRevision);
+        assert_eq!(Error::from(refused), Error::Auth(cairn_auth::Error::AuthOldRevision));
+        let status = Status::from(Error::from(cairn_apply::Error::Compacted));
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(status.message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(Status::from(Error::from(cairn_mvcc::Error::FutureRevision)).code(), Code::OutOfRange);
+        assert_eq!(Status::from(Error::Apply(cairn_apply::Error::NoSpace)).code(), Code::ResourceExhausted);
     }
 }

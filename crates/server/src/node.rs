@@ -583,6 +583,7 @@ impl Runner {
         if self.reads.retry_stale(now, READ_INDEX_RETRY) {
             self.shared.slow_read_indexes.fetch_add(1, Ordering::Relaxed);
         }
+        self.reads.forget_gone();
         if self.node.raft.leader_id != raft::INVALID_ID
             && let Some(context) = self.reads.start(now)
         {
@@ -901,10 +902,15 @@ impl Runner {
         if self.applier.take_quota_exceeded() {
             self.config.quota_exceeded.notify_one();
         }
+        let updates = self.applier.take_member_updates();
         if let Some(transport) = &self.transport {
-            for (id, urls) in self.applier.take_member_updates() {
-                transport.remove_peer(id);
-                transport.add_peer(id, urls);
+            let members = cairn_apply::members(&self.shared.members);
+            for (id, urls) in updates {
+                // A member removed later in the same batch stays removed.
+                if members.get(&id).is_some_and(|member| member.name != crate::members::REMOVED) {
+                    transport.remove_peer(id);
+                    transport.add_peer(id, urls);
+                }
             }
         }
         if self.promote_at.is_some_and(|index| self.applied >= index) {

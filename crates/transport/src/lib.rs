@@ -2,8 +2,8 @@
 //! raft-rs program has to write, as etcd's `rafthttp` is etcd's.
 //!
 //! [`Transport`] is the sending side. Each peer has a task with a bounded queue and
-//! one client stream, reconnected with backoff (50 ms doubling to 1 s) across the
-//! peer's URLs; queued messages go out in batches of up to 256. The raft thread hands
+//! one client stream, reopened across the peer's URLs after 50 ms, the pause doubling
+//! up to 1 s while connections fail or the peer ends each stream at once; queued messages go out in batches of up to 256. The raft thread hands
 //! over a `Ready`'s messages with [`Transport::send`], which never waits: a slow or
 //! dead peer only loses messages, which raft retransmits, and the losses are counted.
 //! Each sender remembers since when its connection has been up, which etcd uses to

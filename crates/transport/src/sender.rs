@@ -19,6 +19,8 @@ use tracing::{debug, warn};
 const QUEUE: usize = 4096;
 /// Most messages sent in one batch.
 const BATCH: usize = 256;
+/// How long a stream must have lasted for its end to reset the reconnection backoff.
+const STABLE: Duration = Duration::from_secs(1);
 
 /// The sending side, shared with the raft thread: [`send`](Self::send) never waits.
 #[derive(Debug)]
@@ -197,8 +199,8 @@ async fn send_loop(
                 continue;
             }
         };
-        backoff = Duration::from_millis(50);
-        set_connected(Some(Instant::now()));
+        let connected_at = Instant::now();
+        set_connected(Some(connected_at));
         let mut client = client.max_encoding_message_size(usize::MAX);
         let (batches, outgoing) = mpsc::channel::<RaftBatch>(16);
         let stream = futures::stream::unfold(outgoing, |mut outgoing| async move {
@@ -211,10 +213,9 @@ async fn send_loop(
             tokio::select! {
                 ended = &mut call => break Some(ended),
                 first = messages.recv() => {
-                    let Some(first) = first else {
-                        call.abort();
-                        return;
-                    };
+                    // The peer was removed: the stream ends once the batches already
+                    // queued are sent (the call goes on without this task).
+                    let Some(first) = first else { return };
                     let mut encoded = vec![first.write_to_bytes().unwrap_or_default()];
                     while encoded.len() < BATCH {
                         match messages.try_recv() {
@@ -241,6 +242,10 @@ async fn send_loop(
             }
         }
         set_connected(None);
+        // A stream that lasted is reopened at once (after the shortest pause); one the
+        // peer ends as soon as it opens backs off as a failed connection does.
+        backoff = if connected_at.elapsed() >= STABLE { Duration::from_millis(50) } else { backoff };
         tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }

@@ -53,11 +53,17 @@ impl<E> ReadRounds<E> {
         }
     }
 
+    /// Drops the waiting reads whose caller gave up (also while no round can start,
+    /// so that they do not pile up without a leader).
+    pub fn forget_gone(&mut self) {
+        self.pending.retain(|reply| !reply.is_closed());
+    }
+
     /// Starts a round for every read waiting (those whose caller gave up dropped) and
     /// returns its context for raft's `read_index`; `None` while a round is in flight
     /// or nothing waits.
     pub fn start(&mut self, now: Instant) -> Option<Vec<u8>> {
-        self.pending.retain(|reply| !reply.is_closed());
+        self.forget_gone();
         if self.in_flight.is_some() || self.pending.is_empty() {
             return None;
         }
