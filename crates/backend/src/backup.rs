@@ -119,7 +119,7 @@ pub fn backend_hash(
     Ok((hash(&reader, true)?.hash, revision))
 }
 
-/// What `Maintenance.Snapshot` streams: the backup [`write`] makes, in a temporary
+/// What `Maintenance.Snapshot` streams: the backup [`write()`] makes, in a temporary
 /// file in `dir` (memory stays bounded whatever the size), handed to `send` in
 /// `chunk`-byte blobs with the bytes still to come after each, then one last blob
 /// with the file's SHA-256 (remaining 0), as etcd streams it. Stops early, without
