@@ -2,7 +2,8 @@
 //! every version of every key kept until compacted, ranges at any revision, writes
 //! that share one revision (etcd's put, delete-range and txn requests applied as etcd
 //! applies them), compaction, the change feed that watchers follow, etcd's
-//! `HashKV`, and [`check`], etcd's checks of a request before it is proposed.
+//! `HashKV` and its [`corrupt`] verdicts, and [`check`], etcd's checks of a request
+//! before it is proposed.
 //!
 //! A store revision counts write requests (a txn is one revision). Each key carries
 //! the revision it was created at, the revision of its last change and its version
@@ -48,6 +49,7 @@ pub mod backend;
 pub mod bbolt;
 pub mod check;
 pub mod compactor;
+pub mod corrupt;
 mod feed;
 mod requests;
 mod store;

@@ -1,7 +1,7 @@
-//! Corruption checks: etcd's `HashKV` of this member's store, the check at start
-//! that compares it with the peers' (`--experimental-initial-corrupt-check`), and the
-//! leader's periodic check (`--experimental-corrupt-check-time`), which raises the
-//! CORRUPT alarm.
+//! Corruption checks: the check at start that compares this member's `HashKV` with
+//! the peers' (`--experimental-initial-corrupt-check`); the leader's periodic check
+//! (`--experimental-corrupt-check-time`) is in the maintenance service, which raises
+//! the CORRUPT alarm. The verdicts are `cairn-mvcc`'s, the calls `cairn-transport`'s.
 //!
 //! A member whose store hashes differently from a peer's at the same revision and
 //! compaction revision refuses to start: serving it would answer reads with data the
@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use cairn_mvcc::corrupt::{InitialMismatch, initial_mismatch};
 use redb::ReadableDatabase as _;
 use tracing::{info, warn};
 
@@ -28,6 +29,18 @@ pub(crate) fn local_hash(db: &redb::Database, index: &KeyIndex, member_id: u64) 
         .map_err(|error| anyhow::anyhow!("{member_id:x} failed to fetch hash ({error})"))
 }
 
+/// A peer's hash at `revision`, as `cairn-transport` asks it.
+pub(crate) async fn ask(
+    urls: &[String],
+    tls: Option<&PeerTls>,
+    revision: i64,
+    timeout: Duration,
+) -> Result<HashKv, cairn_transport::Error> {
+    let remote = cairn_transport::ask_hash(urls, tls, revision, timeout).await?;
+    let (hash, compact_revision) = (remote.hash, remote.compact_revision);
+    Ok(HashKv { hash, revision: remote.revision, compact_revision, hash_revision: revision })
+}
+
 /// etcd's `CheckInitialHashKV`: this member's hash at its current revision (`local`)
 /// against each peer's at that revision. Fails only on a mismatch at equal compaction
 /// revisions.
@@ -41,11 +54,16 @@ pub(crate) async fn initial_check(
     info!(member = format_args!("{member_id:x}"), ?timeout, "starting initial corruption check");
     let mut mismatches = 0;
     for (&peer, urls) in peers.iter().filter(|(peer, _)| **peer != member_id) {
-        match ask(urls, tls, local.revision, timeout).await {
-            Ok(remote) if remote.hash != local.hash && remote.compact_revision == local.compact_revision => {
+        let peer_hex = format_args!("{peer:x}");
+        match ask(urls, tls, local.revision, timeout)
+            .await
+            .map(|remote| (initial_mismatch(&local, &remote), remote))
+        {
+            Ok((None, _)) => {}
+            Ok((Some(InitialMismatch::Hash), remote)) => {
                 warn!(
                     member = format_args!("{member_id:x}"),
-                    peer = format_args!("{peer:x}"),
+                    peer = %peer_hex,
                     revision = local.revision,
                     local_hash = local.hash,
                     remote_hash = remote.hash,
@@ -54,19 +72,15 @@ pub(crate) async fn initial_check(
                 );
                 mismatches += 1;
             }
-            Ok(remote) if remote.hash != local.hash => warn!(
-                peer = format_args!("{peer:x}"),
+            Ok((Some(InitialMismatch::CompactRevision), remote)) => warn!(
+                peer = %peer_hex,
                 local_compact_revision = local.compact_revision,
                 remote_compact_revision = remote.compact_revision,
                 "found different compact revision values from remote peer"
             ),
-            Ok(_) => {}
-            Err(error) => warn!(
-                peer = format_args!("{peer:x}"),
-                revision = local.revision,
-                %error,
-                "cannot fetch hash from remote peer"
-            ),
+            Err(error) => {
+                warn!(peer = %peer_hex, revision = local.revision, %error, "cannot fetch hash from remote peer")
+            }
         }
     }
     if mismatches > 0 {
@@ -74,101 +88,4 @@ pub(crate) async fn initial_check(
     }
     info!(member = format_args!("{member_id:x}"), "initial corruption checking passed; no corruption");
     Ok(())
-}
-
-/// A peer's hash at `revision`, from the first of its URLs that answers.
-pub(crate) async fn ask(
-    urls: &[String],
-    tls: Option<&PeerTls>,
-    revision: i64,
-    timeout: Duration,
-) -> anyhow::Result<HashKv> {
-    let mut last = anyhow::anyhow!("no peer URLs");
-    for url in urls {
-        let asked = tokio::time::timeout(timeout, async {
-            let channel = cairn_net::peer::connect(url, tls).await?;
-            let mut client = cairn_api::cairnpb::membership_client::MembershipClient::new(channel);
-            let response = client.hash_kv(cairn_api::cairnpb::HashKvRequest { revision }).await?.into_inner();
-            anyhow::Ok(HashKv {
-                hash: response.hash,
-                revision: response.revision,
-                compact_revision: response.compact_revision,
-                hash_revision: revision,
-            })
-        })
-        .await;
-        match asked {
-            Ok(Ok(remote)) => return Ok(remote),
-            Ok(Err(error)) => last = anyhow::anyhow!("{url}: {error}"),
-            Err(_) => last = anyhow::anyhow!("{url}: timed out"),
-        }
-    }
-    Err(last)
-}
-
-/// What the leader's periodic check saw: its own hash before and after confirming
-/// it leads, and each peer's answer at the first one's revision.
-pub(crate) struct PeriodicFindings {
-    pub(crate) member_id: u64,
-    pub(crate) first: HashKv,
-    pub(crate) second: HashKv,
-    pub(crate) peers: Vec<(u64, HashKv)>,
-}
-
-/// etcd's `checkHashKV` verdict: the member that looks corrupt, if any. The leader
-/// itself when its hash changed with neither revision moving; a peer ahead of the
-/// leader's revision or compaction revision, or with another hash at the same
-/// compaction revision.
-pub(crate) fn periodic_verdict(findings: &PeriodicFindings) -> Option<u64> {
-    let PeriodicFindings { member_id, first, second, peers } = findings;
-    if second.hash != first.hash
-        && second.revision == first.revision
-        && second.compact_revision == first.compact_revision
-    {
-        warn!(revision = first.revision, "found hash mismatch with itself");
-        return Some(*member_id);
-    }
-    for (peer, remote) in peers {
-        let peer_hex = format_args!("{peer:x}");
-        if remote.revision > second.revision {
-            warn!(peer = %peer_hex, "revision from follower must be less than or equal to leader's");
-        } else if remote.compact_revision > second.compact_revision {
-            warn!(peer = %peer_hex, "compact revision from follower must be less than or equal to leader's");
-        } else if remote.compact_revision == first.compact_revision && remote.hash != first.hash {
-            warn!(peer = %peer_hex, "same compact revision then hashes must match");
-        } else {
-            continue;
-        }
-        return Some(*peer);
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hash(hash: u32, revision: i64, compact_revision: i64) -> HashKv {
-        HashKv { hash, revision, compact_revision, hash_revision: revision }
-    }
-
-    #[test]
-    fn the_periodic_verdict_is_etcds() {
-        let findings = |second: HashKv, peer: HashKv| PeriodicFindings {
-            member_id: 1,
-            first: hash(7, 10, 5),
-            second,
-            peers: vec![(2, peer)],
-        };
-        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(7, 10, 5))), None);
-        // A peer behind, or compacted less, is fine; at the same compaction it must agree.
-        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(3, 8, 2))), None);
-        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(8, 10, 5))), Some(2));
-        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(7, 11, 5))), Some(2));
-        assert_eq!(periodic_verdict(&findings(hash(7, 10, 5), hash(7, 10, 6))), Some(2));
-        // The leader's own hash moved while nothing was written: the leader.
-        assert_eq!(periodic_verdict(&findings(hash(9, 10, 5), hash(7, 10, 5))), Some(1));
-        // It moved because a write came in between: not a sign of anything.
-        assert_eq!(periodic_verdict(&findings(hash(9, 11, 5), hash(7, 10, 5))), None);
-    }
 }

@@ -22,7 +22,6 @@ mod metrics;
 mod node;
 mod storage;
 use cairn_net::tls;
-mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -279,48 +278,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let shared = Arc::clone(&node.shared);
-    let peer_services = transport::PeerServices {
-        peer: {
-            let proposer = node.proposer.clone();
-            let is_removed = Arc::clone(&node.shared);
-            let received_failures = metrics::meter()
-                .u64_counter("etcd_network_peer_received_failures")
-                .with_description("The total number of receive failures from peers.")
-                .build();
-            // An append: raft's 1 MiB of entries, plus one entry of the largest request.
-            let max_message = 1024 * 1024 + config.max_request_bytes + grpc::GRPC_OVERHEAD_BYTES;
-            cairn_transport::Receiver::new(cluster_id, max_message, move |message| proposer.deliver(message))
-                .removed(move |id| is_removed.is_removed(id))
-                .on_refused(move |from| {
-                    received_failures.add(1, &[opentelemetry::KeyValue::new("From", format!("{from:x}"))])
-                })
-        },
-        leases: grpc::PeerLeases(service.clone()),
-        membership: transport::MembershipService {
-            cluster_id,
-            member_id,
-            hash_kv: {
-                let service = service.clone();
-                Arc::new(move |revision| service.hash_kv(revision))
-            },
-            proposer: node.proposer.clone(),
-            members: Arc::new(move || {
-                shared
-                    .members
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .values()
-                    .cloned()
-                    .collect()
-            }),
-        },
+    let receiver = {
+        let proposer = node.proposer.clone();
+        let is_removed = Arc::clone(&node.shared);
+        let received_failures = metrics::meter()
+            .u64_counter("etcd_network_peer_received_failures")
+            .with_description("The total number of receive failures from peers.")
+            .build();
+        // An append: raft's 1 MiB of entries, plus one entry of the largest request.
+        let max_message = 1024 * 1024 + config.max_request_bytes + grpc::GRPC_OVERHEAD_BYTES;
+        cairn_transport::Receiver::new(cluster_id, max_message, move |message| proposer.deliver(message))
+            .removed(move |id| is_removed.is_removed(id))
+            .on_refused(move |from| {
+                received_failures.add(1, &[opentelemetry::KeyValue::new("From", format!("{from:x}"))])
+            })
     };
+    // A batch holds many messages, or one snapshot of up to 512 MiB; each message is
+    // checked against its own limit as it is taken apart.
+    let peer_routes = tonic::service::Routes::default()
+        .add_service(
+            cairn_api::cairnpb::peer_server::PeerServer::new(receiver)
+                .max_decoding_message_size(cairn_transport::MAX_SNAPSHOT_MESSAGE + grpc::GRPC_OVERHEAD_BYTES),
+        )
+        .add_service(
+            cairn_transport::MembershipService::new(cluster_id, Arc::new(service.clone())).into_server(),
+        )
+        .add_service(cairn_api::cairnpb::leases_server::LeasesServer::new(grpc::PeerLeases(service.clone())));
     let peer_server_tls =
         tls::server_config(&config.peer_tls_files(), &data_dir.join("fixtures").join("peer"))?;
     match config.peer_listeners().await {
         Ok(listeners) => {
-            grpc::serve_peers(peer_services, listeners, peer_server_tls);
+            cairn_transport::serve(peer_routes, listeners, peer_server_tls);
             info!(
                 member = format_args!("{:x}", transport.member_id()),
                 peers = peers.len() - 1,

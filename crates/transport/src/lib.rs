@@ -13,6 +13,11 @@
 //! another cluster and from removed members, drops messages that do not decode or are
 //! oversized (snapshots aside), and hands the rest to a callback.
 //!
+//! [`MembershipService`] answers what members ask each other besides raft messages
+//! (the members, a learner's progress, a `HashKV`), over a [`Members`] the member
+//! implements; [`fetch_members`], [`ask_progress`] and [`ask_hash`] ask it, and
+//! [`serve`] serves the peer services on the peer listeners.
+//!
 //! ```no_run
 //! # async fn run(
 //! #     step: impl Fn(raft::eraftpb::Message) + Send + Sync + 'static,
@@ -38,9 +43,11 @@
 //! delivered in the order they were sent, or dropped (and counted), never reordered;
 //! only messages of this cluster from members not removed reach `deliver`.
 
+mod membership;
 mod receiver;
 mod sender;
 
+pub use membership::{Members, MembershipService, ask_hash, ask_progress, serve};
 pub use receiver::{MAX_SNAPSHOT_MESSAGE, Receiver, fetch_members};
 pub use sender::Transport;
 

@@ -141,3 +141,57 @@ async fn another_cluster_a_removed_member_and_bad_messages_are_refused() {
     assert!(delivered.try_recv().is_err());
     assert_eq!(*refused.lock().unwrap(), [3, 3]);
 }
+
+/// A member's answers to its peers' membership calls, fixed.
+struct Fixed;
+
+impl cairn_transport::Members for Fixed {
+    fn members(&self) -> Vec<cairn_api::etcdserverpb::Member> {
+        let member =
+            |id, name: &str| cairn_api::etcdserverpb::Member { id, name: name.into(), ..Default::default() };
+        vec![member(1, "one"), member(2, "two")]
+    }
+
+    async fn progress(&self, id: u64) -> Option<(u64, u64)> {
+        (id == 2).then_some((7, 9))
+    }
+
+    fn hash_kv(&self, revision: i64) -> Result<cairn_api::cairnpb::HashKvResponse, tonic::Status> {
+        if revision > 5 {
+            return Err(tonic::Status::out_of_range("mvcc: required revision is a future revision"));
+        }
+        Ok(cairn_api::cairnpb::HashKvResponse { member_id: 1, revision: 5, compact_revision: -1, hash: 42 })
+    }
+}
+
+#[tokio::test]
+async fn the_peer_port_answers_members_progress_and_hashes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (receiver, _delivered) = inbox(CLUSTER);
+    let routes = tonic::service::Routes::default()
+        .add_service(PeerServer::new(receiver))
+        .add_service(cairn_transport::MembershipService::new(CLUSTER, Arc::new(Fixed)).into_server());
+    cairn_transport::serve(routes, vec![(listener, false)], None);
+
+    let (cluster, members) = cairn_transport::fetch_members(std::slice::from_ref(&url), None).await.unwrap();
+    assert_eq!(cluster, CLUSTER);
+    assert_eq!(members.iter().map(|m| (m.id, m.name.as_str())).collect::<Vec<_>>(), [(1, "one"), (2, "two")]);
+
+    let channels = || vec![tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect_lazy()];
+    assert_eq!(cairn_transport::ask_progress(channels(), 2, DEADLINE).await.unwrap(), Some((7, 9)));
+    assert_eq!(cairn_transport::ask_progress(channels(), 3, DEADLINE).await.unwrap(), None);
+
+    let hash = cairn_transport::ask_hash(std::slice::from_ref(&url), None, 5, DEADLINE).await.unwrap();
+    assert_eq!((hash.member_id, hash.revision, hash.compact_revision, hash.hash), (1, 5, -1, 42));
+    // The member's refusal comes back with its text; a dead URL before a live one is
+    // skipped.
+    let refused = cairn_transport::ask_hash(std::slice::from_ref(&url), None, 6, DEADLINE).await.unwrap_err();
+    assert_eq!(refused.to_string(), format!("{url}: mvcc: required revision is a future revision"));
+    let dead = "http://127.0.0.1:1".to_owned();
+    let hash = cairn_transport::ask_hash(&[dead.clone(), url.clone()], None, 0, DEADLINE).await.unwrap();
+    assert_eq!(hash.hash, 42);
+    let unreachable = cairn_transport::ask_hash(&[dead], None, 0, Duration::from_secs(2)).await.unwrap_err();
+    assert!(unreachable.to_string().starts_with("http://127.0.0.1:1: "), "{unreachable}");
+    assert!(cairn_transport::ask_progress(Vec::new(), 2, DEADLINE).await.is_err());
+}

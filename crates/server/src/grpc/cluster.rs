@@ -72,19 +72,12 @@ impl Service {
 
     /// Member `id`'s progress as `leader` tracks it, asked over the peer connection.
     async fn leader_progress(&self, leader: u64, id: u64) -> Result<(u64, u64), Status> {
-        for channel in self.shared.peer_channels(leader) {
-            let mut client = cairn_api::cairnpb::membership_client::MembershipClient::new(channel);
-            let request = cairn_api::cairnpb::ProgressRequest { id };
-            let answer = tokio::time::timeout(self.config.request_timeout, client.progress(request)).await;
-            if let Ok(Ok(response)) = answer {
-                let response = response.into_inner();
-                return match response.known {
-                    true => Ok((response.matched, response.leader_matched)),
-                    false => Err(member_not_found()),
-                };
-            }
+        let channels = self.shared.peer_channels(leader);
+        match cairn_transport::ask_progress(channels, id, self.config.request_timeout).await {
+            Ok(Some(progress)) => Ok(progress),
+            Ok(None) => Err(member_not_found()),
+            Err(_) => Err(crate::error::Error::Proposal(cairn_proposal::Error::Timeout).into()),
         }
-        Err(crate::error::Error::Proposal(cairn_proposal::Error::Timeout).into())
     }
 
     /// Proposes a membership change and waits until it is applied here.

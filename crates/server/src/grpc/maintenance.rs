@@ -235,7 +235,7 @@ impl Maintenance for Service {
 
 impl Service {
     /// etcd's `HashKV` at `revision` (0: the current one) of this member's store.
-    pub(crate) fn hash_kv(&self, revision: i64) -> Result<crate::corrupt::HashKv, Status> {
+    fn hash_kv(&self, revision: i64) -> Result<crate::corrupt::HashKv, Status> {
         let hashed =
             self.view(|kv, index, revisions| Ok(cairn_mvcc::hash_kv_at(kv, index, revisions, revision)));
         Ok(hashed.map_err(Error::from)?.map_err(Error::from)?)
@@ -244,7 +244,8 @@ impl Service {
     /// etcd's `PeriodicCheck`, every `interval` on the leader, until the process ends
     /// (`--experimental-corrupt-check-time`): its hash, each peer's at the same
     /// revision, a read-index round to confirm it still leads, its hash again; CORRUPT
-    /// is raised when [`crate::corrupt::periodic_verdict`] names a member.
+    /// is raised when `cairn-mvcc`'s [`periodic_verdict`](cairn_mvcc::corrupt::periodic_verdict)
+    /// names a member.
     pub(crate) fn spawn_corrupt_check(
         &self,
         interval: std::time::Duration,
@@ -283,8 +284,9 @@ impl Service {
         }
         self.wait_read_index().await?;
         let second = self.hash_kv(0)?;
-        let findings = crate::corrupt::PeriodicFindings { member_id: me, first, second, peers };
-        if crate::corrupt::periodic_verdict(&findings).is_some() {
+        let findings = cairn_mvcc::corrupt::PeriodicFindings { member_id: me, first, second, peers };
+        if let Some(suspect) = cairn_mvcc::corrupt::periodic_verdict(&findings) {
+            tracing::warn!(member = format_args!("{:x}", suspect.member_id), "{}", suspect.reason);
             // As etcd 3.5.7 and later: the alarm names no member.
             let request = AlarmRequest {
                 action: AlarmAction::Activate as i32,
@@ -341,6 +343,27 @@ impl Service {
 
     fn db_size(&self) -> i64 {
         self.db.size() as i64
+    }
+}
+
+/// What this member answers its peers (`cairn-transport`'s membership service).
+impl cairn_transport::Members for Service {
+    fn members(&self) -> Vec<cairn_api::etcdserverpb::Member> {
+        cairn_apply::members(&self.shared.members).values().cloned().collect()
+    }
+
+    async fn progress(&self, id: u64) -> Option<(u64, u64)> {
+        self.proposer.progress(id).await
+    }
+
+    fn hash_kv(&self, revision: i64) -> Result<cairn_api::cairnpb::HashKvResponse, Status> {
+        let hashed = Service::hash_kv(self, revision)?;
+        Ok(cairn_api::cairnpb::HashKvResponse {
+            member_id: self.shared.member_id,
+            revision: hashed.revision,
+            compact_revision: hashed.compact_revision,
+            hash: hashed.hash,
+        })
     }
 }
 

@@ -31,7 +31,6 @@ use redb::ReadOnlyTable;
 use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Server;
 
 use crate::apply::{Applied, ApplyResult};
 use crate::auth::SharedAuth;
@@ -354,43 +353,6 @@ fn grpc_routes(
         .add_service(WatchServer::new(service.clone()).max_decoding_message_size(max_receive))
         .add_service(LeaseServer::new(service.clone()).max_decoding_message_size(max_receive))
         .add_service(AuthServer::new(service.clone()).max_decoding_message_size(max_receive))
-}
-
-/// Serves the peer service on every peer listener until the process ends.
-pub(crate) fn serve_peers(
-    services: crate::transport::PeerServices,
-    listeners: Vec<(TcpListener, bool)>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
-    for (listener, is_tls) in listeners {
-        // A batch holds many messages, or one snapshot of up to 512 MiB; each message
-        // is checked against its own limit as it is taken apart.
-        let peer = cairn_api::cairnpb::peer_server::PeerServer::new(services.peer.clone())
-            .max_decoding_message_size(cairn_transport::MAX_SNAPSHOT_MESSAGE + GRPC_OVERHEAD_BYTES);
-        let membership =
-            cairn_api::cairnpb::membership_server::MembershipServer::new(services.membership.clone());
-        let leases = cairn_api::cairnpb::leases_server::LeasesServer::new(services.leases.clone());
-        let router = Server::builder().add_service(peer).add_service(membership).add_service(leases);
-        match (is_tls, &tls) {
-            (true, Some(config)) => {
-                let incoming = cairn_net::tls::accept(listener, Arc::clone(config));
-                tokio::spawn(async move {
-                    if let Err(error) = router.serve_with_incoming(incoming).await {
-                        tracing::error!(%error, "peer server failed");
-                    }
-                });
-            }
-            (true, None) => tracing::error!("an https:// peer URL without peer TLS files: not serving it"),
-            (false, _) => {
-                let incoming = cairn_net::grpc::plain_incoming(listener);
-                tokio::spawn(async move {
-                    if let Err(error) = router.serve_with_incoming(incoming).await {
-                        tracing::error!(%error, "peer server failed");
-                    }
-                });
-            }
-        }
-    }
 }
 
 /// Serves every service on every listener until `shutdown` completes.
