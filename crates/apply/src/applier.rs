@@ -7,7 +7,7 @@ use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_api::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeResponse, InternalRaftRequest, LeaseCheckpointRequest,
     LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    MemberAttributesRequest, MemberUpdateRequest, PutResponse, ResponseHeader, TxnResponse,
+    Member, MemberAttributesRequest, MemberUpdateRequest, PutResponse, ResponseHeader, TxnResponse,
 };
 use cairn_api::mvccpb::Event;
 use cairn_api::mvccpb::event::EventType;
@@ -17,6 +17,8 @@ use cairn_backend::{ALARMS, LEASES, alarms, members};
 use cairn_lease::{Lessor, MAX_LEASE_TTL};
 use cairn_mvcc::{KeyIndex, KeySpan, Position, Revisions, Tables, Writer};
 use redb::{Database, ReadableDatabase, WriteTransaction};
+
+use crate::membership::{MemberChange, PeerChange};
 
 use crate::state::{self, State};
 use crate::{Applied, Error};
@@ -69,7 +71,7 @@ pub struct Applier {
     /// Rows that compactions dropped and that are still to be deleted from `kv`.
     doomed: VecDeque<Position>,
     quota_exceeded: bool,
-    member_updates: Vec<(u64, Vec<String>)>,
+    peer_changes: Vec<PeerChange>,
 }
 
 fn header(revision: u64) -> Option<ResponseHeader> {
@@ -102,7 +104,7 @@ impl Applier {
             compacted: None,
             doomed,
             quota_exceeded: false,
-            member_updates: Vec::new(),
+            peer_changes: Vec::new(),
         }
     }
 
@@ -182,9 +184,33 @@ impl Applier {
         std::mem::take(&mut self.quota_exceeded)
     }
 
-    /// Members whose peer URLs changed since last taken, with their new URLs.
-    pub fn take_member_updates(&mut self) -> Vec<(u64, Vec<String>)> {
-        std::mem::take(&mut self.member_updates)
+    /// Whom to send to, as changed since last taken, in the order applied: to be
+    /// taken once the transaction is committed.
+    pub fn take_peer_changes(&mut self) -> Vec<PeerChange> {
+        std::mem::take(&mut self.peer_changes)
+    }
+
+    /// Records a membership change raft applied, in the batch's transaction: an added
+    /// member joins the registry; a removed one stays as a tombstone, so that its
+    /// messages are refused. The caller checks [`MemberChange::refusal`] first.
+    pub fn apply_member_change(&mut self, batch: &Batch<'_>, change: MemberChange<'_>) -> Result<(), Error> {
+        let mut members = state::members(&self.state.members);
+        let (member, peer) = match change {
+            MemberChange::Add { id, learner, context } => {
+                let member = crate::membership::added(id, learner, context, members.get(&id));
+                let peer = PeerChange::Connect(id, member.peer_ur_ls.clone());
+                (member, peer)
+            }
+            MemberChange::Remove(id) => {
+                let tombstone = Member { id, name: members::REMOVED.to_owned(), ..Default::default() };
+                (tombstone, PeerChange::Disconnect(id))
+            }
+        };
+        // Saved first: a failure leaves the registry as it was.
+        members::save(batch.txn, &member)?;
+        members.insert(member.id, member);
+        self.peer_changes.push(peer);
+        Ok(())
     }
 
     /// Whether rows dropped by compactions are still to be deleted.
@@ -212,7 +238,8 @@ impl Applier {
     /// Reloads everything from `db` after its tables were replaced (a raft snapshot
     /// restored), into `index` (the key index's write guard, which the caller held
     /// since before the replacement, so that no reader saw tables and index
-    /// disagree), and the lessor, auth store, alarms and members.
+    /// disagree), and the lessor, auth store, alarms and members (with a
+    /// [`PeerChange`] for each member).
     pub fn reload(&mut self, db: &Database, index: &mut KeyIndex) -> Result<(), Error> {
         let read = db.begin_read()?;
         self.revisions = Revisions::load(&read.open_table(cairn_backend::META)?)?;
@@ -228,7 +255,17 @@ impl Applier {
         *state::lessor(&self.state.lessor) = state::load_lessor(db, index)?;
         let tokens = std::sync::Arc::clone(state::auth_read(&self.state.auth).tokens());
         *state::auth_write(&self.state.auth) = state::load_auth(db, tokens)?;
-        *state::members(&self.state.members) = members::load(db)?;
+        let restored = members::load(db)?;
+        // Every sender starts again, so that peer URLs changed since (a member update
+        // the snapshot holds) take effect.
+        self.peer_changes = restored
+            .values()
+            .map(|member| match member.name == members::REMOVED {
+                true => PeerChange::Disconnect(member.id),
+                false => PeerChange::Connect(member.id, member.peer_ur_ls.clone()),
+            })
+            .collect();
+        *state::members(&self.state.members) = restored;
         *state::alarms(&self.state.alarms) = alarms::load(db)?;
         Ok(())
     }
@@ -431,7 +468,7 @@ impl Applier {
     }
 
     /// Records a member's new peer URLs; the caller's transport sends to them once it
-    /// takes the update ([`take_member_updates`](Self::take_member_updates)).
+    /// takes the change ([`take_peer_changes`](Self::take_peer_changes)).
     fn update_member(
         &mut self,
         txn: &WriteTransaction,
@@ -448,7 +485,7 @@ impl Applier {
         updated.peer_ur_ls = urls.clone();
         members::save(txn, &updated)?;
         *member = updated;
-        self.member_updates.push((update.id, urls));
+        self.peer_changes.push(PeerChange::Connect(update.id, urls));
         tracing::info!(member = format_args!("{:x}", update.id), urls = ?update.peer_ur_ls, "member peer URLs updated");
         Ok(Applied::MemberAttributes)
     }

@@ -3,13 +3,16 @@
 //! next revision; compactions; lease grants, revocations (every attached key deleted
 //! in one revision) and checkpoints through [`cairn_lease`]; auth requests and the
 //! permission checks of every write through [`cairn_auth`]; alarms, and what NOSPACE
-//! and CORRUPT refuse; the quota; members' published attributes and peer URLs.
+//! and CORRUPT refuse; the quota; members' published attributes and peer URLs, and
+//! the member registry's side of membership changes ([`MemberChange`], with etcd's
+//! checks at apply), with the [`PeerChange`]s a transport follows.
 //!
 //! Everything runs inside a redb write transaction that the caller owns
 //! ([`Applier::begin`] … [`Applier::commit`]), so the state machine and its applied
 //! index change together: a raft loop applies a `Ready`'s committed entries in one
-//! transaction and commits it once. Raft itself stays outside: membership changes are
-//! the caller's, and so is deciding when a transaction is made durable.
+//! transaction and commits it once. Raft itself stays outside: raft applies a
+//! membership change to its configuration, the applier to the registry; deciding
+//! when a transaction is made durable is the caller's.
 //!
 //! The state readers share ([`State`]: the key index, lessor, auth store, alarms and
 //! members) is behind locks, each held for the shortest span (a write holds the key
@@ -46,9 +49,11 @@
 //! quota is applied, and answered NOSPACE.
 
 mod applier;
+mod membership;
 mod state;
 
 pub use applier::{Applier, Batch, Limits};
+pub use membership::{MemberChange, PeerChange};
 pub use state::{
     SharedAlarms, SharedAuth, SharedLessor, SharedMembers, State, alarms, auth_read, auth_write, lessor,
     load_auth, load_lessor, members, save_auth,

@@ -215,3 +215,58 @@ fn a_restart_finds_what_was_applied_and_two_members_agree() {
     let index = cairn_mvcc::read_index(&restarted.state().index);
     assert_eq!(index.positions(KeySpan::From(b""), u64::MAX).len(), 2);
 }
+
+#[test]
+fn membership_changes_keep_the_registry_and_say_whom_to_send_to_in_order() {
+    use cairn_apply::{MemberChange, PeerChange};
+    use prost::Message as _;
+    let mut member = Member::new(Limits { min_lease_ttl: 1, quota: None });
+    let joining = cairn_api::etcdserverpb::Member {
+        id: 2,
+        peer_ur_ls: vec!["http://10.0.0.2:2380".into()],
+        ..Default::default()
+    };
+    let context = joining.encode_to_vec();
+    let update = cairn_api::etcdserverpb::MemberUpdateRequest {
+        id: 2,
+        peer_ur_ls: vec!["http://b:2380".into(), "http://a:2380".into()],
+    };
+    // One batch: member 2 joins as a learner, moves, then leaves; member 3 joins.
+    let txn = member.db.begin_write().unwrap();
+    let mut batch = member.applier.begin(&txn, 0, Instant::now()).unwrap();
+    let add = |id, context| MemberChange::Add { id, learner: id == 2, context };
+    member.applier.apply_member_change(&batch, add(2, &context)).unwrap();
+    let moved = InternalRaftRequest { cairn_member_update: Some(update), ..Default::default() };
+    member.applier.apply(&mut batch, &moved, 1).unwrap();
+    member.applier.apply_member_change(&batch, MemberChange::Remove(2)).unwrap();
+    member.applier.apply_member_change(&batch, add(3, &[])).unwrap();
+    member.applier.commit(batch, 1).unwrap();
+    txn.commit().unwrap();
+    let sorted = vec!["http://a:2380".to_owned(), "http://b:2380".to_owned()];
+    assert_eq!(
+        member.applier.take_peer_changes(),
+        [
+            PeerChange::Connect(2, joining.peer_ur_ls.clone()),
+            PeerChange::Connect(2, sorted),
+            PeerChange::Disconnect(2),
+            PeerChange::Connect(3, Vec::new()),
+        ]
+    );
+    assert!(member.applier.take_peer_changes().is_empty());
+    // A removed member stays as a tombstone, on disk too; an update of it is refused.
+    let stored = cairn_backend::members::load(&member.db).unwrap();
+    assert_eq!(stored[&2].name, cairn_backend::members::REMOVED);
+    assert_eq!(stored, *cairn_apply::members(&member.applier.state().members));
+    let update = cairn_api::etcdserverpb::MemberUpdateRequest { id: 2, peer_ur_ls: vec![] };
+    let refused = member.one(InternalRaftRequest { cairn_member_update: Some(update), ..Default::default() });
+    assert!(matches!(refused, Err(Error::MemberNotFound)), "{refused:?}");
+    // After a restored snapshot, every member's sender is set again.
+    let shared = member.applier.state().index.clone();
+    let mut index = cairn_mvcc::write_index(&shared);
+    member.applier.reload(&member.db, &mut index).unwrap();
+    drop(index);
+    assert_eq!(
+        member.applier.take_peer_changes(),
+        [PeerChange::Disconnect(2), PeerChange::Connect(3, Vec::new())]
+    );
+}

@@ -30,7 +30,7 @@ use crate::lease::{self, SharedLessor};
 use crate::storage::mvcc::{Revisions, SharedIndex};
 use crate::storage::{META, StorageError, Store, raft_log, snapshot};
 use crate::watch::Hub;
-use cairn_apply::{Applier, Limits};
+use cairn_apply::{Applier, Limits, MemberChange, PeerChange};
 use cairn_transport::Transport;
 use cairn_utl::raft_state::SnapshotStorage;
 use cairn_wal::Wal;
@@ -772,12 +772,15 @@ impl Runner {
                 EntryType::EntryConfChange => {
                     let change = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|_| StorageError::Corrupt("conf change"))?;
+                    let member_change = member_change(&change);
                     // Checked again where it is applied, on the applied state, as etcd's
-                    // `ValidateConfigurationChange`: checks made before proposing saw
-                    // one member's view, and a change raft cannot apply must not stop
-                    // every member at every restart. Every member decides alike.
-                    let applied = match self.refusal(&change) {
-                        Some(reason) => Err(reason),
+                    // `ValidateConfigurationChange`: a change raft cannot apply must
+                    // not stop every member at every restart.
+                    let conf = self.node.raft.prs().conf();
+                    let voters: Vec<u64> = conf.voters().ids().iter().collect();
+                    let learners: Vec<u64> = conf.learners().iter().copied().collect();
+                    let applied = match member_change.refusal(&voters, &learners) {
+                        Some(reason) => Err(reason.to_owned()),
                         None => self
                             .node
                             .apply_conf_change(&change)
@@ -786,8 +789,11 @@ impl Runner {
                     match applied {
                         Ok(conf_state) => {
                             raft_log::save_conf_state(txn, &conf_state)?;
-                            self.apply_membership(txn, &change, &conf_state)?;
+                            self.applier.apply_member_change(&batch, member_change).map_err(apply_error)?;
+                            *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                conf_state.voters.clone();
                             self.storage.wl().set_conf_state(conf_state);
+                            self.answer_conf_change(&change, Ok(()));
                         }
                         Err(reason) => {
                             warn!(node = change.node_id, %reason, "membership change refused at apply");
@@ -807,79 +813,6 @@ impl Runner {
         }
         self.applier.commit(batch, self.applied).map_err(apply_error)?;
         Ok(results)
-    }
-
-    /// Keeps the member registry, the transport and the voters in step with an applied
-    /// membership change, and answers whoever proposed it.
-    fn apply_membership(
-        &mut self,
-        txn: &redb::WriteTransaction,
-        change: &ConfChange,
-        conf_state: &raft::eraftpb::ConfState,
-    ) -> Result<(), StorageError> {
-        use raft::eraftpb::ConfChangeType;
-        let id = change.node_id;
-        let mut members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match change.get_change_type() {
-            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                let learner = change.get_change_type() == ConfChangeType::AddLearnerNode;
-                let mut member = match cairn_api::etcdserverpb::Member::decode(change.context.as_ref()) {
-                    Ok(member) if member.id == id => member,
-                    _ => members.get(&id).cloned().unwrap_or_default(),
-                };
-                member.id = id;
-                member.is_learner = learner;
-                if let Some(transport) = &self.transport {
-                    transport.add_peer(id, member.peer_ur_ls.clone());
-                }
-                crate::members::save(txn, &member)?;
-                members.insert(id, member);
-            }
-            ConfChangeType::RemoveNode => {
-                if let Some(transport) = &self.transport {
-                    transport.remove_peer(id);
-                }
-                // Removed members are remembered, so that their messages are refused.
-                let tombstone = cairn_api::etcdserverpb::Member {
-                    id,
-                    name: crate::members::REMOVED.to_owned(),
-                    ..Default::default()
-                };
-                crate::members::save(txn, &tombstone)?;
-                members.insert(id, tombstone);
-                if id == self.shared.member_id {
-                    info!("the member has been permanently removed from the cluster");
-                    self.shared.removed.notify_one();
-                }
-            }
-        }
-        drop(members);
-        *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            conf_state.voters.clone();
-        self.answer_conf_change(change, Ok(()));
-        Ok(())
-    }
-
-    /// Why the applied state refuses `change`, if it does: the last voter is never
-    /// removed, and there is at most one learner.
-    fn refusal(&self, change: &ConfChange) -> Option<String> {
-        use raft::eraftpb::ConfChangeType;
-        let conf = self.node.raft.prs().conf();
-        let id = change.node_id;
-        match change.get_change_type() {
-            ConfChangeType::RemoveNode => {
-                let voters = conf.voters().ids();
-                let left = voters.iter().filter(|&voter| voter != id).count();
-                (voters.contains(id) && left == 0).then(|| {
-                    "etcdserver: re-configuration failed due to not enough started members".to_owned()
-                })
-            }
-            ConfChangeType::AddLearnerNode => {
-                let other_learner = conf.learners().iter().any(|&learner| learner != id);
-                other_learner.then(|| "etcdserver: too many learner members in cluster".to_owned())
-            }
-            ConfChangeType::AddNode => None,
-        }
     }
 
     /// Answers whoever proposed `change` here, if anyone waits for it.
@@ -902,17 +835,7 @@ impl Runner {
         if self.applier.take_quota_exceeded() {
             self.config.quota_exceeded.notify_one();
         }
-        let updates = self.applier.take_member_updates();
-        if let Some(transport) = &self.transport {
-            let members = cairn_apply::members(&self.shared.members);
-            for (id, urls) in updates {
-                // A member removed later in the same batch stays removed.
-                if members.get(&id).is_some_and(|member| member.name != crate::members::REMOVED) {
-                    transport.remove_peer(id);
-                    transport.add_peer(id, urls);
-                }
-            }
-        }
+        self.connect_peers();
         if self.promote_at.is_some_and(|index| self.applied >= index) {
             self.promote_at = None;
             let extend = self.config.heartbeat * self.config.election_ticks as u32;
@@ -926,6 +849,29 @@ impl Runner {
             self.wait.trigger(id, result);
         }
         self.shared.applied_wait.trigger(self.applied);
+    }
+
+    /// Keeps the transport in step with the member registry's changes, and stops this
+    /// member once it is removed.
+    fn connect_peers(&mut self) {
+        for change in self.applier.take_peer_changes() {
+            match change {
+                PeerChange::Connect(id, urls) => {
+                    if let Some(transport) = &self.transport {
+                        transport.set_peer(id, urls);
+                    }
+                }
+                PeerChange::Disconnect(id) => {
+                    if let Some(transport) = &self.transport {
+                        transport.remove_peer(id);
+                    }
+                    if id == self.shared.member_id {
+                        info!("the member has been permanently removed from the cluster");
+                        self.shared.removed.notify_one();
+                    }
+                }
+            }
+        }
     }
 
     /// Replaces the state machine with a snapshot from the leader, for a member that
@@ -950,21 +896,7 @@ impl Runner {
         // Everything kept in memory follows the restored tables.
         self.applier.reload(&self.db.get(), &mut key_index).map_err(apply_error)?;
         drop(key_index);
-        let restored_members = cairn_apply::members(&self.shared.members).clone();
-        if let Some(transport) = &self.transport {
-            // Every sender starts again, so that peer URLs changed since (a member
-            // update the snapshot holds) take effect.
-            for (id, member) in &restored_members {
-                transport.remove_peer(*id);
-                if member.name != crate::members::REMOVED {
-                    transport.add_peer(*id, member.peer_ur_ls.clone());
-                }
-            }
-        }
-        if restored_members.get(&self.shared.member_id).is_some_and(|me| me.name == crate::members::REMOVED) {
-            info!("the member has been permanently removed from the cluster");
-            self.shared.removed.notify_one();
-        }
+        self.connect_peers();
         *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             self.storage.initial_state().map_err(raft_error)?.conf_state.voters;
         self.applied = index;
@@ -992,6 +924,20 @@ impl Runner {
         self.storage.wl().compact(keep_from).map_err(raft_error)?;
         info!(first_kept = keep_from, applied = self.applied, "compacted the raft log");
         Ok(())
+    }
+}
+
+/// The membership change `change` makes, as the applier takes it.
+fn member_change(change: &ConfChange) -> MemberChange<'_> {
+    use raft::eraftpb::ConfChangeType;
+    let id = change.node_id;
+    match change.get_change_type() {
+        ConfChangeType::RemoveNode => MemberChange::Remove(id),
+        kind => MemberChange::Add {
+            id,
+            learner: kind == ConfChangeType::AddLearnerNode,
+            context: &change.context,
+        },
     }
 }
 

@@ -102,6 +102,16 @@ impl Transport {
         peers.insert(id, PeerSender { queue, connected_since, urls, channels: Vec::new() });
     }
 
+    /// Sends to member `id` at `urls`: starts its sender, or starts it again when its
+    /// URLs changed.
+    pub fn set_peer(&self, id: u64, urls: Vec<String>) {
+        if self.lock().get(&id).is_some_and(|peer| peer.urls == urls) {
+            return;
+        }
+        self.remove_peer(id);
+        self.add_peer(id, urls);
+    }
+
     /// Stops sending to a removed member.
     pub fn remove_peer(&self, id: u64) {
         self.lock().remove(&id);
