@@ -148,3 +148,44 @@ pub fn fits(quota: Option<u64>, size: u64, cost: u64) -> bool {
         _ => true,
     }
 }
+
+/// When a data dir's file system counts as low on space.
+#[derive(Debug, Clone, Copy)]
+pub struct Watermarks {
+    /// Below this many free bytes, NOSPACE is raised.
+    pub low: u64,
+    /// Once raised, the alarm is raised again (after an operator clears it) until
+    /// free space is back above this many bytes.
+    pub high: u64,
+}
+
+/// How often [`watch_disk`] looks at the free space.
+pub const DISK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Watches the free space of `dir`'s file system until the process ends. Below the
+/// low-water mark it asks (through `raise`) for the member's NOSPACE alarm unless
+/// `raised` says it is up, so that writes are refused while the disk still has room
+/// for what must go on (the alarm itself, deletes, compaction, the state commits);
+/// and again if an operator clears the alarm before space is back above the
+/// high-water mark.
+pub fn watch_disk<R, F, Fut>(dir: std::path::PathBuf, marks: Watermarks, raised: R, raise: F)
+where
+    R: Fn() -> bool + Send + 'static,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(DISK_CHECK_INTERVAL);
+        let mut low = false;
+        loop {
+            ticks.tick().await;
+            let Ok(stats) = rustix::fs::statvfs(&dir) else { continue };
+            let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+            low = if low { free < marks.high } else { free < marks.low };
+            if low && !raised() {
+                tracing::warn!(free, low_water = marks.low, "low on disk space: raising NOSPACE");
+                raise().await;
+            }
+        }
+    });
+}

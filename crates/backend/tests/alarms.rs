@@ -101,3 +101,37 @@ fn alarms_are_raised_once_cleared_exactly_and_listed_by_type() {
     txn.commit().unwrap();
     assert_eq!(alarms::load(&db).unwrap(), raised);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_disk_below_the_low_water_mark_raises_nospace_until_it_is_up_and_again_once_cleared() {
+    use cairn_backend::alarms::{DISK_CHECK_INTERVAL, Watermarks, watch_disk};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let watch = |marks: Watermarks| {
+        let (up, asked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (raised, raise) = (Arc::clone(&up), (Arc::clone(&up), Arc::clone(&asked)));
+        watch_disk(
+            dir.path().to_owned(),
+            marks,
+            move || raised.load(Ordering::SeqCst),
+            move || {
+                let (up, asked) = raise.clone();
+                async move {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    up.store(true, Ordering::SeqCst);
+                }
+            },
+        );
+        (up, asked)
+    };
+    // No file system has more free bytes than u64::MAX, and none fewer than 0.
+    let (up, asked) = watch(Watermarks { low: u64::MAX, high: u64::MAX });
+    let (_, never) = watch(Watermarks { low: 0, high: 0 });
+    tokio::time::sleep(DISK_CHECK_INTERVAL * 10).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "raised once, then seen up");
+    up.store(false, Ordering::SeqCst);
+    tokio::time::sleep(DISK_CHECK_INTERVAL * 10).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "raised again after an operator cleared it");
+    assert_eq!(never.load(Ordering::SeqCst), 0);
+}

@@ -100,6 +100,32 @@ pub fn write_index(index: &SharedIndex) -> RwLockWriteGuard<'_, KeyIndex> {
     index.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Runs `read` on one read transaction (its `kv` table and revisions) and the shared
+/// key index, agreeing: a compaction or a restore can move the index past the
+/// transaction's snapshot, and then a newer one is begun (with `begin_read`, on the
+/// current database, which a defragmentation may have replaced).
+///
+/// # Errors
+/// `read`'s, redb's, and [`Error::Corrupt`] for an index ahead of every snapshot (a
+/// broken store: the index only moves past a snapshot after a commit that takes the
+/// store past it too, so the second snapshot is enough).
+pub fn view<T, E: From<Error>>(
+    begin_read: impl Fn() -> Result<redb::ReadTransaction, redb::TransactionError>,
+    index: &SharedIndex,
+    read: impl FnOnce(&redb::ReadOnlyTable<Position, &'static [u8]>, &KeyIndex, Revisions) -> Result<T, E>,
+) -> Result<T, E> {
+    let storage = |error: redb::Error| E::from(Error::from(error));
+    for _ in 0..100 {
+        let txn = begin_read().map_err(|e| storage(e.into()))?;
+        let revisions = Revisions::load(&txn.open_table(crate::META).map_err(|e| storage(e.into()))?)?;
+        let index = read_index(index);
+        if index.serves(revisions) {
+            return read(&txn.open_table(crate::KV).map_err(|e| storage(e.into()))?, &index, revisions);
+        }
+    }
+    Err(Error::Corrupt("key index ahead of every snapshot of the store").into())
+}
+
 impl KeyIndex {
     /// Builds the index from every change stored in `kv`.
     pub fn load(kv: &impl ReadableTable<Position, &'static [u8]>) -> Result<Self, Error> {

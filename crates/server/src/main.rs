@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cairn_api::etcdserverpb::AlarmType;
 use cairn_idgen::Generator;
 use cairn_proposal::{Gate, Parts};
 use cairn_wait::Wait;
@@ -262,7 +263,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let service = service.clone();
         let marks =
             alarms::Watermarks { low: config.disk_low_water_bytes, high: 2 * config.disk_low_water_bytes };
-        alarms::watch_disk(data_dir.clone(), marks, Arc::clone(&alarms), member_id, move || {
+        let raised = {
+            let alarms = Arc::clone(&alarms);
+            move || alarms::lock(&alarms).contains(&(member_id, AlarmType::Nospace as i32))
+        };
+        alarms::watch_disk(data_dir.clone(), marks, raised, move || {
             let service = service.clone();
             async move { service.raise_no_space().await }
         });

@@ -96,7 +96,7 @@ impl Lease for Service {
             };
             let item = tokio::select! {
                 item = next => item?,
-                () = super::leader_lost(&mut lost) => Err(Status::from(Error::Proposal(cairn_proposal::Error::NoLeader))),
+                () = super::LeaderLoss::lost_if_asked(&mut lost) => Err(Status::from(Error::Proposal(cairn_proposal::Error::NoLeader))),
             };
             // Any error ends the stream, as etcd's keep-alive loop ends.
             let done = item.is_err();

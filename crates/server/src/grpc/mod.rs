@@ -39,7 +39,7 @@ use crate::lease::SharedLessor;
 use crate::node::{RaftProposer, Shared};
 use crate::storage::mvcc::Revisions;
 use crate::storage::mvcc::{KeyIndex, Position, SharedIndex};
-use crate::storage::{KV, META, StorageError};
+use crate::storage::{META, StorageError};
 use crate::watch::Hub;
 
 /// How long open client connections may take to finish after a shutdown signal.
@@ -48,34 +48,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Most times a request refused for a stale auth revision is proposed again.
 const AUTH_RETRIES: usize = 8;
 
-/// What ends a stream that asked for a leader: this member has been without one for
-/// `grace` (etcd's `monitorLeader`, which ends such streams with `etcdserver: no
-/// leader`). A healthy election leaves a member leaderless for milliseconds and ends
-/// nothing; a member cut off from the majority stays leaderless, and a leader that
-/// stepped down for want of a quorum ends them at once.
-pub(crate) struct LeaderLoss {
-    leaderless_since: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
-    grace: Duration,
-}
-
-/// Completes once `loss` says the leader is lost; never for a stream that did not
-/// ask for a leader.
-pub(crate) async fn leader_lost(loss: &mut Option<LeaderLoss>) {
-    let Some(LeaderLoss { leaderless_since, grace }) = loss else { return std::future::pending().await };
-    loop {
-        let since = *leaderless_since.borrow_and_update();
-        let changed = match since {
-            Some(since) => tokio::select! {
-                () = tokio::time::sleep_until(since + *grace) => return,
-                changed = leaderless_since.changed() => changed,
-            },
-            None => leaderless_since.changed().await,
-        };
-        if changed.is_err() {
-            return std::future::pending().await;
-        }
-    }
-}
+pub(crate) use cairn_proposal::LeaderLoss;
 
 /// etcd's extra room for gRPC framing above `--max-request-bytes`.
 pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -249,10 +222,8 @@ impl Service {
     /// `WithRequireLeader`): what tells its stream that the leader is lost.
     fn leader_lost_signal(&self, metadata: &MetadataMap) -> Option<LeaderLoss> {
         let required = metadata.get("hasleader").is_some_and(|value| value == "true");
-        required.then(|| LeaderLoss {
-            leaderless_since: self.shared.leaderless_since.subscribe(),
-            grace: self.config.leader_loss_grace,
-        })
+        required
+            .then(|| LeaderLoss::new(self.shared.leaderless_since.subscribe(), self.config.leader_loss_grace))
     }
 
     /// Checks that the caller may read `[key, range_end)`.
@@ -289,8 +260,7 @@ impl Service {
         result.map_err(Error::from)?.map_err(Status::from)
     }
 
-    /// Runs `read` on one redb snapshot and the key index, taking a newer snapshot
-    /// when a compaction or restore made the index move past the first one.
+    /// Runs `read` on one redb snapshot and the key index (`cairn-mvcc`'s [`view`](cairn_mvcc::view)).
     pub(crate) fn view<T>(
         &self,
         read: impl FnOnce(
@@ -299,18 +269,7 @@ impl Service {
             Revisions,
         ) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        // The index only moves past a snapshot after a commit that takes the store
-        // past it too, so the second snapshot is enough; more tries only guard
-        // against a broken store.
-        for _ in 0..100 {
-            let txn = self.db.begin_read()?;
-            let revisions = Revisions::load(&txn.open_table(META)?)?;
-            let index = crate::storage::mvcc::read_index(&self.index);
-            if index.serves(revisions) {
-                return read(&txn.open_table(KV)?, &index, revisions);
-            }
-        }
-        Err(StorageError::Corrupt("key index ahead of every snapshot of the store"))
+        cairn_mvcc::view(|| self.db.begin_read(), &self.index, read)
     }
 
     /// etcd's `header.fill`: cluster and member IDs and the raft term; the revision

@@ -124,7 +124,7 @@ impl StreamTask {
                     let current = self.current_revision();
                     self.send_all(self.watchers.notify_progress(current)).await
                 }
-                () = super::leader_lost(&mut lost) => {
+                () = super::LeaderLoss::lost_if_asked(&mut lost) => {
                     Err(End::Failed(Error::Proposal(cairn_proposal::Error::NoLeader).into()))
                 }
             };
