@@ -14,7 +14,7 @@
 //! `authorization` metadata, and `Grpc-Metadata-<name>` headers as `<name>`.
 //!
 //! [`health`] serves etcd's `/health`, `/livez`, `/readyz` and `/version` beside it,
-//! from a probe of the member.
+//! from a probe of the member, and [`metrics`] `/metrics` in Prometheus text.
 //!
 //! **Invariant:** a request reaches the gRPC method only as the message the JSON
 //! describes, and every answer the method gives reaches the client, translated, or
@@ -30,6 +30,7 @@
 //! ```
 
 pub mod health;
+pub mod metrics;
 
 use std::sync::Arc;
 

@@ -93,7 +93,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     info!(name = %config.name, data_dir = %data_dir.display(), "starting cairn");
     // First, so that every instrument created below is live.
-    let registry = metrics::install()?;
+    let registry = cairn_gateway::metrics::install().map_err(anyhow::Error::msg)?;
     let store = Arc::new(storage::Store::open(&data_dir).context("cannot open the database")?);
     let db = store.get();
 
@@ -178,7 +178,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         wal_dir: data_dir.join("member").join("wal"),
         voters,
         removed: Arc::clone(&removed),
-        disk: metrics::DiskMetrics::new(&metrics::meter()),
         min_lease_ttl: lease::min_ttl(config.election_timeout()),
         quota: config.quota(),
         compaction_batch: config.experimental_compaction_batch_limit,
@@ -328,8 +327,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let listeners = config.client_listeners().await?;
     let http =
-        metrics::routes(registry, Arc::clone(&node.shared), node.proposer.clone(), Arc::clone(&alarms));
-    metrics::serve(http.clone(), config.metrics_listeners().await?);
+        metrics::routes(&registry, Arc::clone(&node.shared), node.proposer.clone(), Arc::clone(&alarms));
+    cairn_gateway::metrics::serve(http.clone(), config.metrics_listeners().await?);
     wait_for_leader(&node.shared, request_timeout).await;
     service.publish_member(&config.name, config.client_urls()).await;
     info!("published local member to cluster");

@@ -245,7 +245,6 @@ pub(crate) struct NodeConfig {
     pub(crate) voters: Vec<u64>,
     /// Notified when this member is removed from the cluster.
     pub(crate) removed: Arc<tokio::sync::Notify>,
-    pub(crate) disk: crate::metrics::DiskMetrics,
     /// The smallest lease TTL granted, in seconds.
     pub(crate) min_lease_ttl: i64,
     /// `--quota-backend-bytes`, if any.
@@ -500,8 +499,7 @@ impl Runner {
         let mut txn = self.db.begin_write()?;
         self.applier.delete_doomed(&txn, self.config.compaction_batch).map_err(apply_error)?;
         txn.set_durability(Durability::None)?;
-        txn.commit()?;
-        self.db.refresh_size();
+        self.db.commit(txn)?;
         tracing::debug!(left = self.applier.doomed(), took = ?started.elapsed(), "compaction batch");
         Ok(())
     }
@@ -643,11 +641,7 @@ impl Runner {
         hard_state: Option<raft::eraftpb::HardState>,
         must_sync: bool,
     ) -> Result<(), StorageError> {
-        let started = std::time::Instant::now();
         self.wal.append(&entries, hard_state.as_ref(), must_sync)?;
-        if must_sync {
-            self.config.disk.wal_fsync.record(started.elapsed().as_secs_f64(), &[]);
-        }
         let mut core = self.storage.wl();
         core.append(&entries).map_err(raft_error)?;
         if let Some(hard_state) = hard_state {
@@ -671,10 +665,7 @@ impl Runner {
         let results = self.apply(&txn, committed)?;
         let durable = self.last_durable.elapsed() >= STATE_SYNC_INTERVAL;
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
-        let started = std::time::Instant::now();
-        txn.commit()?;
-        self.db.refresh_size();
-        self.config.disk.backend_commit.record(started.elapsed().as_secs_f64(), &[]);
+        self.db.commit(txn)?;
         if durable {
             self.last_durable = std::time::Instant::now();
         }

@@ -386,7 +386,9 @@ impl Wal {
         self.file.write_all_at(bytes, self.offset).map_err(io)?;
         self.offset += bytes.len() as u64;
         if sync {
+            let started = std::time::Instant::now();
             self.file.sync_data().map_err(io)?;
+            fsync_seconds().record(started.elapsed().as_secs_f64(), &[]);
         }
         Ok(())
     }
@@ -501,6 +503,20 @@ fn replay(recovered: &mut Recovered, kind: u8, payload: &[u8]) -> Result<u64> {
         }
         _ => Err(decode("wal record kind")),
     }
+}
+
+/// etcd's `etcd_disk_wal_fsync_duration_seconds` (buckets from 1 ms doubling to about
+/// 8 s), on the global meter provider as it is at the first sync.
+fn fsync_seconds() -> &'static opentelemetry::metrics::Histogram<f64> {
+    static HISTOGRAM: std::sync::OnceLock<opentelemetry::metrics::Histogram<f64>> =
+        std::sync::OnceLock::new();
+    HISTOGRAM.get_or_init(|| {
+        opentelemetry::global::meter("cairn-wal")
+            .f64_histogram("etcd_disk_wal_fsync_duration_seconds")
+            .with_description("The latency distributions of fsync called by WAL.")
+            .with_boundaries((0..14).map(|i| 0.001 * f64::from(1u32 << i)).collect())
+            .build()
+    })
 }
 
 #[cfg(test)]
