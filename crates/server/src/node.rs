@@ -290,34 +290,9 @@ pub(crate) fn start(
     transport: Option<Arc<Transport>>,
 ) -> Result<Node, StorageError> {
     let StateHandles { wait, auth, lessor, index, hub, alarms } = handles;
-    let (mut wal, recovered) = Wal::open(&config.wal_dir)?;
-    let (storage, fresh) = match raft_log::recover(&db.get(), &mut wal, recovered)? {
-        Some(storage) => (storage, false),
-        None => {
-            let storage = MemStorage::new_with_conf_state((config.voters.clone(), vec![]));
-            let txn = db.begin_write()?;
-            raft_log::save_conf_state(&txn, &storage.initial_state().map_err(raft_error)?.conf_state)?;
-            txn.commit()?;
-            (storage, true)
-        }
-    };
-    let (applied, revisions) = {
-        let txn = db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        (meta.get("applied_index")?.map_or(0, |v| v.value()), Revisions::load(&meta)?)
-    };
-    // Entries are applied only once durable in the WAL, so a state machine ahead of
-    // the log means the log was lost or replaced: refuse to start rather than let raft
-    // run on a log that contradicts the state.
-    let last = storage.last_index().map_err(raft_error)?;
-    if applied > last {
-        return Err(StorageError::Corrupt("write-ahead log: it ends before the applied index"));
-    }
-    // An applied index beyond the saved commit index only means the commit index was
-    // saved late (it is synced with entries, not on its own).
-    if applied > storage.rl().hard_state().commit {
-        storage.wl().mut_hard_state().commit = applied;
-    }
+    let raft_log::Opened { wal, storage, applied, fresh } =
+        raft_log::open(&db.get(), &config.wal_dir, config.voters.clone())?;
+    let revisions = Revisions::load(&db.begin_read()?.open_table(META)?)?;
     let initial = storage.initial_state().map_err(raft_error)?;
     let hard_state = initial.hard_state.clone();
     let single_voter =

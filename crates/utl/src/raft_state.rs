@@ -6,13 +6,15 @@
 //! describe, so a crash never leaves a conf state that disagrees with the members
 //! applied, nor a restored state machine without the mark that restarts the log.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use raft::Storage as _;
 use raft::eraftpb::{ConfState, Entry, SnapshotMetadata};
 use raft::storage::MemStorage;
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
-use cairn_backend::{RAFT_STATE, Store, snapshot};
+use cairn_backend::{META, RAFT_STATE, Store, snapshot};
 use cairn_wal::{Recovered, Wal};
 
 use crate::Error;
@@ -37,6 +39,50 @@ pub fn save_restored(txn: &WriteTransaction, index: u64, term: u64) -> Result<()
     let meta = SnapshotMetadata { index, term, ..Default::default() };
     txn.open_table(RAFT_STATE)?.insert("restored", encode(&meta)?.as_slice())?;
     Ok(())
+}
+
+/// A member's raft log as it starts.
+pub struct Opened {
+    /// The write-ahead log, open for appending.
+    pub wal: Wal,
+    /// raft-rs's in-memory log, as the write-ahead log and `db` recovered it, or a new
+    /// one holding only the voters.
+    pub storage: MemStorage,
+    /// The state machine's applied index (cairn-apply's `applied_index`).
+    pub applied: u64,
+    /// Whether nothing was ever saved: a new member, bootstrapped now.
+    pub fresh: bool,
+}
+
+/// Opens the write-ahead log in `wal_dir` and recovers raft-rs's log with `db`'s
+/// state ([`recover`]), or starts a new one with `voters` (saving its conf state).
+///
+/// # Errors
+/// [`Error::Corrupt`] when the state machine was applied past the end of the log:
+/// entries are applied only once durable in it, so the log was lost or replaced, and
+/// raft must not run on a log that contradicts the state. A saved commit index below
+/// the applied index only means it was saved late (it is synced with entries, not on
+/// its own), and is moved up.
+pub fn open(db: &Database, wal_dir: &Path, voters: Vec<u64>) -> Result<Opened, Error> {
+    let (mut wal, recovered) = Wal::open(wal_dir)?;
+    let (storage, fresh) = match recover(db, &mut wal, recovered)? {
+        Some(storage) => (storage, false),
+        None => {
+            let storage = MemStorage::new_with_conf_state((voters, vec![]));
+            let txn = db.begin_write()?;
+            save_conf_state(&txn, &storage.initial_state().map_err(cairn_wal::Error::from)?.conf_state)?;
+            txn.commit()?;
+            (storage, true)
+        }
+    };
+    let applied = db.begin_read()?.open_table(META)?.get("applied_index")?.map_or(0, |v| v.value());
+    if applied > storage.last_index().map_err(cairn_wal::Error::from)? {
+        return Err(Error::Corrupt("write-ahead log: it ends before the applied index"));
+    }
+    if applied > storage.rl().hard_state().commit {
+        storage.wl().mut_hard_state().commit = applied;
+    }
+    Ok(Opened { wal, storage, applied, fresh })
 }
 
 /// Rebuilds raft-rs's storage from the state in `db` and what the write-ahead log
@@ -145,6 +191,40 @@ mod tests {
         save_conf_state(&txn, &ConfState { voters: vec![1], ..Default::default() }).unwrap();
         save_restored(&txn, index, term).unwrap();
         txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_new_log_starts_with_its_voters_and_a_state_ahead_of_the_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = cairn_backend::open(dir.path()).unwrap();
+        let wal_dir = dir.path().join("wal");
+        let opened = open(&db, &wal_dir, vec![1, 2, 3]).unwrap();
+        assert!(opened.fresh);
+        assert_eq!(
+            (opened.applied, opened.storage.initial_state().unwrap().conf_state.voters),
+            (0, vec![1, 2, 3])
+        );
+        let mut wal = opened.wal;
+        let mut hard_state = raft::eraftpb::HardState { term: 1, commit: 1, ..Default::default() };
+        wal.append(&[entry(1, 1), entry(2, 1)], Some(&hard_state), true).unwrap();
+        drop(wal);
+        // Applied up to the log's end, past its saved commit: the commit moves up.
+        let applied_to = |index: u64| {
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("applied_index", index).unwrap();
+            txn.commit().unwrap();
+        };
+        applied_to(2);
+        let opened = open(&db, &wal_dir, vec![9]).unwrap();
+        assert!(!opened.fresh);
+        hard_state.commit = 2;
+        assert_eq!(opened.storage.initial_state().unwrap().hard_state, hard_state);
+        assert_eq!(opened.storage.initial_state().unwrap().conf_state.voters, [1, 2, 3]);
+        drop(opened);
+        // Applied past the log's end: the log was lost or replaced.
+        applied_to(3);
+        let refused = open(&db, &wal_dir, vec![1]).err().unwrap();
+        assert_eq!(refused.to_string(), "storage: corrupt write-ahead log: it ends before the applied index");
     }
 
     #[test]
