@@ -19,8 +19,9 @@
 //! [`IndexSource`], a view of [`Leadership`], an [`AuthSource`] and the [`Request`]
 //! type, with in-memory implementations of each in [`memory`]. With the `etcd`
 //! feature, `etcd::Proposal` is etcd's `InternalRaftRequest` as a [`Request`].
-//! [`LeaderLoss`] is the other side of a leader requirement: what ends a stream once
-//! its member has been leaderless too long.
+//! [`NodeStatus`] is a raft loop's side of [`IndexSource`] and [`Leadership`], and
+//! [`LeaderLoss`] the other side of a leader requirement: what ends a stream once its
+//! member has been leaderless too long.
 //!
 //! **Invariant:** every request that enters the gate leaves it with the applied
 //! result or exactly one classified error, and leaves no waiter behind: the waiter is
@@ -33,9 +34,11 @@ mod gate;
 mod leader_loss;
 pub mod memory;
 mod metrics;
+mod status;
 mod traits;
 
 pub use error::{Error, Result};
 pub use gate::{Config, DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST_BYTES, Gate, Parts};
 pub use leader_loss::LeaderLoss;
+pub use status::NodeStatus;
 pub use traits::{AuthSource, Header, IndexSource, Leadership, Proposer, Request};

@@ -206,8 +206,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let gate = Gate::new(
         Parts {
             proposer: node.proposer.clone(),
-            indexes: Arc::clone(&node.shared),
-            leadership: Arc::clone(&node.shared),
+            indexes: Arc::clone(&node.shared.status),
+            leadership: Arc::clone(&node.shared.status),
             auth: auth::ServerAuth(Arc::clone(&auth)),
             ids: Arc::new(Generator::with_system_clock(member_id)),
             wait,

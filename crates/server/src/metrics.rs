@@ -46,9 +46,7 @@ pub(crate) fn observe_node(meter: &Meter, shared: &Arc<Shared>, data_file: std::
     meter
         .u64_observable_counter("etcd_server_leader_changes_seen")
         .with_description("The number of leader changes seen.")
-        .with_callback(move |counter| {
-            counter.observe(s.leader_changes.load(std::sync::atomic::Ordering::Relaxed), &[])
-        })
+        .with_callback(move |counter| counter.observe(s.leader_changes(), &[]))
         .build();
     let s = Arc::clone(shared);
     meter

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_api::etcdserverpb::InternalRaftRequest;
-use cairn_proposal::{IndexSource, Leadership, Proposer};
-use cairn_wait::{IndexWait, Wait};
+use cairn_proposal::{NodeStatus, Proposer};
+use cairn_wait::Wait;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
@@ -42,30 +42,19 @@ const CATCH_UP_ENTRIES: u64 = 5000;
 /// of proposals shares one fsync without starving ticks.
 const MAX_BATCH: usize = 4096;
 
-/// What the rest of the server reads about the node, updated by the raft thread.
+/// What the rest of the server reads about the node, updated by the raft thread: its
+/// [`NodeStatus`] (indexes, term, leader, voters), and the rest.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) member_id: u64,
     pub(crate) cluster_id: u64,
-    applied: AtomicU64,
-    committed: AtomicU64,
-    term: AtomicU64,
-    /// The leader's ID, 0 for none.
-    leader: AtomicU64,
-    elected_at: Mutex<Option<Instant>>,
-    pub(crate) leader_changes: AtomicU64,
+    pub(crate) status: Arc<NodeStatus>,
     /// Read-index rounds that went unanswered and were asked again.
     pub(crate) slow_read_indexes: AtomicU64,
-    /// Woken with the applied index after every applied batch.
-    pub(crate) applied_wait: IndexWait,
-    /// The voting members.
-    voters: Mutex<Vec<u64>>,
     /// Every member, with names and URLs.
     pub(crate) members: cairn_apply::SharedMembers,
     /// Notified when this member is removed from the cluster.
     pub(crate) removed: Arc<tokio::sync::Notify>,
-    /// Since when this member has had no leader; `None` while it has one.
-    pub(crate) leaderless_since: tokio::sync::watch::Sender<Option<Instant>>,
     /// The peer transport, in a cluster of more than one member.
     transport: Option<Arc<Transport>>,
     /// The compaction revision whose dropped rows are all deleted from `kv` (what a
@@ -73,19 +62,18 @@ pub(crate) struct Shared {
     pub(crate) physically_compacted: tokio::sync::watch::Sender<u64>,
 }
 
+impl std::ops::Deref for Shared {
+    type Target = NodeStatus;
+    fn deref(&self) -> &NodeStatus {
+        &self.status
+    }
+}
+
 impl Shared {
     /// Whether member `id` was removed from the cluster.
     pub(crate) fn is_removed(&self, id: u64) -> bool {
         let members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         members.get(&id).is_some_and(|member| member.name == crate::members::REMOVED)
-    }
-
-    pub(crate) fn term(&self) -> u64 {
-        self.term.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn leader_id(&self) -> u64 {
-        self.leader.load(Ordering::Acquire)
     }
 
     /// Every peer, and whether the connection to it is up.
@@ -96,38 +84,6 @@ impl Shared {
     /// Channels to member `id`'s peer URLs, for calls other than raft messages.
     pub(crate) fn peer_channels(&self, id: u64) -> Vec<tonic::transport::Channel> {
         self.transport.as_ref().map_or_else(Vec::new, |transport| transport.channels(id))
-    }
-}
-
-impl IndexSource for Shared {
-    fn applied_index(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
-    }
-
-    fn committed_index(&self) -> u64 {
-        self.committed.load(Ordering::Acquire)
-    }
-}
-
-impl Leadership for Shared {
-    fn member_id(&self) -> u64 {
-        self.member_id
-    }
-
-    fn leader(&self) -> Option<u64> {
-        Some(self.leader_id()).filter(|&leader| leader != 0)
-    }
-
-    fn leader_elected_at(&self) -> Option<Instant> {
-        *self.elected_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn members(&self) -> Vec<u64> {
-        self.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    fn connected_since(&self, peer: u64) -> Option<Instant> {
-        self.transport.as_ref()?.connected_since(peer)
     }
 }
 
@@ -321,21 +277,23 @@ pub(crate) fn start(
     }
     info!(fresh, applied, term = hard_state.term, commit = hard_state.commit, "raft node started");
 
+    let mut status = NodeStatus::new(
+        config.member_id,
+        applied,
+        hard_state.commit,
+        hard_state.term,
+        initial.conf_state.voters,
+    );
+    if let Some(transport) = transport.clone() {
+        status = status.with_connections(move |peer| transport.connected_since(peer));
+    }
     let shared = Arc::new(Shared {
         member_id: config.member_id,
         cluster_id: config.cluster_id,
-        applied: AtomicU64::new(applied),
-        committed: AtomicU64::new(hard_state.commit.max(applied)),
-        term: AtomicU64::new(hard_state.term),
-        leader: AtomicU64::new(0),
-        elected_at: Mutex::new(None),
-        leader_changes: AtomicU64::new(0),
+        status: Arc::new(status),
         slow_read_indexes: AtomicU64::new(0),
-        applied_wait: IndexWait::starting_at(applied),
-        voters: Mutex::new(initial.conf_state.voters.clone()),
         members: Arc::new(Mutex::new(crate::members::load(&db.get())?)),
         removed: Arc::clone(&config.removed),
-        leaderless_since: tokio::sync::watch::Sender::new(Some(Instant::now())),
         transport: transport.clone(),
         physically_compacted: tokio::sync::watch::Sender::new(revisions.compacted),
     });
@@ -620,7 +578,7 @@ impl Runner {
         let mut core = self.storage.wl();
         core.append(&entries).map_err(raft_error)?;
         if let Some(hard_state) = hard_state {
-            self.shared.term.store(hard_state.term, Ordering::Release);
+            self.shared.set_term(hard_state.term);
             self.publish_committed(hard_state.commit);
             core.set_hardstate(hard_state);
         }
@@ -659,51 +617,33 @@ impl Runner {
     }
 
     fn observe_leader(&mut self, leader: u64) {
-        let previous = self.shared.leader.swap(leader, Ordering::AcqRel);
-        if leader != previous {
-            // A leader that steps down within its own term did so for want of a quorum
-            // (CheckQuorum; handing leadership over ends its term): it is cut off, not
-            // in an election, so it counts as leaderless for an election timeout
-            // already, and streams that asked for a leader end at once.
-            let quorum_lost = previous == self.shared.member_id && self.node.raft.term == self.shared.term();
-            let election_timeout = self.config.heartbeat * self.config.election_ticks as u32;
-            let leaderless = (leader == raft::INVALID_ID).then(|| {
-                let now = Instant::now();
-                if quorum_lost { now.checked_sub(election_timeout).unwrap_or(now) } else { now }
-            });
-            self.shared.leaderless_since.send_if_modified(|since| {
-                let modified = since.is_some() != leaderless.is_some();
-                if modified {
-                    *since = leaderless;
-                }
-                modified
-            });
-            // Lease expiry is the leader's: a new leader restarts every lease's clock,
-            // once it has applied what was committed before it led, checkpoints
-            // included.
-            if leader == self.shared.member_id {
-                self.promote_at = Some(self.node.raft.raft_log.committed);
-            } else {
-                self.promote_at = None;
-                lease::lock(&self.lessor).demote();
-            }
-            if previous != raft::INVALID_ID {
-                // Reads waiting for a round confirm nothing about a leadership that
-                // ended: they fail, as etcd's read loop fails them, and are retried by
-                // clients (etcd's `ErrLeaderChanged` is Unavailable).
-                self.reads.fail_all(|| Error::LeaderChanged);
-            }
+        let stepped_down_in_term = self.node.raft.term == self.shared.term();
+        let election_timeout = self.config.heartbeat * self.config.election_ticks as u32;
+        let previous = self.shared.observe_leader(leader, stepped_down_in_term, election_timeout);
+        if leader == previous {
+            return;
         }
-        if leader != previous && leader != raft::INVALID_ID {
-            self.shared.leader_changes.fetch_add(1, Ordering::Relaxed);
-            *self.shared.elected_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(Instant::now());
+        // Lease expiry is the leader's: a new leader restarts every lease's clock, once
+        // it has applied what was committed before it led, checkpoints included.
+        if leader == self.shared.member_id {
+            self.promote_at = Some(self.node.raft.raft_log.committed);
+        } else {
+            self.promote_at = None;
+            lease::lock(&self.lessor).demote();
+        }
+        if previous != raft::INVALID_ID {
+            // Reads waiting for a round confirm nothing about a leadership that ended:
+            // they fail, as etcd's read loop fails them, and are retried by clients
+            // (etcd's `ErrLeaderChanged` is Unavailable).
+            self.reads.fail_all(|| Error::LeaderChanged);
+        }
+        if leader != raft::INVALID_ID {
             info!(leader = format_args!("{leader:x}"), term = self.node.raft.term, "leader elected");
         }
     }
 
     fn publish_committed(&self, commit: u64) {
-        self.shared.committed.fetch_max(commit, Ordering::AcqRel);
+        self.shared.set_committed(commit);
     }
 
     /// Applies `entries` in `txn`, saving the applied index and revisions with them.
@@ -756,8 +696,7 @@ impl Runner {
                         Ok(conf_state) => {
                             raft_log::save_conf_state(txn, &conf_state)?;
                             self.applier.apply_member_change(&batch, member_change).map_err(apply_error)?;
-                            *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                                conf_state.voters.clone();
+                            self.shared.set_voters(conf_state.voters.clone());
                             self.storage.wl().set_conf_state(conf_state);
                             self.answer_conf_change(&change, Ok(()));
                         }
@@ -810,11 +749,10 @@ impl Runner {
         for (revision, events) in changes {
             self.hub.publish(revision, events);
         }
-        self.shared.applied.store(self.applied, Ordering::Release);
+        self.shared.set_applied(self.applied);
         for (id, result) in results {
             self.wait.trigger(id, result);
         }
-        self.shared.applied_wait.trigger(self.applied);
     }
 
     /// Keeps the transport in step with the member registry's changes, and stops this
@@ -863,12 +801,10 @@ impl Runner {
         self.applier.reload(&self.db.get(), &mut key_index).map_err(apply_error)?;
         drop(key_index);
         self.connect_peers();
-        *self.shared.voters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            self.storage.initial_state().map_err(raft_error)?.conf_state.voters;
+        self.shared.set_voters(self.storage.initial_state().map_err(raft_error)?.conf_state.voters);
         self.applied = index;
-        self.shared.applied.store(index, Ordering::Release);
         self.publish_committed(index);
-        self.shared.applied_wait.trigger(index);
+        self.shared.set_applied(index);
         Ok(())
     }
 

@@ -199,7 +199,7 @@ impl Service {
     /// commit index, so that a lease granted just before is known.
     pub(crate) async fn renew_here(&self, id: i64) -> Result<Renewal, Error> {
         let index = self.proposer.read_index().await?;
-        self.shared.applied_wait.wait(index).await;
+        self.shared.applied_wait().wait(index).await;
         if self.shared.leader_id() != self.shared.member_id {
             return Err(Error::LeaderChanged);
         }
@@ -239,7 +239,7 @@ impl Service {
     /// is applied; `None` when this member does not keep expiry times.
     pub(crate) async fn time_to_live_here(&self, id: i64, keys: bool) -> Option<LeaseTtlResponse> {
         use cairn_proposal::IndexSource as _;
-        self.shared.applied_wait.wait(self.shared.committed_index()).await;
+        self.shared.applied_wait().wait(self.shared.committed_index()).await;
         let lessor = lease::lock(&self.lessor);
         if !lessor.is_primary() || self.shared.leader_id() != self.shared.member_id {
             return None;

@@ -26,7 +26,7 @@ use cairn_api::etcdserverpb::lease_server::LeaseServer;
 use cairn_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_api::etcdserverpb::watch_server::WatchServer;
 use cairn_api::etcdserverpb::{InternalRaftRequest, ResponseHeader};
-use cairn_proposal::Gate;
+use cairn_proposal::{Gate, NodeStatus};
 use redb::ReadOnlyTable;
 use tokio::net::TcpListener;
 use tonic::Status;
@@ -55,7 +55,7 @@ pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The proposal gate as the server composes it.
 pub(crate) type ServerGate =
-    Gate<RaftProposer, Arc<Shared>, Arc<Shared>, crate::auth::ServerAuth, ApplyResult>;
+    Gate<RaftProposer, Arc<NodeStatus>, Arc<NodeStatus>, crate::auth::ServerAuth, ApplyResult>;
 
 /// What the services need to know about the member.
 #[derive(Debug, Clone)]
@@ -170,8 +170,8 @@ impl Service {
         let token = cairn_auth::token_from_metadata(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Some(index) = token.and_then(cairn_auth::simple_token_index) {
             // A token from the future of this member's log may be one it has not applied yet.
-            let _ =
-                tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait.wait(index)).await;
+            let _ = tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait().wait(index))
+                .await;
         }
         Ok(Credentials { pairs })
     }
@@ -222,8 +222,7 @@ impl Service {
     /// `WithRequireLeader`): what tells its stream that the leader is lost.
     fn leader_lost_signal(&self, metadata: &MetadataMap) -> Option<LeaderLoss> {
         let required = metadata.get("hasleader").is_some_and(|value| value == "true");
-        required
-            .then(|| LeaderLoss::new(self.shared.leaderless_since.subscribe(), self.config.leader_loss_grace))
+        required.then(|| LeaderLoss::new(self.shared.leaderless_since(), self.config.leader_loss_grace))
     }
 
     /// Checks that the caller may read `[key, range_end)`.
@@ -240,7 +239,7 @@ impl Service {
         let index = tokio::time::timeout(self.config.request_timeout, self.proposer.read_index())
             .await
             .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))??;
-        tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait.wait(index))
+        tokio::time::timeout(self.config.request_timeout, self.shared.applied_wait().wait(index))
             .await
             .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))?;
         Ok(())
