@@ -81,7 +81,8 @@ mod tests {
         // A leader that lost its quorum publishes a start in the past: lost at once.
         since.send_replace(Some(Instant::now() - GRACE));
         assert!(completes(&mut loss, Duration::ZERO).await);
-        // No publisher: never.
+        // A leader again, then no publisher: never.
+        since.send_replace(None);
         drop(since);
         assert!(!completes(&mut loss, Duration::from_secs(5)).await);
         assert!(tokio::time::timeout(GRACE * 2, LeaderLoss::lost_if_asked(&mut None)).await.is_err());

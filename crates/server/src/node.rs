@@ -27,6 +27,7 @@ use crate::apply::ApplyResult;
 use crate::auth::SharedAuth;
 use crate::error::Error;
 use crate::lease::{self, SharedLessor};
+use crate::storage::defrag::Outcome;
 use crate::storage::mvcc::{Revisions, SharedIndex};
 use crate::storage::{META, StorageError, Store, raft_log, snapshot};
 use crate::watch::Hub;
@@ -109,10 +110,7 @@ pub(crate) enum Command {
     /// On the leader: how far member `id`'s log matches, and the leader's own.
     Progress(u64, oneshot::Sender<Option<(u64, u64)>>),
     /// Put a defragmented copy of the database in place, between two applies.
-    Defragment(
-        crate::storage::defrag::Copy,
-        oneshot::Sender<Result<crate::storage::defrag::Outcome, String>>,
-    ),
+    Defragment(crate::storage::defrag::Copy, oneshot::Sender<Result<Outcome, String>>),
     /// Finish the current step and stop.
     Stop,
 }
@@ -125,41 +123,37 @@ pub(crate) struct RaftProposer {
 
 impl Proposer for RaftProposer {
     async fn propose(&self, data: Vec<u8>) -> cairn_proposal::Result<()> {
-        let (reply, accepted) = oneshot::channel();
-        self.commands.send(Command::Propose(data, reply)).map_err(|_| cairn_proposal::Error::Stopped)?;
-        accepted.await.map_err(|_| cairn_proposal::Error::Stopped)?
+        let stopped = cairn_proposal::Error::Stopped;
+        self.ask(|reply| Command::Propose(data, reply)).await.ok_or(stopped)?
     }
 }
 
 impl RaftProposer {
+    /// Sends the command `make` builds around a reply channel and waits for the
+    /// reply; `None` once the raft thread has stopped.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).ok()?;
+        answer.await.ok()
+    }
+
     /// Proposes a membership change and waits until it is applied on this member.
     pub(crate) async fn change_membership(&self, change: ConfChange) -> Result<(), String> {
-        let (reply, applied) = oneshot::channel();
-        self.commands
-            .send(Command::ConfChange(change, reply))
-            .map_err(|_| "etcdserver: server stopped".to_owned())?;
-        applied.await.map_err(|_| "etcdserver: server stopped".to_owned())?
+        let applied = self.ask(|reply| Command::ConfChange(change, reply)).await;
+        applied.unwrap_or_else(|| Err("etcdserver: server stopped".to_owned()))
     }
 
     /// On the leader, how far member `id`'s log matches the leader's: `(member,
     /// leader)`; `None` on other members or for an unknown member.
     pub(crate) async fn progress(&self, id: u64) -> Option<(u64, u64)> {
-        let (reply, progress) = oneshot::channel();
-        self.commands.send(Command::Progress(id, reply)).ok()?;
-        progress.await.ok().flatten()
+        self.ask(|reply| Command::Progress(id, reply)).await.flatten()
     }
 
     /// Puts a defragmented copy in place of the database, on the raft thread so that
     /// no write happens meanwhile.
-    pub(crate) async fn defragment(
-        &self,
-        copy: crate::storage::defrag::Copy,
-    ) -> Result<crate::storage::defrag::Outcome, String> {
-        let (reply, done) = oneshot::channel();
-        self.commands
-            .send(Command::Defragment(copy, reply))
-            .map_err(|_| "etcdserver: server stopped".to_owned())?;
-        done.await.map_err(|_| "etcdserver: server stopped".to_owned())?
+    pub(crate) async fn defragment(&self, copy: crate::storage::defrag::Copy) -> Result<Outcome, String> {
+        let done = self.ask(|reply| Command::Defragment(copy, reply)).await;
+        done.unwrap_or_else(|| Err("etcdserver: server stopped".to_owned()))
     }
 
     /// Asks raft to hand leadership to `to`.
@@ -180,10 +174,8 @@ impl RaftProposer {
     /// [`Error::LeaderChanged`] when leadership moved before the round was answered;
     /// `etcdserver: server stopped` when the node stops.
     pub(crate) async fn read_index(&self) -> Result<u64, Error> {
-        let stopped = || Error::Proposal(cairn_proposal::Error::Stopped);
-        let (reply, index) = oneshot::channel();
-        self.commands.send(Command::ReadIndex(reply)).map_err(|_| stopped())?;
-        index.await.map_err(|_| stopped())?
+        let index = self.ask(Command::ReadIndex).await;
+        index.unwrap_or(Err(Error::Proposal(cairn_proposal::Error::Stopped)))
     }
 }
 

@@ -16,18 +16,21 @@ use crate::error::Error;
 const AUTHENTICATE_ATTEMPTS: usize = 8;
 
 impl Service {
-    /// Proposes an auth request and returns what it applied to, with a header.
-    async fn auth_call<M>(
+    /// Proposes the auth request `wrap` makes of `request` and answers with what
+    /// `respond` makes of its result and a header; a result `respond` gives back is
+    /// an internal error.
+    async fn auth_call<M, R>(
         &self,
         request: Request<M>,
         wrap: impl FnOnce(M) -> InternalRaftRequest,
-    ) -> Result<(AuthApplied, Option<ResponseHeader>), Status> {
+        respond: impl FnOnce(AuthApplied, Option<ResponseHeader>) -> Result<R, AuthApplied>,
+    ) -> Result<Response<R>, Status> {
         let credentials = self.credentials(&request).await?;
-        let applied = self.write(wrap(request.into_inner()), &credentials).await?;
-        match applied {
-            Applied::Auth(applied) => Ok((applied, self.header().await)),
-            other => Err(Status::internal(format!("etcdserver: unexpected apply result {other:?}"))),
-        }
+        let Applied::Auth(applied) = self.write(wrap(request.into_inner()), &credentials).await? else {
+            return Err(super::unexpected("Auth"));
+        };
+        let unexpected = |other| Status::internal(format!("etcdserver: unexpected auth result {other:?}"));
+        respond(applied, self.header().await).map(Response::new).map_err(unexpected)
     }
 
     /// A response header at the current store revision.
@@ -48,130 +51,92 @@ impl Service {
     }
 }
 
-fn unexpected(applied: AuthApplied) -> Status {
-    Status::internal(format!("etcdserver: unexpected auth result {applied:?}"))
-}
-
 #[tonic::async_trait]
 impl Auth for Service {
     async fn auth_enable(
         &self,
         request: Request<AuthEnableRequest>,
     ) -> Result<Response<AuthEnableResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest { auth_enable: Some(r), ..Default::default() })
-            .await?;
-        Ok(Response::new(AuthEnableResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_enable: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthEnableResponse { header })).await
     }
 
     async fn auth_disable(
         &self,
         request: Request<AuthDisableRequest>,
     ) -> Result<Response<AuthDisableResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest { auth_disable: Some(r), ..Default::default() })
-            .await?;
-        Ok(Response::new(AuthDisableResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_disable: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthDisableResponse { header })).await
     }
 
     async fn user_delete(
         &self,
         request: Request<AuthUserDeleteRequest>,
     ) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest { auth_user_delete: Some(r), ..Default::default() })
-            .await?;
-        Ok(Response::new(AuthUserDeleteResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_user_delete: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthUserDeleteResponse { header })).await
     }
 
     async fn user_grant_role(
         &self,
         request: Request<AuthUserGrantRoleRequest>,
     ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest {
-                auth_user_grant_role: Some(r),
-                ..Default::default()
-            })
-            .await?;
-        Ok(Response::new(AuthUserGrantRoleResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_user_grant_role: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthUserGrantRoleResponse { header })).await
     }
 
     async fn user_revoke_role(
         &self,
         request: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest {
-                auth_user_revoke_role: Some(r),
-                ..Default::default()
-            })
-            .await?;
-        Ok(Response::new(AuthUserRevokeRoleResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_user_revoke_role: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthUserRevokeRoleResponse { header })).await
     }
 
     async fn role_add(
         &self,
         request: Request<AuthRoleAddRequest>,
     ) -> Result<Response<AuthRoleAddResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest { auth_role_add: Some(r), ..Default::default() })
-            .await?;
-        Ok(Response::new(AuthRoleAddResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_role_add: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthRoleAddResponse { header })).await
     }
 
     async fn role_delete(
         &self,
         request: Request<AuthRoleDeleteRequest>,
     ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest { auth_role_delete: Some(r), ..Default::default() })
-            .await?;
-        Ok(Response::new(AuthRoleDeleteResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_role_delete: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthRoleDeleteResponse { header })).await
     }
 
     async fn role_grant_permission(
         &self,
         request: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest {
-                auth_role_grant_permission: Some(r),
-                ..Default::default()
-            })
-            .await?;
-        Ok(Response::new(AuthRoleGrantPermissionResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_role_grant_permission: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthRoleGrantPermissionResponse { header })).await
     }
 
     async fn role_revoke_permission(
         &self,
         request: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
-        let (_, header) = self
-            .auth_call(request, |r| InternalRaftRequest {
-                auth_role_revoke_permission: Some(r),
-                ..Default::default()
-            })
-            .await?;
-        Ok(Response::new(AuthRoleRevokePermissionResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_role_revoke_permission: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthRoleRevokePermissionResponse { header })).await
     }
 
     async fn auth_status(
         &self,
         request: Request<AuthStatusRequest>,
     ) -> Result<Response<AuthStatusResponse>, Status> {
-        let (applied, header) = self
-            .auth_call(request, |inner| InternalRaftRequest {
-                auth_status: Some(inner),
-                ..Default::default()
-            })
-            .await?;
-        match applied {
+        let wrap = |r| InternalRaftRequest { auth_status: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |applied, header| match applied {
             AuthApplied::Status { enabled, revision } => {
-                Ok(Response::new(AuthStatusResponse { header, enabled, auth_revision: revision }))
+                Ok(AuthStatusResponse { header, enabled, auth_revision: revision })
             }
-            other => Err(unexpected(other)),
-        }
+            other => Err(other),
+        })
+        .await
     }
 
     async fn authenticate(
@@ -198,11 +163,8 @@ impl Auth for Service {
             let applied = self
                 .write(InternalRaftRequest { authenticate: Some(issue), ..Default::default() }, &none)
                 .await?;
-            let token = match applied {
-                Applied::Auth(AuthApplied::Token(token)) => token,
-                other => {
-                    return Err(Status::internal(format!("etcdserver: unexpected apply result {other:?}")));
-                }
+            let Applied::Auth(AuthApplied::Token(token)) = applied else {
+                return Err(super::unexpected("Auth(Token)"));
             };
             // A change to the auth store since the check may have changed the password.
             if auth::read(&self.auth).revision() == checked_revision {
@@ -223,13 +185,8 @@ impl Auth for Service {
             inner.hashed_password = self.hash(password).await?;
         }
         let request = Request::from_parts(metadata, extensions, inner);
-        let (_, header) = self
-            .auth_call(request, |inner| InternalRaftRequest {
-                auth_user_add: Some(inner),
-                ..Default::default()
-            })
-            .await?;
-        Ok(Response::new(AuthUserAddResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_user_add: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthUserAddResponse { header })).await
     }
 
     async fn user_change_password(
@@ -240,76 +197,55 @@ impl Auth for Service {
         let password = std::mem::take(&mut inner.password);
         inner.hashed_password = self.hash(password).await?;
         let request = Request::from_parts(metadata, extensions, inner);
-        let (_, header) = self
-            .auth_call(request, |inner| InternalRaftRequest {
-                auth_user_change_password: Some(inner),
-                ..Default::default()
-            })
-            .await?;
-        Ok(Response::new(AuthUserChangePasswordResponse { header }))
+        let wrap = |r| InternalRaftRequest { auth_user_change_password: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |_, header| Ok(AuthUserChangePasswordResponse { header })).await
     }
 
     async fn user_get(
         &self,
         request: Request<AuthUserGetRequest>,
     ) -> Result<Response<AuthUserGetResponse>, Status> {
-        let (applied, header) = self
-            .auth_call(request, |inner| InternalRaftRequest {
-                auth_user_get: Some(inner),
-                ..Default::default()
-            })
-            .await?;
-        match applied {
-            AuthApplied::Roles(roles) => Ok(Response::new(AuthUserGetResponse { header, roles })),
-            other => Err(unexpected(other)),
-        }
+        let wrap = |r| InternalRaftRequest { auth_user_get: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |applied, header| match applied {
+            AuthApplied::Roles(roles) => Ok(AuthUserGetResponse { header, roles }),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn user_list(
         &self,
         request: Request<AuthUserListRequest>,
     ) -> Result<Response<AuthUserListResponse>, Status> {
-        let (applied, header) = self
-            .auth_call(request, |inner| InternalRaftRequest {
-                auth_user_list: Some(inner),
-                ..Default::default()
-            })
-            .await?;
-        match applied {
-            AuthApplied::Names(users) => Ok(Response::new(AuthUserListResponse { header, users })),
-            other => Err(unexpected(other)),
-        }
+        let wrap = |r| InternalRaftRequest { auth_user_list: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |applied, header| match applied {
+            AuthApplied::Names(users) => Ok(AuthUserListResponse { header, users }),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn role_get(
         &self,
         request: Request<AuthRoleGetRequest>,
     ) -> Result<Response<AuthRoleGetResponse>, Status> {
-        let (applied, header) = self
-            .auth_call(request, |inner| InternalRaftRequest {
-                auth_role_get: Some(inner),
-                ..Default::default()
-            })
-            .await?;
-        match applied {
-            AuthApplied::Permissions(perm) => Ok(Response::new(AuthRoleGetResponse { header, perm })),
-            other => Err(unexpected(other)),
-        }
+        let wrap = |r| InternalRaftRequest { auth_role_get: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |applied, header| match applied {
+            AuthApplied::Permissions(perm) => Ok(AuthRoleGetResponse { header, perm }),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn role_list(
         &self,
         request: Request<AuthRoleListRequest>,
     ) -> Result<Response<AuthRoleListResponse>, Status> {
-        let (applied, header) = self
-            .auth_call(request, |inner| InternalRaftRequest {
-                auth_role_list: Some(inner),
-                ..Default::default()
-            })
-            .await?;
-        match applied {
-            AuthApplied::Names(roles) => Ok(Response::new(AuthRoleListResponse { header, roles })),
-            other => Err(unexpected(other)),
-        }
+        let wrap = |r| InternalRaftRequest { auth_role_list: Some(r), ..Default::default() };
+        self.auth_call(request, wrap, |applied, header| match applied {
+            AuthApplied::Names(roles) => Ok(AuthRoleListResponse { header, roles }),
+            other => Err(other),
+        })
+        .await
     }
 }

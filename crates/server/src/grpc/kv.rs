@@ -38,16 +38,12 @@ impl Kv for Service {
         let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         check::put(&request).map_err(invalid)?;
-        match self
-            .write(InternalRaftRequest { put: Some(request), ..Default::default() }, &credentials)
-            .await?
-        {
-            Applied::Put(mut response) => {
-                self.fill(&mut response.header);
-                Ok(Response::new(response))
-            }
-            other => Err(unexpected(other)),
-        }
+        let internal = InternalRaftRequest { put: Some(request), ..Default::default() };
+        let Applied::Put(mut response) = self.write(internal, &credentials).await? else {
+            return Err(super::unexpected("Put"));
+        };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
     }
 
     async fn delete_range(
@@ -57,32 +53,24 @@ impl Kv for Service {
         let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         check::delete_range(&request).map_err(invalid)?;
-        match self
-            .write(InternalRaftRequest { delete_range: Some(request), ..Default::default() }, &credentials)
-            .await?
-        {
-            Applied::DeleteRange(mut response) => {
-                self.fill(&mut response.header);
-                Ok(Response::new(response))
-            }
-            other => Err(unexpected(other)),
-        }
+        let internal = InternalRaftRequest { delete_range: Some(request), ..Default::default() };
+        let Applied::DeleteRange(mut response) = self.write(internal, &credentials).await? else {
+            return Err(super::unexpected("DeleteRange"));
+        };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         check::txn(&request, self.config.max_txn_ops).map_err(invalid)?;
-        match self
-            .write(InternalRaftRequest { txn: Some(request), ..Default::default() }, &credentials)
-            .await?
-        {
-            Applied::Txn(mut response) => {
-                self.fill(&mut response.header);
-                Ok(Response::new(response))
-            }
-            other => Err(unexpected(other)),
-        }
+        let internal = InternalRaftRequest { txn: Some(request), ..Default::default() };
+        let Applied::Txn(mut response) = self.write(internal, &credentials).await? else {
+            return Err(super::unexpected("Txn"));
+        };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
     }
 
     async fn compact(
@@ -92,22 +80,18 @@ impl Kv for Service {
         let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
         let (physical, revision) = (request.physical, request.revision.max(0) as u64);
-        match self
-            .write(InternalRaftRequest { compaction: Some(request), ..Default::default() }, &credentials)
-            .await?
-        {
-            Applied::Compaction(mut response) => {
-                if physical {
-                    // etcd's physical compaction answers once the dropped rows are gone
-                    // from this member's store, not only from its reads.
-                    let mut done = self.shared.physically_compacted.subscribe();
-                    let _ = done.wait_for(|compacted| *compacted >= revision).await;
-                }
-                self.fill(&mut response.header);
-                Ok(Response::new(response))
-            }
-            other => Err(unexpected(other)),
+        let internal = InternalRaftRequest { compaction: Some(request), ..Default::default() };
+        let Applied::Compaction(mut response) = self.write(internal, &credentials).await? else {
+            return Err(super::unexpected("Compaction"));
+        };
+        if physical {
+            // etcd's physical compaction answers once the dropped rows are gone
+            // from this member's store, not only from its reads.
+            let mut done = self.shared.physically_compacted.subscribe();
+            let _ = done.wait_for(|compacted| *compacted >= revision).await;
         }
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
     }
 }
 
@@ -129,10 +113,6 @@ impl Service {
             }
         }
     }
-}
-
-fn unexpected(applied: Applied) -> Status {
-    Status::internal(format!("etcdserver: unexpected apply result {applied:?}"))
 }
 
 /// A malformed request: etcd's text, `InvalidArgument`.

@@ -41,16 +41,12 @@ impl Lease for Service {
             // etcd's default lease IDs: a request ID with the top bit cleared.
             request.id = (self.gate.parts().ids.next() & (i64::MAX as u64)) as i64;
         }
-        match self
-            .write(InternalRaftRequest { lease_grant: Some(request), ..Default::default() }, &credentials)
-            .await?
-        {
-            Applied::LeaseGrant(mut response) => {
-                self.fill(&mut response.header);
-                Ok(Response::new(response))
-            }
-            other => Err(Status::internal(format!("etcdserver: unexpected apply result {other:?}"))),
-        }
+        let internal = InternalRaftRequest { lease_grant: Some(request), ..Default::default() };
+        let Applied::LeaseGrant(mut response) = self.write(internal, &credentials).await? else {
+            return Err(super::unexpected("LeaseGrant"));
+        };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
     }
 
     async fn lease_revoke(
@@ -59,16 +55,12 @@ impl Lease for Service {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let credentials = self.credentials(&request).await?;
         let request = request.into_inner();
-        match self
-            .write(InternalRaftRequest { lease_revoke: Some(request), ..Default::default() }, &credentials)
-            .await?
-        {
-            Applied::LeaseRevoke(mut response) => {
-                self.fill(&mut response.header);
-                Ok(Response::new(response))
-            }
-            other => Err(Status::internal(format!("etcdserver: unexpected apply result {other:?}"))),
-        }
+        let internal = InternalRaftRequest { lease_revoke: Some(request), ..Default::default() };
+        let Applied::LeaseRevoke(mut response) = self.write(internal, &credentials).await? else {
+            return Err(super::unexpected("LeaseRevoke"));
+        };
+        self.fill(&mut response.header);
+        Ok(Response::new(response))
     }
 
     async fn lease_keep_alive(

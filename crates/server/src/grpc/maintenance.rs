@@ -67,14 +67,10 @@ impl Maintenance for Service {
             }
             Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
                 let internal = InternalRaftRequest { alarm: Some(request), ..Default::default() };
-                match self.write(internal, &credentials).await? {
-                    Applied::Alarm(response) => response,
-                    other => {
-                        return Err(Status::internal(format!(
-                            "etcdserver: unexpected apply result {other:?}"
-                        )));
-                    }
-                }
+                let Applied::Alarm(response) = self.write(internal, &credentials).await? else {
+                    return Err(super::unexpected("Alarm"));
+                };
+                response
             }
             Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
         };

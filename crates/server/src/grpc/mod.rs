@@ -281,6 +281,11 @@ impl Service {
     }
 }
 
+/// The error for a write whose apply result is not the kind its request makes.
+fn unexpected(expected: &str) -> Status {
+    Status::internal(format!("etcdserver: unexpected apply result, not {expected}"))
+}
+
 /// A caller's token metadata, owned so that it outlives the request's metadata map.
 pub(crate) struct Credentials {
     pairs: Vec<(String, String)>,
