@@ -307,7 +307,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(
             cairn_transport::MembershipService::new(cluster_id, Arc::new(service.clone())).into_server(),
         )
-        .add_service(cairn_api::cairnpb::leases_server::LeasesServer::new(grpc::PeerLeases(service.clone())));
+        .add_service(cairn_transport::LeasesService::server(Arc::new(service.clone())));
     let peer_server_tls =
         tls::server_config(&config.peer_tls_files(), &data_dir.join("fixtures").join("peer"))?;
     match config.peer_listeners().await {

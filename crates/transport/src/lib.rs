@@ -16,7 +16,9 @@
 //! [`MembershipService`] answers what members ask each other besides raft messages
 //! (the members, a learner's progress, a `HashKV`), over a [`Members`] the member
 //! implements; [`fetch_members`], [`ask_progress`] and [`ask_hash`] ask it, and
-//! [`serve`] serves the peer services on the peer listeners.
+//! [`serve`] serves the peer services on the peer listeners. [`LeasesService`] and
+//! [`forward_renew`]/[`forward_time_to_live`] carry keep-alives and TTL queries to the
+//! leader, which alone keeps lease expiry.
 //!
 //! ```no_run
 //! # async fn run(
@@ -43,10 +45,12 @@
 //! delivered in the order they were sent, or dropped (and counted), never reordered;
 //! only messages of this cluster from members not removed reach `deliver`.
 
+mod leases;
 mod membership;
 mod receiver;
 mod sender;
 
+pub use leases::{LeaseKeeper, LeasesService, forward_renew, forward_time_to_live};
 pub use membership::{Members, MembershipService, ask_hash, ask_progress, serve};
 pub use receiver::{MAX_SNAPSHOT_MESSAGE, Receiver, fetch_members};
 pub use sender::Transport;

@@ -195,3 +195,56 @@ async fn the_peer_port_answers_members_progress_and_hashes() {
     assert!(unreachable.to_string().starts_with("http://127.0.0.1:1: "), "{unreachable}");
     assert!(cairn_transport::ask_progress(Vec::new(), 2, DEADLINE).await.is_err());
 }
+
+/// A leader's lessor that knows lease 1 (TTL 60, key `k`), not lease 2, and refuses
+/// lease 3 as a member that is not the primary lessor would.
+struct Keeper;
+
+impl cairn_transport::LeaseKeeper for Keeper {
+    async fn renew(&self, id: i64) -> Result<Option<i64>, tonic::Status> {
+        match id {
+            1 => Ok(Some(60)),
+            2 => Ok(None),
+            _ => Err(tonic::Status::unavailable("etcdserver: not a primary lessor")),
+        }
+    }
+
+    async fn time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<cairn_api::cairnpb::LeaseTtlResponse, tonic::Status> {
+        let keys = if keys { vec![b"k".to_vec()] } else { Vec::new() };
+        match id {
+            1 => Ok(cairn_api::cairnpb::LeaseTtlResponse { found: true, ttl: 42, granted_ttl: 60, keys }),
+            2 => Ok(cairn_api::cairnpb::LeaseTtlResponse::default()),
+            _ => Err(tonic::Status::unavailable("etcdserver: not a primary lessor")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn lease_calls_reach_the_leaders_lessor_and_a_refusal_is_no_answer() {
+    use cairn_transport::{forward_renew, forward_time_to_live};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let routes = tonic::service::Routes::default()
+        .add_service(cairn_transport::LeasesService::server(Arc::new(Keeper)));
+    cairn_transport::serve(routes, vec![(listener, false)], None);
+    let leader = || vec![tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect_lazy()];
+    let deadline = || tokio::time::Instant::now() + DEADLINE;
+
+    assert_eq!(forward_renew(leader(), 1, deadline()).await, Some(Some(60)));
+    assert_eq!(forward_renew(leader(), 2, deadline()).await, Some(None));
+    // A member that is not the primary lessor gives no answer: the caller asks again.
+    assert_eq!(forward_renew(leader(), 3, deadline()).await, None);
+    let found = forward_time_to_live(leader(), 1, true, deadline()).await.unwrap().unwrap();
+    assert_eq!((found.ttl, found.granted_ttl, found.keys), (42, 60, vec![b"k".to_vec()]));
+    assert!(forward_time_to_live(leader(), 1, false, deadline()).await.unwrap().unwrap().keys.is_empty());
+    assert_eq!(forward_time_to_live(leader(), 2, false, deadline()).await, Some(None));
+    assert_eq!(forward_time_to_live(leader(), 3, false, deadline()).await, None);
+    // An unreachable leader: no answer by the deadline.
+    let dead = vec![tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy()];
+    let soon = tokio::time::Instant::now() + Duration::from_secs(2);
+    assert_eq!(forward_renew(dead, 1, soon).await, None);
+}

@@ -3,8 +3,7 @@
 
 use std::pin::Pin;
 
-use cairn_api::cairnpb::leases_client::LeasesClient;
-use cairn_api::cairnpb::{LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest, LeaseTtlResponse};
+use cairn_api::cairnpb::LeaseTtlResponse;
 use cairn_api::etcdserverpb::lease_server::Lease;
 use cairn_api::etcdserverpb::{
     InternalRaftRequest, LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse,
@@ -169,15 +168,11 @@ impl Service {
                     Ok(Err(error)) => return Err(error.into()),
                     Err(_) => {}
                 }
-            } else if leader != 0 {
-                for channel in self.shared.peer_channels(leader) {
-                    let mut client = LeasesClient::new(channel);
-                    let call = client.renew(LeaseRenewRequest { id });
-                    if let Ok(Ok(response)) = tokio::time::timeout_at(deadline, call).await {
-                        let response = response.into_inner();
-                        return Ok(response.found.then_some(response.ttl));
-                    }
-                }
+            } else if leader != 0
+                && let Some(renewed) =
+                    cairn_transport::forward_renew(self.shared.peer_channels(leader), id, deadline).await
+            {
+                return Ok(renewed);
             }
             if Instant::now() >= deadline {
                 return Err(self.no_leader_or_timeout());
@@ -211,13 +206,10 @@ impl Service {
                     return Ok(found.found.then_some(found));
                 }
             } else if leader != 0 {
-                for channel in self.shared.peer_channels(leader) {
-                    let mut client = LeasesClient::new(channel);
-                    let call = client.time_to_live(LeaseTtlRequest { id, keys });
-                    if let Ok(Ok(response)) = tokio::time::timeout_at(deadline, call).await {
-                        let response = response.into_inner();
-                        return Ok(response.found.then_some(response));
-                    }
+                let channels = self.shared.peer_channels(leader);
+                if let Some(found) = cairn_transport::forward_time_to_live(channels, id, keys, deadline).await
+                {
+                    return Ok(found);
                 }
             }
             if Instant::now() >= deadline {
@@ -320,47 +312,33 @@ impl Service {
     }
 }
 
-/// Lease calls forwarded to this member by the others while it leads
-/// (`cairnpb.Leases`, etcd's `/leases` and `/leases/internal` peer handlers).
-#[derive(Clone)]
-pub(crate) struct PeerLeases(pub(crate) Service);
-
-#[tonic::async_trait]
-impl cairn_api::cairnpb::leases_server::Leases for PeerLeases {
-    async fn renew(
-        &self,
-        request: Request<LeaseRenewRequest>,
-    ) -> Result<Response<LeaseRenewResponse>, Status> {
-        let id = request.into_inner().id;
-        let service = &self.0;
-        if service.shared.leader_id() != service.shared.member_id {
-            return Err(Status::unavailable("etcdserver: not a primary lessor"));
+/// Lease calls forwarded to this member by the others while it leads (etcd's
+/// `/leases` and `/leases/internal` peer handlers).
+impl cairn_transport::LeaseKeeper for Service {
+    async fn renew(&self, id: i64) -> Result<Option<i64>, Status> {
+        let not_primary = || Status::unavailable("etcdserver: not a primary lessor");
+        if self.shared.leader_id() != self.shared.member_id {
+            return Err(not_primary());
         }
-        let renewal = tokio::time::timeout(service.config.request_timeout, service.renew_here(id))
+        let renewal = tokio::time::timeout(self.config.request_timeout, self.renew_here(id))
             .await
             .map_err(|_| Error::Proposal(cairn_proposal::Error::Timeout))??;
         match renewal {
-            Renewal::Renewed(ttl) => Ok(Response::new(LeaseRenewResponse { found: true, ttl })),
-            Renewal::NotFound => Ok(Response::new(LeaseRenewResponse { found: false, ttl: 0 })),
-            Renewal::NotPrimary => Err(Status::unavailable("etcdserver: not a primary lessor")),
+            Renewal::Renewed(ttl) => Ok(Some(ttl)),
+            Renewal::NotFound => Ok(None),
+            Renewal::NotPrimary => Err(not_primary()),
         }
     }
 
-    async fn time_to_live(
-        &self,
-        request: Request<LeaseTtlRequest>,
-    ) -> Result<Response<LeaseTtlResponse>, Status> {
-        let request = request.into_inner();
-        let service = &self.0;
+    async fn time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTtlResponse, Status> {
         // etcd waits at most a second for its applied index here.
-        let found = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            service.time_to_live_here(request.id, request.keys),
-        )
-        .await
-        .map_err(|_| {
-            Status::unavailable("etcdserver: request timed out, waiting for the applied index took too long")
-        })?;
-        found.map(Response::new).ok_or_else(|| Status::unavailable("etcdserver: not a primary lessor"))
+        let found = tokio::time::timeout(std::time::Duration::from_secs(1), self.time_to_live_here(id, keys))
+            .await
+            .map_err(|_| {
+                Status::unavailable(
+                    "etcdserver: request timed out, waiting for the applied index took too long",
+                )
+            })?;
+        found.ok_or_else(|| Status::unavailable("etcdserver: not a primary lessor"))
     }
 }

@@ -12,7 +12,6 @@ mod lease;
 mod maintenance;
 mod watch;
 
-pub(crate) use lease::PeerLeases;
 pub(crate) use maintenance::ETCD_VERSION;
 
 use std::future::Future;
