@@ -150,6 +150,31 @@ pub async fn serve_clients(
     Ok(())
 }
 
+/// Completes on SIGINT (Ctrl-C) or SIGTERM: what ends a server, as it ends etcd.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => info!("received SIGINT, shutting down"),
+            _ = term.recv() => info!("received SIGTERM, shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+        info!("received Ctrl-C, shutting down");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,6 +102,12 @@ impl NodeStatus {
         self.leaderless_since.subscribe()
     }
 
+    /// Completes once there is a leader (at once when there is one).
+    pub async fn leader_elected(&self) {
+        let mut since = self.leaderless_since.subscribe();
+        let _ = since.wait_for(Option::is_none).await;
+    }
+
     /// Records the term of a saved hard state.
     pub fn set_term(&self, term: u64) {
         self.term.store(term, Ordering::Release);
@@ -189,6 +195,19 @@ mod tests {
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_leader_ends_when_one_is_elected() {
+        let status = std::sync::Arc::new(NodeStatus::new(1, 0, 0, 0, vec![1]));
+        let waiting = std::sync::Arc::clone(&status);
+        let elected = tokio::spawn(async move { waiting.leader_elected().await });
+        tokio::time::sleep(TIMEOUT).await;
+        assert!(!elected.is_finished(), "no leader yet");
+        status.observe_leader(1, false, TIMEOUT);
+        elected.await.unwrap();
+        // With a leader, at once.
+        tokio::time::timeout(Duration::ZERO, status.leader_elected()).await.unwrap();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn leadership_changes_are_counted_and_leaderless_spells_kept() {

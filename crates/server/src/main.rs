@@ -97,6 +97,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(storage::Store::open(&data_dir).context("cannot open the database")?);
     let db = store.get();
 
+    let peer_tls = tls::peer_client_config(&config.peer_tls_files())?;
     let start = match cairn_utl::bootstrap::stored(&db, config.joins_existing())? {
         Some(start) => {
             info!(
@@ -114,7 +115,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .flatten()
                 .filter(|url| !peer_urls.contains(url))
                 .collect();
-            let peer_tls = tls::peer_client_config(&config.peer_tls_files())?;
             let (cluster_id, members) = cairn_transport::fetch_members(&others, peer_tls.as_ref())
                 .await
                 .context("cannot learn the cluster's members from its peers (--initial-cluster)")?;
@@ -136,13 +136,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .collect();
     let multi_member = peers.len() > 1;
     let removed = Arc::new(tokio::sync::Notify::new());
-    let peer_client_tls = tls::peer_client_config(&config.peer_tls_files())?;
     let transport = cairn_transport::Transport::start(
         cluster_id,
         member_id,
         &peers,
         Arc::clone(&removed),
-        peer_client_tls,
+        peer_tls.clone(),
     );
     let tokens = config.token_provider()?;
     let auth = Arc::new(std::sync::RwLock::new(cairn_apply::load_auth(&db, Arc::clone(&tokens))?));
@@ -155,7 +154,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             local,
             member_id,
             &peers,
-            tls::peer_client_config(&config.peer_tls_files())?.as_ref(),
+            peer_tls.as_ref(),
             cairn_proposal::Config::with_election_timeout(config.election_timeout()).request_timeout,
         )
         .await?;
@@ -239,7 +238,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     service.spawn_lease_duties(config.lease_checkpoint_interval()?);
     if let Some(interval) = config.corrupt_check_interval()? {
-        service.spawn_corrupt_check(interval, tls::peer_client_config(&config.peer_tls_files())?);
+        service.spawn_corrupt_check(interval, peer_tls.clone());
     }
     if let Some(retention) = config.auto_compaction()? {
         info!(?retention, "auto-compaction on");
@@ -329,13 +328,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let http =
         metrics::routes(&registry, Arc::clone(&node.shared), node.proposer.clone(), Arc::clone(&alarms));
     cairn_gateway::metrics::serve(http.clone(), config.metrics_listeners().await?);
-    wait_for_leader(&node.shared, request_timeout).await;
+    let _ = tokio::time::timeout(request_timeout, node.shared.leader_elected()).await;
     service.publish_member(&config.name, config.client_urls()).await;
     info!("published local member to cluster");
     info!("enabled capabilities for version 3.5");
     let stop = async move {
         tokio::select! {
-            () = shutdown_signal() => {}
+            () = cairn_net::listen::shutdown_signal() => {}
             () = removed.notified() => info!("the member has been permanently removed from the cluster; stopping"),
         }
     };
@@ -354,37 +353,4 @@ fn sweep_tokens(tokens: Arc<dyn cairn_auth::TokenProvider>) {
             tokens.sweep_expired();
         }
     });
-}
-
-/// Waits until the member sees a leader (itself, at once, when it is alone).
-async fn wait_for_leader(shared: &node::Shared, patience: Duration) {
-    let deadline = tokio::time::Instant::now() + patience;
-    while shared.leader_id() == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops cairn");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => info!("received SIGINT, shutting down"),
-            _ = term.recv() => info!("received SIGTERM, shutting down"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-        info!("received Ctrl-C, shutting down");
-    }
 }
