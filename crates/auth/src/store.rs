@@ -511,6 +511,26 @@ impl AuthStore {
         }
     }
 
+    /// Who is calling, as etcd establishes it: the token's user, or else the verified
+    /// client certificate's common name (etcd's `AuthInfoFromTLS`) at the current
+    /// revision; `None` when auth is disabled or neither is given. `certificate_user`
+    /// is the name the server took from the TLS connection, never from the client's
+    /// metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidAuthToken`] for a token the provider does not accept.
+    pub fn caller<'a>(
+        &self,
+        metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
+        certificate_user: Option<&str>,
+    ) -> Result<Option<AuthInfo>> {
+        if let Some(info) = self.auth_info(metadata)? {
+            return Ok(Some(info));
+        }
+        Ok(certificate_user.filter(|_| self.enabled).map(|name| AuthInfo::new(name, self.revision)))
+    }
+
     // ---- Checks ----
 
     /// Whether `info` may access the key `key` (when `range_end` is empty) or the range

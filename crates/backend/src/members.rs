@@ -118,6 +118,12 @@ pub enum Refusal {
     /// A learner whose log is not within 90% of the leader's.
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotInSync,
+    /// An added or updated member without peer URLs.
+    #[error("etcdserver: member peer URLs are not provided")]
+    NoPeerUrls,
+    /// Peer URLs another member already has.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlsExist,
 }
 
 /// How long a peer must have been connected to count in the active quorum (etcd's
@@ -157,6 +163,19 @@ impl View<'_> {
     /// quorum; the deciding member always does.
     fn active(&self, id: u64) -> bool {
         id == self.me || (self.connected)(id).is_some_and(|since| since >= HEALTH_INTERVAL)
+    }
+
+    /// etcd's checks of the peer URLs of a member added or updated (`id`, for an
+    /// update: its own URLs may stay): some are given, and no other member has any.
+    pub fn may_use_peer_urls(&self, urls: &[String], id: Option<u64>) -> Result<(), Refusal> {
+        if urls.is_empty() {
+            return Err(Refusal::NoPeerUrls);
+        }
+        let others = self.members.iter().filter(|member| Some(member.id) != id);
+        match others.flat_map(|member| &member.peer_ur_ls).any(|url| urls.contains(url)) {
+            true => Err(Refusal::PeerUrlsExist),
+            false => Ok(()),
+        }
     }
 
     /// etcd's `mayAddMember`: at most one learner; when strict, a new voter needs a
@@ -234,6 +253,24 @@ impl View<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_urls_must_be_given_and_not_another_members() {
+        let member = |id, url: &str| Member { id, peer_ur_ls: vec![url.into()], ..Default::default() };
+        let members = [member(1, "http://a:2380"), member(2, "http://b:2380")];
+        let connected = |_| None;
+        let view = View { members: &members, me: 1, connected: &connected, strict: true };
+        let urls = |list: &[&str]| list.iter().map(|url| url.to_string()).collect::<Vec<_>>();
+        assert_eq!(view.may_use_peer_urls(&[], None), Err(Refusal::NoPeerUrls));
+        assert_eq!(
+            view.may_use_peer_urls(&urls(&["http://c:2380", "http://b:2380"]), None),
+            Err(Refusal::PeerUrlsExist)
+        );
+        assert_eq!(view.may_use_peer_urls(&urls(&["http://c:2380"]), None), Ok(()));
+        // An update may keep its own URLs, not take another member's.
+        assert_eq!(view.may_use_peer_urls(&urls(&["http://b:2380", "http://d:2380"]), Some(2)), Ok(()));
+        assert_eq!(view.may_use_peer_urls(&urls(&["http://a:2380"]), Some(2)), Err(Refusal::PeerUrlsExist));
+    }
 
     #[test]
     fn ids_match_etcds_for_its_defaults() {

@@ -10,17 +10,14 @@ pub(crate) use cairn_auth::etcd::AuthApplied;
 /// from their metadata.
 pub(crate) const CERTIFICATE_USER: &str = "cairn-certificate-user";
 
-/// Who is calling: the token's user, or else a verified client certificate's common
-/// name at the current auth revision; `None` when auth is disabled or neither is given.
+/// Who is calling (`cairn-auth`'s [`caller`](AuthStore::caller)), with the
+/// certificate's name the server put under [`CERTIFICATE_USER`].
 pub(crate) fn caller(
     store: &AuthStore,
     pairs: &[(&str, &str)],
 ) -> cairn_auth::Result<Option<cairn_auth::AuthInfo>> {
-    if let Some(info) = store.auth_info(pairs.iter().copied())? {
-        return Ok(Some(info));
-    }
     let certified = pairs.iter().find(|(key, _)| *key == CERTIFICATE_USER).map(|(_, name)| *name);
-    Ok(certified.filter(|_| store.is_enabled()).map(|name| cairn_auth::AuthInfo::new(name, store.revision())))
+    store.caller(pairs.iter().copied(), certified)
 }
 
 /// The gate's view of who is calling.

@@ -51,6 +51,7 @@ impl Service {
         };
         check(&view).map_err(|refusal| match refusal {
             Refusal::Unhealthy => Status::unavailable(refusal.to_string()),
+            Refusal::NoPeerUrls => Status::invalid_argument(refusal.to_string()),
             other => Status::failed_precondition(other.to_string()),
         })
     }
@@ -147,12 +148,7 @@ impl Cluster for Service {
         let request = request.into_inner();
         let mut urls = request.peer_ur_ls.clone();
         urls.sort();
-        if urls.is_empty() {
-            return Err(Status::invalid_argument("etcdserver: member peer URLs are not provided"));
-        }
-        if self.members().iter().any(|member| member.peer_ur_ls.iter().any(|url| urls.contains(url))) {
-            return Err(Status::failed_precondition("etcdserver: Peer URLs already exists"));
-        }
+        self.decide(|view| view.may_use_peer_urls(&urls, None))?;
         // etcd's new member IDs: the peer URLs, the cluster token and the time.
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -207,16 +203,7 @@ impl Cluster for Service {
         self.member(request.id).ok_or_else(member_not_found)?;
         let mut urls = request.peer_ur_ls.clone();
         urls.sort();
-        if urls.is_empty() {
-            return Err(Status::invalid_argument("etcdserver: member peer URLs are not provided"));
-        }
-        let taken = self
-            .members()
-            .iter()
-            .any(|member| member.id != request.id && member.peer_ur_ls.iter().any(|url| urls.contains(url)));
-        if taken {
-            return Err(Status::failed_precondition("etcdserver: Peer URLs already exists"));
-        }
+        self.decide(|view| view.may_use_peer_urls(&urls, Some(request.id)))?;
         // Peer URLs are not raft state: an ordinary entry, through the proposal gate,
         // that every member applies to its registry and transport.
         let update = MemberUpdateRequest { id: request.id, peer_ur_ls: urls };
