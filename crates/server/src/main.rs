@@ -98,36 +98,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let db = store.get();
 
     let peer_tls = tls::peer_client_config(&config.peer_tls_files())?;
-    let start = match cairn_utl::bootstrap::stored(&db, config.joins_existing())? {
-        Some(start) => {
-            info!(
-                member = format_args!("{:x}", start.member_id),
-                "restarting from the membership in the data dir"
-            );
-            start
-        }
-        None if config.joins_existing() => {
-            // A new member of a running cluster learns its ID and the members from a peer.
-            let peer_urls = config.peer_urls();
-            let others: Vec<String> = config
-                .initial_members()?
-                .into_values()
-                .flatten()
-                .filter(|url| !peer_urls.contains(url))
-                .collect();
-            let (cluster_id, members) = cairn_transport::fetch_members(&others, peer_tls.as_ref())
-                .await
-                .context("cannot learn the cluster's members from its peers (--initial-cluster)")?;
-            let join = cairn_utl::bootstrap::Fresh::Join { cluster_id, members, peer_urls };
-            cairn_utl::bootstrap::fresh(&db, &config.name, join)?
-        }
-        None => {
-            let initial = config.initial_members()?;
-            let new =
-                cairn_utl::bootstrap::Fresh::New { initial, token: config.initial_cluster_token.clone() };
-            cairn_utl::bootstrap::fresh(&db, &config.name, new)?
-        }
+    let flags = cairn_utl::bootstrap::Flags {
+        name: config.name.clone(),
+        initial: config.initial_members()?,
+        token: config.initial_cluster_token.clone(),
+        existing: config.joins_existing(),
+        peer_urls: config.peer_urls(),
     };
+    let start = cairn_utl::bootstrap::start(&db, flags, peer_tls.as_ref()).await?;
     let cairn_utl::bootstrap::Start { member_id, cluster_id, members, voters, had_data } = start;
     let peers: std::collections::HashMap<u64, Vec<String>> = members
         .iter()

@@ -49,6 +49,53 @@ pub enum Fresh {
     },
 }
 
+/// What a member's flags say about its start.
+#[derive(Debug, Clone)]
+pub struct Flags {
+    /// `--name`.
+    pub name: String,
+    /// `--initial-cluster`: member names to sorted peer URLs.
+    pub initial: BTreeMap<String, Vec<String>>,
+    /// `--initial-cluster-token`.
+    pub token: String,
+    /// `--initial-cluster-state=existing`: the member joins a running cluster.
+    pub existing: bool,
+    /// This member's sorted peer URLs (`--initial-advertise-peer-urls`).
+    pub peer_urls: Vec<String>,
+}
+
+/// How a member starts: from its data dir ([`stored`]) when it was started before,
+/// else fresh ([`fresh`]) as its flags say; a member joining a running cluster asks
+/// the other peers of `--initial-cluster` (with `tls`) for its ID and the members.
+///
+/// # Errors
+/// [`stored`]'s and [`fresh`]'s refusals, and [`Error::Refused`] when no peer answers.
+pub async fn start(
+    db: &Database,
+    flags: Flags,
+    tls: Option<&cairn_net::peer::PeerTls>,
+) -> Result<Start, Error> {
+    if let Some(start) = stored(db, flags.existing)? {
+        tracing::info!(
+            member = format_args!("{:x}", start.member_id),
+            "restarting from the membership in the data dir"
+        );
+        return Ok(start);
+    }
+    let Flags { name, initial, token, existing, peer_urls } = flags;
+    if !existing {
+        return fresh(db, &name, Fresh::New { initial, token });
+    }
+    let others: Vec<String> =
+        initial.into_values().flatten().filter(|url| !peer_urls.contains(url)).collect();
+    let (cluster_id, members) = cairn_transport::fetch_members(&others, tls).await.map_err(|error| {
+        Error::Refused(format!(
+            "cannot learn the cluster's members from its peers (--initial-cluster): {error}"
+        ))
+    })?;
+    fresh(db, &name, Fresh::Join { cluster_id, members, peer_urls })
+}
+
 /// The voters a member's raft configuration starts from before it has applied any
 /// entry: for a new cluster, its members; for a member joining a running one, the
 /// voters the cluster has now, itself left out. A joiner replays the leader's log
