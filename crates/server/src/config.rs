@@ -233,12 +233,8 @@ impl Config {
     /// `--experimental-corrupt-check-time`: `None` when off.
     pub(crate) fn corrupt_check_interval(&self) -> anyhow::Result<Option<Duration>> {
         let text = &self.experimental_corrupt_check_time;
-        match cairn_auth::parse_go_duration(text) {
-            Some(interval) => Ok(Some(interval).filter(|interval| !interval.is_zero())),
-            None => {
-                bail!("invalid --experimental-corrupt-check-time {text:?}: expected a duration such as 1h")
-            }
-        }
+        let interval = go_duration("experimental-corrupt-check-time", text, "1h", true)?;
+        Ok(Some(interval).filter(|interval| !interval.is_zero()))
     }
 
     /// `--auto-compaction-mode` and `--auto-compaction-retention`: `None` when off.
@@ -265,23 +261,13 @@ impl Config {
     /// `--experimental-lease-checkpoint-interval` (a Go duration).
     pub(crate) fn lease_checkpoint_interval(&self) -> anyhow::Result<Duration> {
         let text = &self.experimental_lease_checkpoint_interval;
-        match cairn_auth::parse_go_duration(text) {
-            Some(interval) if !interval.is_zero() => Ok(interval),
-            _ => bail!(
-                "invalid --experimental-lease-checkpoint-interval {text:?}: expected a duration such as 5m"
-            ),
-        }
+        go_duration("experimental-lease-checkpoint-interval", text, "5m", false)
     }
 
     /// `--experimental-watch-progress-notify-interval` (a Go duration).
     pub(crate) fn watch_progress_notify_interval(&self) -> anyhow::Result<Duration> {
         let text = &self.experimental_watch_progress_notify_interval;
-        match cairn_auth::parse_go_duration(text) {
-            Some(interval) if !interval.is_zero() => Ok(interval),
-            _ => bail!(
-                "invalid --experimental-watch-progress-notify-interval {text:?}: expected a duration such as 10m"
-            ),
-        }
+        go_duration("experimental-watch-progress-notify-interval", text, "10m", false)
     }
 
     /// The token provider `--auth-token` names, simple tokens living
@@ -421,6 +407,14 @@ impl Config {
     /// Binds every `--listen-metrics-urls` address (none by default).
     pub(crate) async fn metrics_listeners(&self) -> anyhow::Result<Vec<TcpListener>> {
         plain(bind(&self.listen_metrics_urls).await?, "--listen-metrics-urls")
+    }
+}
+
+/// Flag `--flag`'s Go duration (`1h30m`), zero only when `zero_is_allowed`.
+fn go_duration(flag: &str, text: &str, example: &str, zero_is_allowed: bool) -> anyhow::Result<Duration> {
+    match cairn_auth::parse_go_duration(text) {
+        Some(duration) if zero_is_allowed || !duration.is_zero() => Ok(duration),
+        _ => bail!("invalid --{flag} {text:?}: expected a duration such as {example}"),
     }
 }
 

@@ -29,16 +29,32 @@ pub(crate) fn local_hash(db: &redb::Database, index: &KeyIndex, member_id: u64) 
         .map_err(|error| anyhow::anyhow!("{member_id:x} failed to fetch hash ({error})"))
 }
 
-/// A peer's hash at `revision`, as `cairn-transport` asks it.
-pub(crate) async fn ask(
-    urls: &[String],
+/// Each peer's hash at `revision`, from those that answer (`cairn-transport`'s
+/// `ask_hash`); the others are logged.
+pub(crate) async fn peer_hashes(
+    peers: impl IntoIterator<Item = (u64, Vec<String>)>,
     tls: Option<&PeerTls>,
     revision: i64,
     timeout: Duration,
-) -> Result<HashKv, cairn_transport::Error> {
-    let remote = cairn_transport::ask_hash(urls, tls, revision, timeout).await?;
-    let (hash, compact_revision) = (remote.hash, remote.compact_revision);
-    Ok(HashKv { hash, revision: remote.revision, compact_revision, hash_revision: revision })
+) -> Vec<(u64, HashKv)> {
+    let mut hashes = Vec::new();
+    for (peer, urls) in peers {
+        match cairn_transport::ask_hash(&urls, tls, revision, timeout).await {
+            Ok(remote) => hashes.push((
+                peer,
+                HashKv {
+                    hash: remote.hash,
+                    revision: remote.revision,
+                    compact_revision: remote.compact_revision,
+                    hash_revision: revision,
+                },
+            )),
+            Err(error) => {
+                warn!(peer = format_args!("{peer:x}"), revision, %error, "cannot fetch hash from remote peer")
+            }
+        }
+    }
+    hashes
 }
 
 /// etcd's `CheckInitialHashKV`: this member's hash at its current revision (`local`)
@@ -53,14 +69,13 @@ pub(crate) async fn initial_check(
 ) -> anyhow::Result<()> {
     info!(member = format_args!("{member_id:x}"), ?timeout, "starting initial corruption check");
     let mut mismatches = 0;
-    for (&peer, urls) in peers.iter().filter(|(peer, _)| **peer != member_id) {
+    let others =
+        peers.iter().filter(|(peer, _)| **peer != member_id).map(|(&peer, urls)| (peer, urls.clone()));
+    for (peer, remote) in peer_hashes(others, tls, local.revision, timeout).await {
         let peer_hex = format_args!("{peer:x}");
-        match ask(urls, tls, local.revision, timeout)
-            .await
-            .map(|remote| (initial_mismatch(&local, &remote), remote))
-        {
-            Ok((None, _)) => {}
-            Ok((Some(InitialMismatch::Hash), remote)) => {
+        match initial_mismatch(&local, &remote) {
+            None => {}
+            Some(InitialMismatch::Hash) => {
                 warn!(
                     member = format_args!("{member_id:x}"),
                     peer = %peer_hex,
@@ -72,15 +87,12 @@ pub(crate) async fn initial_check(
                 );
                 mismatches += 1;
             }
-            Ok((Some(InitialMismatch::CompactRevision), remote)) => warn!(
+            Some(InitialMismatch::CompactRevision) => warn!(
                 peer = %peer_hex,
                 local_compact_revision = local.compact_revision,
                 remote_compact_revision = remote.compact_revision,
                 "found different compact revision values from remote peer"
             ),
-            Err(error) => {
-                warn!(peer = %peer_hex, revision = local.revision, %error, "cannot fetch hash from remote peer")
-            }
         }
     }
     if mismatches > 0 {

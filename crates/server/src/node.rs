@@ -330,12 +330,12 @@ pub(crate) fn start(
                 std::process::exit(1);
             }
         })
-        .map_err(|error| StorageError::Redb(error.to_string()))?;
+        .map_err(|source| StorageError::Io { context: "cannot start the raft thread".into(), source })?;
     Ok(Node { shared, proposer: RaftProposer { commands }, thread })
 }
 
 fn raft_error(error: raft::Error) -> StorageError {
-    StorageError::Redb(format!("raft: {error}"))
+    cairn_wal::Error::from(error).into()
 }
 
 struct Runner {
@@ -836,5 +836,5 @@ fn member_change(change: &ConfChange) -> MemberChange<'_> {
 }
 
 fn apply_error(error: cairn_apply::Error) -> StorageError {
-    StorageError::Redb(error.to_string())
+    StorageError::Backend(cairn_mvcc::Error::Redb(error.to_string()))
 }

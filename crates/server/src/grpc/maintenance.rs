@@ -267,17 +267,10 @@ impl Service {
     async fn corrupt_check_once(&self, tls: Option<&cairn_net::peer::PeerTls>) -> Result<(), Status> {
         let first = self.hash_kv(0)?;
         let me = self.shared.member_id;
-        let mut peers = Vec::new();
-        for member in self.members().into_iter().filter(|member| member.id != me) {
-            match crate::corrupt::ask(&member.peer_ur_ls, tls, first.revision, self.config.request_timeout)
-                .await
-            {
-                Ok(remote) => peers.push((member.id, remote)),
-                Err(error) => {
-                    tracing::warn!(peer = format_args!("{:x}", member.id), %error, "cannot fetch hash from peer")
-                }
-            }
-        }
+        let others = self.members().into_iter().filter(|member| member.id != me);
+        let others = others.map(|member| (member.id, member.peer_ur_ls));
+        let peers =
+            crate::corrupt::peer_hashes(others, tls, first.revision, self.config.request_timeout).await;
         self.wait_read_index().await?;
         let second = self.hash_kv(0)?;
         let findings = cairn_mvcc::corrupt::PeriodicFindings { member_id: me, first, second, peers };

@@ -12,64 +12,7 @@ pub(crate) use cairn_utl::raft_state as raft_log;
 pub(crate) use cairn_backend::{KV, META, Store, backup, defrag, snapshot};
 pub(crate) use cairn_mvcc as mvcc;
 
-/// Storage failures: redb's, or undecodable data. The server cannot go on after one.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StorageError {
-    #[error("storage: {0}")]
-    Redb(String),
-    #[error("storage: corrupt {0}")]
-    Corrupt(&'static str),
-    /// Damage in the write-ahead log that a torn write cannot explain: reading on
-    /// would silently drop acknowledged entries, so the member refuses to start.
-    #[error("storage: corrupt write-ahead log: {0}")]
-    CorruptWal(String),
-}
-
-impl From<cairn_wal::Error> for StorageError {
-    fn from(error: cairn_wal::Error) -> Self {
-        match error {
-            cairn_wal::Error::Undecodable(what) => Self::Corrupt(what),
-            cairn_wal::Error::Corrupt(why) => Self::CorruptWal(why),
-            other => Self::Redb(other.to_string()),
-        }
-    }
-}
-
-impl From<cairn_utl::Error> for StorageError {
-    fn from(error: cairn_utl::Error) -> Self {
-        match error {
-            cairn_utl::Error::Backend(error) => error.into(),
-            cairn_utl::Error::Wal(error) => error.into(),
-            cairn_utl::Error::Corrupt(what) => Self::Corrupt(what),
-            other => Self::Redb(other.to_string()),
-        }
-    }
-}
-
-impl From<cairn_mvcc::Error> for StorageError {
-    fn from(error: cairn_mvcc::Error) -> Self {
-        match error {
-            cairn_mvcc::Error::Corrupt(what) => Self::Corrupt(what),
-            other => Self::Redb(other.to_string().trim_start_matches("storage: ").to_owned()),
-        }
-    }
-}
-
-macro_rules! from_redb {
-    ($($error:ty),*) => {$(
-        impl From<$error> for StorageError {
-            fn from(error: $error) -> Self {
-                Self::Redb(error.to_string())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+/// Storage failures: redb's, the write-ahead log's, or undecodable data, with
+/// etcd-like texts (`storage: …`); the server cannot go on after one. `cairn-utl`'s
+/// error, which covers every layer below the server.
+pub(crate) use cairn_utl::Error as StorageError;
