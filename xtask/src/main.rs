@@ -142,8 +142,9 @@ fn bench_check() -> anyhow::Result<()> {
 ///
 /// All are built in one `cargo build --workspace --examples`, which shares the test
 /// step's dependency builds (one `cargo run -p` per crate would resolve features per
-/// crate and rebuild the dependencies for each), then run from the target dir in the
-/// workspace root, as `cargo run` would.
+/// crate and rebuild the dependencies for each), then run in the workspace root, as
+/// `cargo run` would. Examples build with the workspace's features (the package step
+/// checks that each crate's library builds with its own alone).
 fn examples() -> anyhow::Result<()> {
     let mut crates: Vec<PathBuf> = std::fs::read_dir(project_root().join("crates"))?
         .map(|entry| entry.map(|e| e.path()))
@@ -166,15 +167,32 @@ fn examples() -> anyhow::Result<()> {
             bail!("example `{name}` exists in crates/{other} and crates/{crate_name}: rename one");
         }
     }
-    run(cargo().args(["build", "--quiet", "--workspace", "--examples"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| if dir.is_absolute() { dir } else { project_root().join(dir) })
-        .unwrap_or_else(|| project_root().join("target"));
+    // Cargo names each example binary it built (wherever its target dir is) in its
+    // JSON messages; a missing one fails rather than running a stale binary.
+    let output = cargo()
+        .args(["build", "--quiet", "--workspace", "--examples", "--message-format=json-render-diagnostics"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start cargo build --examples")?;
+    if !output.status.success() {
+        bail!("cargo build --examples exited with {}", output.status);
+    }
+    let messages = String::from_utf8_lossy(&output.stdout);
+    let built: Vec<&str> = messages
+        .lines()
+        .filter(|line| {
+            line.contains(r#""reason":"compiler-artifact""#) && line.contains(r#""kind":["example"]"#)
+        })
+        .filter_map(|line| line.split(r#""executable":""#).nth(1)?.split('"').next())
+        .collect();
     for (crate_name, name) in &examples {
         eprintln!("--> crates/{crate_name} example {name}");
-        let binary = target.join("debug").join("examples").join(name);
-        run(Command::new(&binary).current_dir(project_root()))?;
+        let suffix = format!("/examples/{name}");
+        let binary = built
+            .iter()
+            .find(|path| path.ends_with(&suffix))
+            .with_context(|| format!("cargo built no binary for example {name}"))?;
+        run(Command::new(binary).current_dir(project_root()))?;
     }
     eprintln!("{} examples ran", examples.len());
     Ok(())

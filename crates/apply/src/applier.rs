@@ -256,8 +256,8 @@ impl Applier {
         let tokens = std::sync::Arc::clone(state::auth_read(&self.state.auth).tokens());
         *state::auth_write(&self.state.auth) = state::load_auth(db, tokens)?;
         let restored = members::load(db)?;
-        // Every sender starts again, so that peer URLs changed since (a member update
-        // the snapshot holds) take effect.
+        // Every member's sender follows its restored URLs (started again where they
+        // changed: a member update the snapshot holds), removed members' stop.
         self.peer_changes = restored
             .values()
             .map(|member| match member.name == members::REMOVED {

@@ -330,7 +330,7 @@ pub(crate) fn start(
                 std::process::exit(1);
             }
         })
-        .map_err(|source| StorageError::Io { context: "cannot start the raft thread".into(), source })?;
+        .map_err(|error| StorageError::Io { context: "cannot start the raft thread".into(), error })?;
     Ok(Node { shared, proposer: RaftProposer { commands }, thread })
 }
 

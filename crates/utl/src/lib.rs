@@ -53,12 +53,12 @@ pub enum Error {
     #[error("storage: corrupt {0}")]
     Corrupt(&'static str),
     /// A file or directory that could not be read or written.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What was being done, naming the path.
         context: String,
-        /// The system's error.
-        source: std::io::Error,
+        /// The system's error (in the text, so not also a `source`).
+        error: std::io::Error,
     },
     /// A refusal with etcd's text: a flag that does not fit, a data dir that is not
     /// empty, an endpoint's error, a stream that ended without its hash.
@@ -69,7 +69,7 @@ pub enum Error {
 impl Error {
     fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
-        move |source| Self::Io { context, source }
+        move |error| Self::Io { context, error }
     }
 }
 

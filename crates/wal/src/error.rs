@@ -5,8 +5,10 @@
 #[non_exhaustive]
 pub enum Error {
     /// The file system failed: a read, a write, an `fdatasync`, a rename.
+    // Not a `source`: the text already carries it, and a report of the chain would
+    // print it twice.
     #[error("wal: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A record whose checksum holds but whose payload does not decode, or a raft
     /// message that cannot be encoded.
     #[error("storage: corrupt {0}")]
@@ -20,6 +22,12 @@ pub enum Error {
     /// snapshot older than the log).
     #[error("storage: raft: {0}")]
     Raft(#[from] raft::Error),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
 }
 
 /// The log's results.
