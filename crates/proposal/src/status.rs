@@ -77,6 +77,11 @@ impl NodeStatus {
         self
     }
 
+    /// This member's ID.
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
     /// The current term.
     pub fn term(&self) -> u64 {
         self.term.load(Ordering::Acquire)

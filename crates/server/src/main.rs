@@ -227,7 +227,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             compactor,
             move || {
                 let revision = reader.current_revision().unwrap_or_default();
-                (revision, reader.shared.leader_id() == reader.shared.member_id)
+                (revision, reader.shared.leader_id() == reader.shared.member_id())
             },
             move |revision| {
                 let service = writer.clone();

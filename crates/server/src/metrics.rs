@@ -29,7 +29,7 @@ pub(crate) fn observe_node(meter: &Meter, shared: &Arc<Shared>, data_file: std::
         .i64_observable_gauge("etcd_network_active_peers")
         .with_description("The current number of active peer connections.")
         .with_callback(move |gauge| {
-            let local = opentelemetry::KeyValue::new("Local", format!("{:x}", s.member_id));
+            let local = opentelemetry::KeyValue::new("Local", format!("{:x}", s.member_id()));
             for (peer, up) in s.active_peers() {
                 let remote = opentelemetry::KeyValue::new("Remote", format!("{peer:x}"));
                 gauge.observe(i64::from(up), &[local.clone(), remote]);
@@ -40,7 +40,7 @@ pub(crate) fn observe_node(meter: &Meter, shared: &Arc<Shared>, data_file: std::
     meter
         .i64_observable_gauge("etcd_server_is_leader")
         .with_description("Whether or not this member is a leader. 1 if is, 0 otherwise.")
-        .with_callback(move |gauge| gauge.observe(i64::from(s.leader_id() == s.member_id), &[]))
+        .with_callback(move |gauge| gauge.observe(i64::from(s.leader_id() == s.member_id()), &[]))
         .build();
     let s = Arc::clone(shared);
     meter

@@ -47,7 +47,6 @@ const MAX_BATCH: usize = 4096;
 /// [`NodeStatus`] (indexes, term, leader, voters), and the rest.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) member_id: u64,
     pub(crate) cluster_id: u64,
     pub(crate) status: Arc<NodeStatus>,
     /// Read-index rounds that went unanswered and were asked again.
@@ -280,7 +279,6 @@ pub(crate) fn start(
         status = status.with_connections(move |peer| transport.connected_since(peer));
     }
     let shared = Arc::new(Shared {
-        member_id: config.member_id,
         cluster_id: config.cluster_id,
         status: Arc::new(status),
         slow_read_indexes: AtomicU64::new(0),
@@ -617,7 +615,7 @@ impl Runner {
         }
         // Lease expiry is the leader's: a new leader restarts every lease's clock, once
         // it has applied what was committed before it led, checkpoints included.
-        if leader == self.shared.member_id {
+        if leader == self.shared.member_id() {
             self.promote_at = Some(self.node.raft.raft_log.committed);
         } else {
             self.promote_at = None;
@@ -761,7 +759,7 @@ impl Runner {
                     if let Some(transport) = &self.transport {
                         transport.remove_peer(id);
                     }
-                    if id == self.shared.member_id {
+                    if id == self.shared.member_id() {
                         info!("the member has been permanently removed from the cluster");
                         self.shared.removed.notify_one();
                     }

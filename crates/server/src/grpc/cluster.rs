@@ -45,7 +45,7 @@ impl Service {
         let connected = |id| self.shared.connected_since(id).map(|since| since.elapsed());
         let view = View {
             members: &members,
-            me: self.shared.member_id,
+            me: self.shared.member_id(),
             connected: &connected,
             strict: self.config.strict_reconfig_check,
         };
@@ -62,7 +62,7 @@ impl Service {
         let (matched, leader_matched) = match self.proposer.progress(member.id).await {
             Some(progress) => progress,
             // The leader does not track it (etcd: not in raft's progress).
-            None if leader == self.shared.member_id => return Err(member_not_found()),
+            None if leader == self.shared.member_id() => return Err(member_not_found()),
             None if leader == 0 => {
                 return Err(crate::error::Error::Proposal(cairn_proposal::Error::NoLeader).into());
             }
@@ -100,7 +100,7 @@ impl Service {
     /// Publishes this member's name and client URLs through raft, unless the cluster
     /// already knows them, retrying until it is done or the server stops.
     pub(crate) async fn publish_member(&self, name: &str, client_urls: Vec<String>) {
-        let id = self.shared.member_id;
+        let id = self.shared.member_id();
         for _ in 0..20 {
             let known = self.member(id).is_some_and(|m| m.name == name && m.client_ur_ls == client_urls);
             if known {

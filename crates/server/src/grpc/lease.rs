@@ -158,7 +158,7 @@ impl Service {
         let deadline = Instant::now() + self.config.request_timeout;
         loop {
             let leader = self.shared.leader_id();
-            if leader == self.shared.member_id {
+            if leader == self.shared.member_id() {
                 match tokio::time::timeout_at(deadline, self.renew_here(id)).await {
                     Ok(Ok(Renewal::Renewed(ttl))) => return Ok(Some(ttl)),
                     Ok(Ok(Renewal::NotFound)) => return Ok(None),
@@ -187,7 +187,7 @@ impl Service {
     pub(crate) async fn renew_here(&self, id: i64) -> Result<Renewal, Error> {
         let index = self.proposer.read_index().await?;
         self.shared.applied_wait().wait(index).await;
-        if self.shared.leader_id() != self.shared.member_id {
+        if self.shared.leader_id() != self.shared.member_id() {
             return Err(Error::LeaderChanged);
         }
         Ok(lease::lock(&self.lessor).renew(id, Instant::now().into_std()))
@@ -199,7 +199,7 @@ impl Service {
         let deadline = Instant::now() + self.config.request_timeout;
         loop {
             let leader = self.shared.leader_id();
-            if leader == self.shared.member_id {
+            if leader == self.shared.member_id() {
                 if let Ok(Some(found)) =
                     tokio::time::timeout_at(deadline, self.time_to_live_here(id, keys)).await
                 {
@@ -225,7 +225,7 @@ impl Service {
         use cairn_proposal::IndexSource as _;
         self.shared.applied_wait().wait(self.shared.committed_index()).await;
         let lessor = lease::lock(&self.lessor);
-        if !lessor.is_primary() || self.shared.leader_id() != self.shared.member_id {
+        if !lessor.is_primary() || self.shared.leader_id() != self.shared.member_id() {
             return None;
         }
         Some(match lessor.time_to_live(id, Instant::now().into_std()) {
@@ -262,7 +262,7 @@ impl Service {
             loop {
                 ticks.tick().await;
                 rounds += 1;
-                if service.shared.leader_id() != service.shared.member_id {
+                if service.shared.leader_id() != service.shared.member_id() {
                     continue;
                 }
                 // As etcd: while the data is corrupt, leases do not expire.
@@ -317,7 +317,7 @@ impl Service {
 impl cairn_transport::LeaseKeeper for Service {
     async fn renew(&self, id: i64) -> Result<Option<i64>, Status> {
         let not_primary = || Status::unavailable("etcdserver: not a primary lessor");
-        if self.shared.leader_id() != self.shared.member_id {
+        if self.shared.leader_id() != self.shared.member_id() {
             return Err(not_primary());
         }
         let renewal = tokio::time::timeout(self.config.request_timeout, self.renew_here(id))

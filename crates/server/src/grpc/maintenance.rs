@@ -185,7 +185,7 @@ impl Maintenance for Service {
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         self.check_maintenance_admin(&request).await?;
         let target = request.into_inner().target_id;
-        if self.shared.leader_id() != self.shared.member_id {
+        if self.shared.leader_id() != self.shared.member_id() {
             return Err(Status::failed_precondition("etcdserver: not leader"));
         }
         if !self.members().iter().any(|member| member.id == target && !member.is_learner) {
@@ -218,7 +218,7 @@ impl Maintenance for Service {
             raft_applied_index: self.shared.applied_index(),
             errors: self.status_errors(),
             db_size_in_use: db_size,
-            is_learner: self.members().iter().any(|m| m.id == self.shared.member_id && m.is_learner),
+            is_learner: self.members().iter().any(|m| m.id == self.shared.member_id() && m.is_learner),
             ..StatusResponse::default()
         };
         let revision = self.read(false, |_, _, revisions| Ok(revisions.current)).await.unwrap_or_default();
@@ -253,7 +253,7 @@ impl Service {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                let leads = service.shared.leader_id() == service.shared.member_id;
+                let leads = service.shared.leader_id() == service.shared.member_id();
                 if !leads || crate::alarms::corrupt(&crate::alarms::lock(&service.alarms)) {
                     continue;
                 }
@@ -266,7 +266,7 @@ impl Service {
 
     async fn corrupt_check_once(&self, tls: Option<&cairn_net::peer::PeerTls>) -> Result<(), Status> {
         let first = self.hash_kv(0)?;
-        let me = self.shared.member_id;
+        let me = self.shared.member_id();
         let others = self.members().into_iter().filter(|member| member.id != me);
         let others = others.map(|member| (member.id, member.peer_ur_ls));
         let peers =
@@ -293,7 +293,7 @@ impl Service {
     pub(crate) async fn raise_no_space(&self) {
         let request = AlarmRequest {
             action: AlarmAction::Activate as i32,
-            member_id: self.shared.member_id,
+            member_id: self.shared.member_id(),
             alarm: AlarmType::Nospace as i32,
         };
         let internal = InternalRaftRequest { alarm: Some(request), ..Default::default() };
@@ -348,7 +348,7 @@ impl cairn_transport::Members for Service {
     fn hash_kv(&self, revision: i64) -> Result<cairn_api::cairnpb::HashKvResponse, Status> {
         let hashed = Service::hash_kv(self, revision)?;
         Ok(cairn_api::cairnpb::HashKvResponse {
-            member_id: self.shared.member_id,
+            member_id: self.shared.member_id(),
             revision: hashed.revision,
             compact_revision: hashed.compact_revision,
             hash: hashed.hash,

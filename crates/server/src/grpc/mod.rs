@@ -131,7 +131,7 @@ impl Service {
         }
         if !serializable_read {
             let members = self.shared.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if members.get(&self.shared.member_id).is_some_and(|member| member.is_learner) {
+            if members.get(&self.shared.member_id()).is_some_and(|member| member.is_learner) {
                 return Err(Status::unavailable("etcdserver: rpc not supported for learner"));
             }
         }
@@ -275,7 +275,7 @@ impl Service {
     fn fill(&self, header: &mut Option<ResponseHeader>) {
         let header = header.get_or_insert_with(ResponseHeader::default);
         header.cluster_id = self.shared.cluster_id;
-        header.member_id = self.shared.member_id;
+        header.member_id = self.shared.member_id();
         header.raft_term = self.shared.term();
     }
 }
