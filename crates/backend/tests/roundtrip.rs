@@ -6,7 +6,7 @@ use std::io::Write as _;
 use cairn_backend::{ALARMS, AUTH, KV, LEASES, META, backup, members, snapshot};
 use cairn_mvcc::bbolt::BoltReader;
 use cairn_mvcc::{KeyIndex, KeySpan, Revisions, Writer};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 /// A database with three revisions of keys, a compaction, a lease, a member, an alarm
 /// and an auth store with one user.
@@ -99,6 +99,54 @@ fn a_raft_snapshot_replaces_the_whole_state_with_the_applied_index() {
     assert_eq!(members::load(&target).unwrap().keys().copied().collect::<Vec<_>>(), [9]);
     let txn = target.begin_write().unwrap();
     assert!(snapshot::restore(&txn, b"\xff\xff not a snapshot", 1).is_err());
+}
+
+#[test]
+fn a_snapshot_streams_in_chunks_of_bounded_size_read_from_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = populated(&dir.path().join("a"));
+    // Enough rows for many chunks of 4 KiB, and leases over several chunks.
+    let txn = source.begin_write().unwrap();
+    {
+        let mut kv = txn.open_table(KV).unwrap();
+        for revision in 100..400u64 {
+            kv.insert((revision, 0), vec![revision as u8; 100].as_slice()).unwrap();
+        }
+        let mut leases = txn.open_table(LEASES).unwrap();
+        for id in 100..1000 {
+            leases.insert(id, (60, 30)).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    let (applied, chunks) = snapshot::Chunks::with_chunk_bytes(source.begin_read().unwrap(), 4096).unwrap();
+    // A write after the transaction was opened is not in the snapshot.
+    let txn = source.begin_write().unwrap();
+    txn.open_table(KV).unwrap().insert((500, 0), b"later".as_slice()).unwrap();
+    txn.commit().unwrap();
+    let chunks: Vec<Vec<u8>> = chunks.map(Result::unwrap).collect();
+    assert_eq!(applied, 40);
+    assert!(chunks.len() > 10, "{} chunks", chunks.len());
+    assert!(chunks.iter().all(|chunk| chunk.len() < 4096 + 200), "a chunk is one row past the size at most");
+
+    let target = cairn_backend::open(&dir.path().join("b")).unwrap();
+    let txn = target.begin_write().unwrap();
+    snapshot::restore_from(&txn, chunks.concat().as_slice(), 41).unwrap();
+    txn.commit().unwrap();
+    let mut expected = kv_rows(&source);
+    expected.retain(|(at, _)| *at != (500, 0));
+    assert_eq!(kv_rows(&target), expected);
+    let read = target.begin_read().unwrap();
+    assert_eq!(read.open_table(LEASES).unwrap().len().unwrap(), 901);
+    assert_eq!(members::load(&target).unwrap().keys().copied().collect::<Vec<_>>(), [9]);
+
+    // A snapshot cut short anywhere is refused, not half restored.
+    let whole = chunks.concat();
+    let boundary = chunks[0].len() + chunks[1].len();
+    let last = whole.len() - chunks.last().unwrap().len();
+    for cut in [1, boundary, whole.len() / 2, last, whole.len() - 1] {
+        let txn = target.begin_write().unwrap();
+        assert!(snapshot::restore_from(&txn, &whole[..cut], 42).is_err(), "cut at {cut}");
+    }
 }
 
 #[test]
