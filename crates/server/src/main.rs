@@ -153,6 +153,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         election_ticks: config.election_ticks(),
         snapshot_count: config.snapshot_count,
         wal_dir: data_dir.join("member").join("wal"),
+        snap_dir: data_dir.join("member").join("snap"),
         voters,
         removed: Arc::clone(&removed),
         min_lease_ttl: lease::min_ttl(config.election_timeout()),
@@ -270,16 +271,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let max_message = 1024 * 1024 + config.max_request_bytes + grpc::GRPC_OVERHEAD_BYTES;
         cairn_transport::Receiver::new(cluster_id, max_message, move |message| proposer.deliver(message))
             .removed(move |id| is_removed.is_removed(id))
+            .snapshots_in(data_dir.join("member").join("snap"))
             .on_refused(move |from| {
                 received_failures.add(1, &[opentelemetry::KeyValue::new("From", format!("{from:x}"))])
             })
     };
-    // A batch holds many messages, or one snapshot of up to 512 MiB; each message is
-    // checked against its own limit as it is taken apart.
+    // A batch holds many messages, each checked against its own limit as it is taken
+    // apart; a snapshot comes in chunks of about 1 MiB.
     let peer_routes = tonic::service::Routes::default()
         .add_service(
             cairn_api::cairnpb::peer_server::PeerServer::new(receiver)
-                .max_decoding_message_size(cairn_transport::MAX_SNAPSHOT_MESSAGE + grpc::GRPC_OVERHEAD_BYTES),
+                .max_decoding_message_size(cairn_transport::MAX_PEER_MESSAGE + grpc::GRPC_OVERHEAD_BYTES),
         )
         .add_service(
             cairn_transport::MembershipService::new(cluster_id, Arc::new(service.clone())).into_server(),

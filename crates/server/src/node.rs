@@ -110,6 +110,8 @@ pub(crate) enum Command {
     Progress(u64, oneshot::Sender<Option<(u64, u64)>>),
     /// Put a defragmented copy of the database in place, between two applies.
     Defragment(crate::storage::defrag::Copy, oneshot::Sender<Result<Outcome, String>>),
+    /// Whether member `to` received the snapshot streamed to it.
+    ReportSnapshot(u64, bool),
     /// Finish the current step and stop.
     Stop,
 }
@@ -188,6 +190,8 @@ pub(crate) struct NodeConfig {
     pub(crate) snapshot_count: u64,
     /// Where the write-ahead log lives.
     pub(crate) wal_dir: std::path::PathBuf,
+    /// Where snapshots from the leader are saved as they arrive, until restored.
+    pub(crate) snap_dir: std::path::PathBuf,
     /// The voting members a new cluster starts with.
     pub(crate) voters: Vec<u64>,
     /// Notified when this member is removed from the cluster.
@@ -260,7 +264,22 @@ pub(crate) fn start(
         ..raft::Config::default()
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let snapshots = SnapshotStorage::new(storage.clone(), Arc::clone(&db));
+    // Snapshots left from before a restart were either restored or are sent again.
+    match std::fs::remove_dir_all(&config.snap_dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(StorageError::Io { context: "cannot clear the snapshot dir".into(), error });
+        }
+        _ => {}
+    }
+    let (commands, receiver) = std::sync::mpsc::channel();
+    let reports = Mutex::new(commands.clone());
+    let snapshots = SnapshotStorage::new(storage.clone(), Arc::clone(&db), move |to, delivered| {
+        let reports = reports.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = reports.send(Command::ReportSnapshot(to, delivered));
+    });
+    if let Some(transport) = &transport {
+        transport.set_snapshots(snapshots.outgoing());
+    }
     let mut node = RawNode::new(&raft_config, snapshots, &logger).map_err(raft_error)?;
     if single_voter {
         // A single voter need not wait an election timeout to lead.
@@ -296,7 +315,6 @@ pub(crate) fn start(
         members: Arc::clone(&shared.members),
     };
     let limits = Limits { min_lease_ttl: config.min_lease_ttl, quota: config.quota };
-    let (commands, receiver) = std::sync::mpsc::channel();
     let mut runner = Runner {
         node,
         storage,
@@ -448,8 +466,19 @@ impl Runner {
                 let _ = reply.send(progress);
             }
             Command::Step(message) => {
+                let snapshot = (message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot)
+                    .then(|| message.get_snapshot().get_metadata().index);
+                let path = snapshot.map(|_| cairn_transport::received_path(&message.get_snapshot().data));
                 if let Err(error) = self.node.step(message) {
                     tracing::debug!(%error, "raft refused a message");
+                }
+                // A snapshot raft did not take (this member was not behind it) is
+                // never restored: its file goes now.
+                let pending = self.node.raft.raft_log.unstable.snapshot.as_ref().map(|s| s.get_metadata().index);
+                if let Some(path) = path
+                    && pending != snapshot
+                {
+                    let _ = std::fs::remove_file(path);
                 }
             }
             Command::Defragment(copy, reply) => match crate::storage::defrag::finish(&self.db, copy) {
@@ -461,6 +490,10 @@ impl Runner {
                 }
                 Err(crate::storage::defrag::Failed::After(error)) => return Err(error.into()),
             },
+            Command::ReportSnapshot(to, delivered) => {
+                let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                self.node.report_snapshot(to, status);
+            }
             Command::Stop => return Ok(true),
         }
         Ok(false)
@@ -773,12 +806,16 @@ impl Runner {
     fn restore_snapshot(&mut self, snapshot: raft::eraftpb::Snapshot) -> Result<(), StorageError> {
         let index = snapshot.get_metadata().index;
         let term = snapshot.get_metadata().term;
-        info!(index, term, bytes = snapshot.data.len(), "restoring a snapshot from the leader");
+        // The transport saved the data to a file, which the message names.
+        let path = cairn_transport::received_path(&snapshot.data);
+        info!(index, term, path = %path.display(), "restoring a snapshot from the leader");
+        let file = std::fs::File::open(&path)
+            .map_err(|error| StorageError::Io { context: format!("cannot open {}", path.display()), error })?;
         // Readers wait from the commit until the index matches the restored tables.
         let shared_index = Arc::clone(&self.applier.state().index);
         let mut key_index = crate::storage::mvcc::write_index(&shared_index);
         let txn = self.db.begin_write()?;
-        snapshot::restore(&txn, &snapshot.data, index)?;
+        snapshot::restore_from(&txn, file, index)?;
         raft_log::save_restored(&txn, index, term)?;
         raft_log::save_conf_state(&txn, snapshot.get_metadata().get_conf_state())?;
         txn.commit()?;
@@ -786,6 +823,9 @@ impl Runner {
         // from the restored state (see `raft_log::recover`).
         self.wal.restart_at(index, term)?;
         self.last_durable = std::time::Instant::now();
+        if let Err(error) = std::fs::remove_file(&path) {
+            warn!(path = %path.display(), %error, "cannot remove a restored snapshot");
+        }
         self.storage.wl().apply_snapshot(snapshot).map_err(raft_error)?;
         // Everything kept in memory follows the restored tables.
         self.applier.reload(&self.db.get(), &mut key_index).map_err(apply_error)?;

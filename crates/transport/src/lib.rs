@@ -9,9 +9,15 @@
 //! Each sender remembers since when its connection has been up, which etcd uses to
 //! tell a lost connection from a slow leader when a proposal times out.
 //!
+//! A raft snapshot goes on a call of its own, its data read in chunks from the
+//! member's [`Snapshots`] (two ahead at most) and written to a file by the receiving
+//! member as it comes; raft's message reaches the receiver's raft loop naming that
+//! file ([`received_path`]) once the last chunk is in, and the sender reports the
+//! outcome for raft-rs's `report_snapshot`. No side holds a whole snapshot in memory.
+//!
 //! [`Receiver`] is the receiving side, a tonic service: it refuses batches from
 //! another cluster and from removed members, drops messages that do not decode or are
-//! oversized (snapshots aside), and hands the rest to a callback.
+//! oversized, and hands the rest to a callback.
 //!
 //! [`MembershipService`] answers what members ask each other besides raft messages
 //! (the members, a learner's progress, a `HashKV`), over a [`Members`] the member
@@ -43,17 +49,20 @@
 //!
 //! **Invariant:** `send` never blocks the raft thread; messages to one peer are
 //! delivered in the order they were sent, or dropped (and counted), never reordered;
-//! only messages of this cluster from members not removed reach `deliver`.
+//! only messages of this cluster from members not removed reach `deliver`, and a
+//! snapshot only once all its data is on the receiver's disk.
 
 mod leases;
 mod membership;
 mod receiver;
 mod sender;
+mod snapshot;
 
 pub use leases::{LeaseKeeper, LeasesService, forward_renew, forward_time_to_live};
 pub use membership::{Members, MembershipService, ask_hash, ask_progress, serve};
-pub use receiver::{MAX_SNAPSHOT_MESSAGE, Receiver, fetch_members};
+pub use receiver::{MAX_PEER_MESSAGE, Receiver, fetch_members};
 pub use sender::Transport;
+pub use snapshot::{SnapshotData, Snapshots, received_path};
 
 /// What the transport's calls to peers can fail with.
 #[derive(Debug, thiserror::Error)]

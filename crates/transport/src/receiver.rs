@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cairn_api::cairnpb::SnapshotChunk;
 use cairn_api::cairnpb::peer_server::Peer;
 use cairn_api::cairnpb::{RaftAck, RaftBatch};
 use cairn_net::peer::{PeerTls, connect};
@@ -41,9 +42,10 @@ pub async fn fetch_members(
     Err(last_error.unwrap_or_else(|| Error::Unreachable("no peer URLs to ask".into())))
 }
 
-/// Most bytes of a raft snapshot message (etcd takes snapshots of up to 512 MiB):
-/// the decoding limit a server of [`Receiver`] needs, with gRPC's overhead on top.
-pub const MAX_SNAPSHOT_MESSAGE: usize = 512 * 1024 * 1024;
+/// Most bytes of one gRPC message between members (a batch of raft messages, or a
+/// chunk of a snapshot): the decoding limit a server of [`Receiver`] needs, with
+/// gRPC's overhead on top.
+pub const MAX_PEER_MESSAGE: usize = 512 * 1024 * 1024;
 
 type Deliver = Arc<dyn Fn(Message) + Send + Sync>;
 type IsRemoved = Arc<dyn Fn(u64) -> bool + Send + Sync>;
@@ -63,6 +65,8 @@ pub struct Receiver {
     deliver: Deliver,
     is_removed: IsRemoved,
     on_refused: Refused,
+    /// Where snapshots are saved as they arrive; none are taken without it.
+    snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -85,7 +89,17 @@ impl Receiver {
             deliver: Arc::new(deliver),
             is_removed: Arc::new(|_| false),
             on_refused: Arc::new(|_| {}),
+            snapshot_dir: None,
         }
+    }
+
+    /// Takes snapshots, saving each to a file in `dir` as it arrives: the snapshot
+    /// message handed to `deliver` names that file as its data
+    /// ([`crate::received_path`]), and whoever restores it removes it.
+    #[must_use]
+    pub fn snapshots_in(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.snapshot_dir = Some(dir.into());
+        self
     }
 
     /// Refuses the batches of the members for which `is_removed` holds.
@@ -106,6 +120,21 @@ impl Receiver {
     fn refused(&self, from: u64) {
         (self.on_refused)(from);
     }
+
+    /// Refuses a sender from another cluster or a removed one.
+    fn check_sender(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
+        if cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster ID mismatch: this member belongs to cluster {:x}, member {:x} to {:x} \
+                 (check --initial-cluster-token and --initial-cluster)",
+                self.cluster_id, from, cluster_id
+            )));
+        }
+        if (self.is_removed)(from) {
+            return Err(Status::permission_denied("the member has been permanently removed from the cluster"));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -113,18 +142,7 @@ impl Peer for Receiver {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
         let mut batches = request.into_inner();
         while let Some(batch) = batches.message().await? {
-            if batch.cluster_id != self.cluster_id {
-                return Err(Status::failed_precondition(format!(
-                    "cluster ID mismatch: this member belongs to cluster {:x}, member {:x} to {:x} \
-                     (check --initial-cluster-token and --initial-cluster)",
-                    self.cluster_id, batch.from, batch.cluster_id
-                )));
-            }
-            if (self.is_removed)(batch.from) {
-                return Err(Status::permission_denied(
-                    "the member has been permanently removed from the cluster",
-                ));
-            }
+            self.check_sender(batch.cluster_id, batch.from)?;
             for bytes in batch.messages {
                 let message = match Message::parse_from_bytes(&bytes) {
                     Ok(message) => message,
@@ -134,8 +152,13 @@ impl Peer for Receiver {
                         continue;
                     }
                 };
-                let snapshot = message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
-                if !snapshot && bytes.len() > self.max_message {
+                if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                    // A snapshot's data comes on a call of its own, chunk by chunk.
+                    warn!(from = format_args!("{:x}", batch.from), "refusing a snapshot sent as a raft message");
+                    self.refused(batch.from);
+                    continue;
+                }
+                if bytes.len() > self.max_message {
                     // Nothing a member sends is this large: refuse it rather than let
                     // anyone who reaches the peer port make this member hold it.
                     warn!(
@@ -150,6 +173,29 @@ impl Peer for Receiver {
                 (self.deliver)(message);
             }
         }
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftAck>, Status> {
+        let mut chunks = request.into_inner();
+        let first = chunks.message().await?.ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        self.check_sender(first.cluster_id, first.from)?;
+        let Some(dir) = &self.snapshot_dir else {
+            return Err(Status::unimplemented("this member takes no snapshots"));
+        };
+        let message = Message::parse_from_bytes(&first.message)
+            .ok()
+            .filter(|message| {
+                message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
+                    && message.from == first.from
+                    && message.get_snapshot().data.is_empty()
+            })
+            .ok_or_else(|| {
+                self.refused(first.from);
+                Status::invalid_argument("the snapshot stream does not open with a snapshot message")
+            })?;
+        let message = crate::snapshot::receive(dir, message, first, &mut chunks).await?;
+        (self.deliver)(message);
         Ok(Response::new(RaftAck {}))
     }
 }

@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cairn_api::cairnpb::RaftBatch;
 use cairn_api::cairnpb::peer_client::PeerClient;
 use cairn_net::peer::{PeerTls, connect, lazy_channel};
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
+
+use crate::Snapshots;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Request;
@@ -34,8 +36,20 @@ pub struct Transport {
     removed: Arc<tokio::sync::Notify>,
     /// TLS for `https://` peer URLs.
     tls: Option<PeerTls>,
-    /// Messages dropped because a peer's queue was full.
-    dropped: AtomicU64,
+    /// Messages dropped because a peer's queue was full or it could not be reached.
+    dropped: Arc<AtomicU64>,
+    /// Where the data of snapshots comes from, once set.
+    snapshots: SnapshotSource,
+}
+
+/// The [`Snapshots`] every sender task shares, set once the member has its store.
+#[derive(Clone, Default)]
+struct SnapshotSource(Arc<OnceLock<Arc<dyn Snapshots>>>);
+
+impl std::fmt::Debug for SnapshotSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SnapshotSource").field(&self.0.get().is_some()).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -67,12 +81,19 @@ impl Transport {
             runtime: tokio::runtime::Handle::current(),
             removed,
             tls,
-            dropped: AtomicU64::new(0),
+            dropped: Arc::default(),
+            snapshots: SnapshotSource::default(),
         });
         for (&id, urls) in peers {
             transport.add_peer(id, urls.clone());
         }
         transport
+    }
+
+    /// Sends snapshots with their data from `snapshots`, each on a call of its own;
+    /// until then, snapshot messages are dropped. Only the first call counts.
+    pub fn set_snapshots(&self, snapshots: Arc<dyn Snapshots>) {
+        let _ = self.snapshots.0.set(snapshots);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PeerSender>> {
@@ -95,8 +116,12 @@ impl Transport {
             urls.clone(),
             messages,
             Arc::clone(&connected_since),
-            Arc::clone(&self.removed),
-            self.tls.clone(),
+            Context {
+                removed: Arc::clone(&self.removed),
+                tls: self.tls.clone(),
+                snapshots: self.snapshots.clone(),
+                dropped: Arc::clone(&self.dropped),
+            },
         );
         self.runtime.spawn(task);
         peers.insert(id, PeerSender { queue, connected_since, urls, channels: Vec::new() });
@@ -153,7 +178,8 @@ impl Transport {
         self.member_id
     }
 
-    /// Messages dropped so far because a peer's queue was full.
+    /// Messages dropped so far because a peer's queue was full or it could not be
+    /// reached.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -181,6 +207,14 @@ impl Transport {
     }
 }
 
+/// What every sender task shares with the transport.
+struct Context {
+    removed: Arc<tokio::sync::Notify>,
+    tls: Option<PeerTls>,
+    snapshots: SnapshotSource,
+    dropped: Arc<AtomicU64>,
+}
+
 /// Keeps a stream open to one peer, reconnecting with backoff, and sends what is
 /// queued in batches.
 async fn send_loop(
@@ -188,9 +222,24 @@ async fn send_loop(
     urls: Vec<String>,
     mut messages: mpsc::Receiver<Message>,
     connected_since: Arc<Mutex<Option<Instant>>>,
-    removed: Arc<tokio::sync::Notify>,
-    tls: Option<PeerTls>,
+    Context { removed, tls, snapshots, dropped }: Context,
 ) {
+    // A snapshot goes on a call of its own, so that it neither waits for nor holds
+    // up the messages after it.
+    let send_snapshot = |message: Message| match snapshots.0.get() {
+        Some(source) => {
+            let call = crate::snapshot::send(
+                (cluster_id, from, to),
+                urls.clone(),
+                tls.clone(),
+                message,
+                Arc::clone(source),
+            );
+            tokio::spawn(call);
+        }
+        None => warn!(peer = format_args!("{to:x}"), "dropping a snapshot: no snapshot source"),
+    };
+    let is_snapshot = |message: &Message| message.get_msg_type() == MessageType::MsgSnapshot;
     let set_connected = |value: Option<Instant>| {
         *connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
     };
@@ -204,6 +253,18 @@ async fn send_loop(
             Err(error) => {
                 debug!(peer = format_args!("{to:x}"), %url, %error, "cannot reach peer");
                 set_connected(None);
+                // Nothing is kept for a peer that cannot be reached (as etcd's rafthttp
+                // drops messages while a peer's stream is down): raft sends again what
+                // the peer still needs once it answers, and a restarted member is not
+                // fed a backlog of stale appends. A snapshot fails on its own call,
+                // which reports it failed.
+                while let Ok(message) = messages.try_recv() {
+                    if is_snapshot(&message) {
+                        send_snapshot(message);
+                    } else {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -226,12 +287,20 @@ async fn send_loop(
                     // The peer was removed: the stream ends once the batches already
                     // queued are sent (the call goes on without this task).
                     let Some(first) = first else { return };
-                    let mut encoded = vec![first.write_to_bytes().unwrap_or_default()];
-                    while encoded.len() < BATCH {
-                        match messages.try_recv() {
-                            Ok(message) => encoded.push(message.write_to_bytes().unwrap_or_default()),
-                            Err(_) => break,
+                    let mut encoded = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        if is_snapshot(&message) {
+                            send_snapshot(message);
+                        } else {
+                            encoded.push(message.write_to_bytes().unwrap_or_default());
                         }
+                        if encoded.len() < BATCH {
+                            next = messages.try_recv().ok();
+                        }
+                    }
+                    if encoded.is_empty() {
+                        continue;
                     }
                     let batch = RaftBatch { cluster_id, from, messages: encoded };
                     if batches.send(batch).await.is_err() {

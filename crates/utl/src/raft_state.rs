@@ -7,7 +7,8 @@
 //! applied, nor a restored state machine without the mark that restarts the log.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use raft::Storage as _;
 use raft::eraftpb::{ConfState, Entry, SnapshotMetadata};
@@ -111,13 +112,16 @@ pub fn recover(db: &Database, log: &mut Wal, mut recovered: Recovered) -> Result
     Ok(Some(storage))
 }
 
-/// raft-rs's in-memory log (as [`recover`] rebuilt it), with snapshots that carry the
-/// whole state machine from disk at its applied index ([`cairn_backend::snapshot`]).
-/// A snapshot that cannot be taken is reported to raft as temporarily unavailable,
-/// which asks again later.
+/// raft-rs's in-memory log (as [`recover`] rebuilt it), with snapshots of the whole
+/// state machine at its applied index. Taking one only opens a read transaction on
+/// `db`: raft's message carries the metadata, and the data is read from that
+/// transaction in chunks ([`cairn_backend::snapshot::Chunks`]) while the transport
+/// streams it ([`Outgoing`]), off the raft thread. A snapshot that cannot be taken
+/// is reported to raft as temporarily unavailable, which asks again later.
 pub struct SnapshotStorage {
     log: MemStorage,
     db: Arc<Store>,
+    outgoing: Arc<Outgoing>,
 }
 
 impl std::fmt::Debug for SnapshotStorage {
@@ -127,9 +131,47 @@ impl std::fmt::Debug for SnapshotStorage {
 }
 
 impl SnapshotStorage {
-    /// The log `log`, whose snapshots are taken from the database `db` holds.
-    pub fn new(log: MemStorage, db: Arc<Store>) -> Self {
-        Self { log, db }
+    /// The log `log`, whose snapshots are taken from the database `db` holds; the
+    /// outcome of sending each goes to `report` (raft-rs's `report_snapshot`).
+    pub fn new(log: MemStorage, db: Arc<Store>, report: impl Fn(u64, bool) + Send + Sync + 'static) -> Self {
+        let outgoing = Arc::new(Outgoing { taken: Mutex::default(), report: Box::new(report) });
+        Self { log, db, outgoing }
+    }
+
+    /// Where the transport reads the data of the snapshots taken.
+    pub fn outgoing(&self) -> Arc<Outgoing> {
+        Arc::clone(&self.outgoing)
+    }
+}
+
+/// The snapshots taken for members and not yet sent, at most one per member (a
+/// later one replaces it), each with the read transaction its data comes from.
+pub struct Outgoing {
+    taken: Mutex<HashMap<u64, (u64, snapshot::Chunks)>>,
+    report: Box<dyn Fn(u64, bool) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing").finish_non_exhaustive()
+    }
+}
+
+impl Outgoing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u64, snapshot::Chunks)>> {
+        self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl cairn_transport::Snapshots for Outgoing {
+    fn data(&self, message: &raft::eraftpb::Message) -> Option<cairn_transport::SnapshotData> {
+        let (index, chunks) = self.lock().remove(&message.to)?;
+        (index == message.get_snapshot().get_metadata().index)
+            .then(|| Box::new(chunks.map(|chunk| chunk.map_err(std::io::Error::other))) as _)
+    }
+
+    fn report(&self, to: u64, delivered: bool) {
+        (self.report)(to, delivered);
     }
 }
 
@@ -160,18 +202,20 @@ impl raft::Storage for SnapshotStorage {
         self.log.last_index()
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
         let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
-        let (index, data) = snapshot::take(&self.db.get()).map_err(|error| {
+        let opened = self.db.get().begin_read().map_err(cairn_backend::Error::from);
+        let (index, chunks) = opened.and_then(snapshot::Chunks::new).map_err(|error| {
             tracing::error!(%error, "cannot take a snapshot");
             unavailable()
         })?;
-        let mut snapshot = raft::eraftpb::Snapshot { data: data.into(), ..Default::default() };
+        let mut snapshot = raft::eraftpb::Snapshot::default();
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = self.log.term(index).map_err(|_| unavailable())?;
         meta.set_conf_state(self.log.initial_state()?.conf_state);
-        tracing::info!(index, bytes = snapshot.data.len(), "sending a snapshot");
+        self.outgoing.lock().insert(to, (index, chunks));
+        tracing::info!(index, to = format_args!("{to:x}"), "took a snapshot to send");
         Ok(snapshot)
     }
 }
@@ -279,14 +323,31 @@ mod tests {
         let txn = store.begin_write().unwrap();
         txn.open_table(cairn_backend::META).unwrap().insert("applied_index", 3).unwrap();
         txn.commit().unwrap();
-        let storage = SnapshotStorage::new(log, Arc::clone(&store));
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let reported = Arc::clone(&reports);
+        let storage = SnapshotStorage::new(log, Arc::clone(&store), move |to, delivered| {
+            reported.lock().unwrap().push((to, delivered));
+        });
         let snapshot = storage.snapshot(0, 2).unwrap();
-        let meta = snapshot.get_metadata();
+        let meta = snapshot.get_metadata().clone();
         assert_eq!((meta.index, meta.term, meta.get_conf_state().voters.clone()), (3, 4, vec![1, 2, 3]));
+        // A write after the snapshot was taken is not in its data.
+        let txn = store.begin_write().unwrap();
+        txn.open_table(cairn_backend::META).unwrap().insert("applied_index", 4).unwrap();
+        txn.commit().unwrap();
+        // The transport reads the data once, for the member it was taken for.
+        use cairn_transport::Snapshots as _;
+        let mut message = raft::eraftpb::Message { to: 3, snapshot: Some(snapshot).into(), ..Default::default() };
+        assert!(storage.outgoing().data(&message).is_none(), "taken for member 2");
+        message.to = 2;
+        let data: Vec<u8> = storage.outgoing().data(&message).unwrap().flat_map(Result::unwrap).collect();
+        assert!(storage.outgoing().data(&message).is_none(), "read once");
+        storage.outgoing().report(2, true);
+        assert_eq!(*reports.lock().unwrap(), [(2, true)]);
         // The data restores the same state elsewhere.
         let other = cairn_backend::open(&dir.path().join("other")).unwrap();
         let txn = other.begin_write().unwrap();
-        snapshot::restore(&txn, &snapshot.data, meta.index).unwrap();
+        snapshot::restore(&txn, &data, meta.index).unwrap();
         txn.commit().unwrap();
         let applied =
             other.begin_read().unwrap().open_table(cairn_backend::META).unwrap().get("applied_index");

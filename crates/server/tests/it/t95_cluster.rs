@@ -202,6 +202,10 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
     }
     let last = behind.get("last", Some(GetOptions::new().with_serializable())).await.unwrap();
     assert_eq!(last.kvs()[0].mod_revision(), revision, "the same revisions as the leader");
+    // The snapshot came as a stream saved to a file, removed once restored.
+    let snap_dir = cluster.dir.path().join(format!("m{lagging}")).join("member").join("snap");
+    let left: Vec<_> = std::fs::read_dir(&snap_dir).expect("the snapshot dir").collect();
+    assert!(left.is_empty(), "{left:?} left in {}", snap_dir.display());
     // Leases came with the snapshot, attached keys included.
     let ttl = behind
         .lease_time_to_live(lease, Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
