@@ -37,6 +37,8 @@ pub(crate) struct Server {
     children: Vec<Child>,
     _data: tempfile::TempDir,
     pub(crate) endpoints: Vec<String>,
+    /// How each member was started, to start it again.
+    commands: Vec<(PathBuf, Vec<String>, bool)>,
 }
 
 impl Drop for Server {
@@ -46,6 +48,38 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+impl Server {
+    /// Kills member `n` (SIGKILL) and waits for it to exit.
+    pub(crate) fn kill(&mut self, n: usize) -> anyhow::Result<()> {
+        self.children[n].kill()?;
+        self.children[n].wait()?;
+        Ok(())
+    }
+
+    /// Starts member `n` again, on its data dir and ports.
+    pub(crate) fn restart(&mut self, n: usize) -> anyhow::Result<()> {
+        let (binary, args, is_etcd) = &self.commands[n];
+        self.children[n] = spawn(binary, args, *is_etcd)?;
+        Ok(())
+    }
+
+    /// Member `n`'s process ID.
+    pub(crate) fn pid(&self, n: usize) -> u32 {
+        self.children[n].id()
+    }
+}
+
+fn spawn(binary: &PathBuf, args: &[String], is_etcd: bool) -> anyhow::Result<Child> {
+    let mut command = Command::new(binary);
+    // The servers' logs go to this tool's stderr when asked (CAIRN_BENCH_LOGS=1).
+    let logs = if std::env::var_os("CAIRN_BENCH_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(logs);
+    if is_etcd {
+        command.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+    }
+    command.spawn().with_context(|| format!("cannot start {}", binary.display()))
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -63,26 +97,20 @@ pub(crate) fn start(
     let peers: Vec<SocketAddr> = (0..members).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
     let initial: Vec<String> =
         peers.iter().enumerate().map(|(n, peer)| format!("m{n}=http://{peer}")).collect();
-    let mut server = Server { children: Vec::new(), _data: data, endpoints: Vec::new() };
+    let mut server = Server { children: Vec::new(), _data: data, endpoints: Vec::new(), commands: Vec::new() };
     for n in 0..members {
-        let mut command = Command::new(binary);
-        command
-            .arg(format!("--name=m{n}"))
-            .arg("--data-dir")
-            .arg(server._data.path().join(format!("m{n}")))
-            .arg(format!("--listen-client-urls=http://{}", clients[n]))
-            .arg(format!("--advertise-client-urls=http://{}", clients[n]))
-            .arg(format!("--listen-peer-urls=http://{}", peers[n]))
-            .arg(format!("--initial-advertise-peer-urls=http://{}", peers[n]))
-            .arg(format!("--initial-cluster={}", initial.join(",")))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if is_etcd {
-            command.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
-        }
-        server.children.push(command.spawn().with_context(|| format!("cannot start {}", binary.display()))?);
+        let mut args = vec![
+            format!("--name=m{n}"),
+            format!("--data-dir={}", server._data.path().join(format!("m{n}")).display()),
+            format!("--listen-client-urls=http://{}", clients[n]),
+            format!("--advertise-client-urls=http://{}", clients[n]),
+            format!("--listen-peer-urls=http://{}", peers[n]),
+            format!("--initial-advertise-peer-urls=http://{}", peers[n]),
+            format!("--initial-cluster={}", initial.join(",")),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        server.children.push(spawn(binary, &args, is_etcd)?);
+        server.commands.push((binary.clone(), args, is_etcd));
         server.endpoints.push(clients[n].to_string());
     }
     let deadline = Instant::now() + Duration::from_secs(30);

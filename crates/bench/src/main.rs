@@ -5,6 +5,7 @@
 //! **Invariant:** every figure comes from requests that succeeded; a failed request
 //! fails the run instead of being counted.
 
+mod catchup;
 mod compare;
 mod floor;
 mod load;
@@ -48,6 +49,9 @@ enum Command {
     /// Times snapshot, compaction and defragmentation of a large store on a fresh
     /// Cairn and, if installed, a fresh etcd.
     Maintenance(maintenance::MaintenanceOptions),
+    /// Kills a member of a fresh 3-member Cairn cluster and, if installed, a fresh
+    /// etcd cluster, writes what it misses, starts it again and times its catch-up.
+    CatchUp(catchup::CatchUpOptions),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Compare(options) => runtime.block_on(compare::run(options))?,
         Command::Maintenance(options) => runtime.block_on(maintenance::run(options))?,
+        Command::CatchUp(options) => runtime.block_on(catchup::run(options))?,
     }
     Ok(())
 }

@@ -272,6 +272,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cairn_transport::Receiver::new(cluster_id, max_message, move |message| proposer.deliver(message))
             .removed(move |id| is_removed.is_removed(id))
             .snapshots_in(data_dir.join("member").join("snap"))
+            .on_stream({
+                let transport = Arc::clone(&transport);
+                move |from| transport.wake(from)
+            })
             .on_refused(move |from| {
                 received_failures.add(1, &[opentelemetry::KeyValue::new("From", format!("{from:x}"))])
             })

@@ -65,6 +65,8 @@ pub struct Receiver {
     deliver: Deliver,
     is_removed: IsRemoved,
     on_refused: Refused,
+    /// Called with the sender of each stream opened, once it is let in.
+    on_stream: Refused,
     /// Where snapshots are saved as they arrive; none are taken without it.
     snapshot_dir: Option<std::path::PathBuf>,
 }
@@ -89,6 +91,7 @@ impl Receiver {
             deliver: Arc::new(deliver),
             is_removed: Arc::new(|_| false),
             on_refused: Arc::new(|_| {}),
+            on_stream: Arc::new(|_| {}),
             snapshot_dir: None,
         }
     }
@@ -117,6 +120,16 @@ impl Receiver {
         self
     }
 
+    /// Calls `on_stream` with the sender of every stream of raft messages opened to
+    /// this member, once its first batch passed the checks ([`crate::Transport`]
+    /// opens each stream with an empty one): that member is up, and the server wakes
+    /// its sender to it with [`crate::Transport::wake`].
+    #[must_use]
+    pub fn on_stream(mut self, on_stream: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.on_stream = Arc::new(on_stream);
+        self
+    }
+
     fn refused(&self, from: u64) {
         (self.on_refused)(from);
     }
@@ -141,8 +154,13 @@ impl Receiver {
 impl Peer for Receiver {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
         let mut batches = request.into_inner();
+        let mut opened = false;
         while let Some(batch) = batches.message().await? {
             self.check_sender(batch.cluster_id, batch.from)?;
+            if !opened {
+                opened = true;
+                (self.on_stream)(batch.from);
+            }
             for bytes in batch.messages {
                 let message = match Message::parse_from_bytes(&bytes) {
                     Ok(message) => message,

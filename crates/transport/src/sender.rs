@@ -60,6 +60,8 @@ struct PeerSender {
     /// Channels for calls to the peer (lease forwarding), one per URL, made on first
     /// use; they connect lazily and reconnect by themselves.
     channels: Vec<tonic::transport::Channel>,
+    /// Cuts the sender's pause between connection attempts short.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Transport {
@@ -111,11 +113,13 @@ impl Transport {
         }
         let (queue, messages) = mpsc::channel(QUEUE);
         let connected_since = Arc::new(Mutex::new(None));
+        let wake = Arc::new(tokio::sync::Notify::new());
         let task = send_loop(
             (self.cluster_id, self.member_id, id),
             urls.clone(),
             messages,
             Arc::clone(&connected_since),
+            Arc::clone(&wake),
             Context {
                 removed: Arc::clone(&self.removed),
                 tls: self.tls.clone(),
@@ -124,7 +128,7 @@ impl Transport {
             },
         );
         self.runtime.spawn(task);
-        peers.insert(id, PeerSender { queue, connected_since, urls, channels: Vec::new() });
+        peers.insert(id, PeerSender { queue, connected_since, urls, channels: Vec::new(), wake });
     }
 
     /// Sends to member `id` at `urls`: starts its sender, or starts it again when its
@@ -135,6 +139,15 @@ impl Transport {
         }
         self.remove_peer(id);
         self.add_peer(id, urls);
+    }
+
+    /// Says that member `id` is up (it opened a stream to this member): a sender
+    /// waiting to try connecting to it again tries at once, so that a restarted
+    /// member hears from this one without waiting out the backoff.
+    pub fn wake(&self, id: u64) {
+        if let Some(peer) = self.lock().get(&id) {
+            peer.wake.notify_one();
+        }
     }
 
     /// Stops sending to a removed member.
@@ -222,8 +235,21 @@ async fn send_loop(
     urls: Vec<String>,
     mut messages: mpsc::Receiver<Message>,
     connected_since: Arc<Mutex<Option<Instant>>>,
+    wake: Arc<tokio::sync::Notify>,
     Context { removed, tls, snapshots, dropped }: Context,
 ) {
+    // Waits out `backoff`, and gives the next one: doubled up to 1 s, or back to the
+    // shortest when the peer was said to be up (it may still be starting its
+    // listener, so tries go on at short intervals).
+    let pause = |backoff: Duration| {
+        let wake = Arc::clone(&wake);
+        async move {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => (backoff * 2).min(Duration::from_secs(1)),
+                () = wake.notified() => Duration::from_millis(50),
+            }
+        }
+    };
     // A snapshot goes on a call of its own, so that it neither waits for nor holds
     // up the messages after it.
     let send_snapshot = |message: Message| match snapshots.0.get() {
@@ -265,8 +291,7 @@ async fn send_loop(
                         dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = pause(backoff).await;
                 continue;
             }
         };
@@ -274,6 +299,10 @@ async fn send_loop(
         set_connected(Some(connected_at));
         let mut client = client.max_encoding_message_size(usize::MAX);
         let (batches, outgoing) = mpsc::channel::<RaftBatch>(16);
+        // The stream opens with an empty batch, which tells the peer at once who is
+        // up (and so lets a peer that restarted hear from this member right away).
+        let hello = RaftBatch { cluster_id, from, messages: Vec::new() };
+        let _ = batches.try_send(hello);
         let stream = futures::stream::unfold(outgoing, |mut outgoing| async move {
             outgoing.recv().await.map(|batch| (batch, outgoing))
         });
@@ -324,7 +353,6 @@ async fn send_loop(
         // A stream that lasted is reopened at once (after the shortest pause); one the
         // peer ends as soon as it opens backs off as a failed connection does.
         backoff = if connected_at.elapsed() >= STABLE { Duration::from_millis(50) } else { backoff };
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff = pause(backoff).await;
     }
 }

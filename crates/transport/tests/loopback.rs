@@ -63,6 +63,22 @@ async fn messages_reach_the_peer_in_order_and_the_connection_is_reported_up() {
 }
 
 #[tokio::test]
+async fn a_stream_names_its_sender_as_it_opens_before_any_message() {
+    let (tx, mut opened) = mpsc::unbounded_channel();
+    let (receiver, mut delivered) = inbox(CLUSTER);
+    let addr = serve(receiver.on_stream(move |from| tx.send(from).unwrap())).await;
+    let peers = HashMap::from([(2, vec![format!("http://{addr}")])]);
+    let transport = Transport::start(CLUSTER, 1, &peers, Arc::new(Notify::new()), None);
+    assert_eq!(tokio::time::timeout(DEADLINE, opened.recv()).await.unwrap(), Some(1));
+    assert!(delivered.try_recv().is_err(), "the opening batch is empty");
+    // Waking a sender that is connected, or one to an unknown member, changes nothing.
+    transport.wake(2);
+    transport.wake(9);
+    transport.send(vec![heartbeat(1, 2, 3)]);
+    assert_eq!(tokio::time::timeout(DEADLINE, delivered.recv()).await.unwrap().unwrap().commit, 3);
+}
+
+#[tokio::test]
 async fn a_peer_that_says_this_member_was_removed_stops_it() {
     let (receiver, _delivered) = inbox(CLUSTER);
     let addr = serve(receiver.removed(|id| id == 1)).await;
