@@ -243,7 +243,7 @@ impl Applier {
     pub fn reload(&mut self, db: &Database, index: &mut KeyIndex) -> Result<(), Error> {
         let read = db.begin_read()?;
         self.revisions = Revisions::load(&read.open_table(cairn_backend::META)?)?;
-        let mut restored = KeyIndex::load(&read.open_table(cairn_backend::KV)?)?;
+        let (mut restored, attached) = KeyIndex::load(&read.open_table(cairn_backend::KV)?)?;
         drop(read);
         // The rows a compaction was deleting were replaced with the rest, which may
         // hold rows the leader had still to delete.
@@ -252,7 +252,7 @@ impl Applier {
         restored.restored_at(self.revisions);
         *index = restored;
         self.compacted = None;
-        *state::lessor(&self.state.lessor) = state::load_lessor(db, index)?;
+        *state::lessor(&self.state.lessor) = state::load_lessor(db, attached)?;
         let tokens = std::sync::Arc::clone(state::auth_read(&self.state.auth).tokens());
         *state::auth_write(&self.state.auth) = state::load_auth(db, tokens)?;
         let restored = members::load(db)?;

@@ -8,7 +8,7 @@ use cairn_auth::{AuthStore, TokenProvider};
 use cairn_backend::members::Members;
 use cairn_backend::{AUTH, KV, LEASES, META};
 use cairn_lease::Lessor;
-use cairn_mvcc::{KeyIndex, KeySpan, Revisions, SharedIndex};
+use cairn_mvcc::{KeyIndex, Revisions, SharedIndex};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::Error;
@@ -69,9 +69,9 @@ impl State {
     pub fn load(db: &Database, tokens: Arc<dyn TokenProvider>) -> Result<Self, Error> {
         let txn = db.begin_read()?;
         let revisions = Revisions::load(&txn.open_table(META)?)?;
-        let index = KeyIndex::load(&txn.open_table(KV)?)?;
+        let (index, attached) = KeyIndex::load(&txn.open_table(KV)?)?;
         drop(txn);
-        let lessor = load_lessor(db, &index)?;
+        let lessor = load_lessor(db, attached)?;
         Ok(Self {
             revisions,
             index: Arc::new(RwLock::new(index)),
@@ -83,8 +83,9 @@ impl State {
     }
 }
 
-/// The leases saved in `db`, with the keys attached to them, found through `index`.
-pub fn load_lessor(db: &Database, index: &KeyIndex) -> Result<Lessor, Error> {
+/// The leases saved in `db`, with the keys `attached` to them (as
+/// [`KeyIndex::load`] gives them).
+pub fn load_lessor(db: &Database, attached: cairn_mvcc::Attached) -> Result<Lessor, Error> {
     let txn = db.begin_read()?;
     let mut lessor = Lessor::default();
     for entry in txn.open_table(LEASES)?.iter()? {
@@ -92,11 +93,8 @@ pub fn load_lessor(db: &Database, index: &KeyIndex) -> Result<Lessor, Error> {
         let (ttl, remaining) = ttls.value();
         lessor.restore(id.value(), ttl, remaining);
     }
-    let kv = txn.open_table(KV)?;
-    for kv in cairn_mvcc::range(&kv, index, KeySpan::From(b""), u64::MAX)? {
-        if kv.lease != 0 {
-            lessor.attach(kv.lease, &kv.key);
-        }
+    for (lease, key) in attached {
+        lessor.attach(lease, &key);
     }
     Ok(lessor)
 }

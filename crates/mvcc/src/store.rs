@@ -126,16 +126,40 @@ pub fn view<T, E: From<Error>>(
     Err(Error::Corrupt("key index ahead of every snapshot of the store").into())
 }
 
+/// What the index and the lessor need of a stored change (an `mvccpb.KeyValue`):
+/// decoded without copying its value.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Head {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(int64, tag = "4")]
+    version: i64,
+    #[prost(int64, tag = "6")]
+    lease: i64,
+}
+
+/// The lease each live key is attached to, `(lease, key)`, for the keys that are.
+pub type Attached = Vec<(i64, Vec<u8>)>;
+
 impl KeyIndex {
-    /// Builds the index from every change stored in `kv`.
-    pub fn load(kv: &impl ReadableTable<Position, &'static [u8]>) -> Result<Self, Error> {
+    /// Builds the index from every change stored in `kv`, in one pass that reads no
+    /// value, and gives the lease of every live key attached to one.
+    pub fn load(kv: &impl ReadableTable<Position, &'static [u8]>) -> Result<(Self, Attached), Error> {
         let mut index = Self::default();
+        let mut leases: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
         for entry in kv.iter()? {
             let (at, value) = entry?;
-            let kv = decode(value.value())?;
-            index.push(&kv.key, at.value(), kv.version == 0);
+            let head = Head::decode(value.value()).map_err(|_| Error::Corrupt("key-value record"))?;
+            let deleted = head.version == 0;
+            index.push(&head.key, at.value(), deleted);
+            // Changes come in revision order: a key's last one says its lease.
+            if deleted || head.lease == 0 {
+                leases.remove(&head.key);
+            } else {
+                leases.insert(head.key, head.lease);
+            }
         }
-        Ok(index)
+        Ok((index, leases.into_iter().map(|(key, lease)| (lease, key)).collect()))
     }
 
     /// Whether a reader whose snapshot has `revisions` can use the index: the
@@ -238,11 +262,13 @@ impl KeyIndex {
     }
 }
 
-/// Builds the shared key index from the `kv` table in `db`.
-pub fn load_index(db: &redb::Database) -> Result<SharedIndex, Error> {
+/// Builds the shared key index from the `kv` table in `db`, with the lease of every
+/// live key attached to one ([`KeyIndex::load`]).
+pub fn load_index(db: &redb::Database) -> Result<(SharedIndex, Attached), Error> {
     use redb::ReadableDatabase as _;
     let txn = db.begin_read()?;
-    Ok(Arc::new(RwLock::new(KeyIndex::load(&txn.open_table(KV)?)?)))
+    let (index, attached) = KeyIndex::load(&txn.open_table(KV)?)?;
+    Ok((Arc::new(RwLock::new(index)), attached))
 }
 
 fn get(kv: &impl ReadableTable<Position, &'static [u8]>, at: Position) -> Result<KeyValue, Error> {
@@ -599,5 +625,38 @@ mod catch_up_tests {
         let rest = events_since(&table, &index, KeySpan::From(b""), 3, 2, true).unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].1.prev_kv.as_ref().map(|kv| kv.value.as_slice()), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn loading_the_index_gives_the_lease_of_each_live_key_from_its_last_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut index = KeyIndex::default();
+        {
+            let mut table = txn.open_table(KV).unwrap();
+            let changes: [(u64, &[u8], Option<i64>); 6] = [
+                (2, b"a", Some(7)),
+                (3, b"a", Some(0)), // detached
+                (4, b"b", Some(7)),
+                (5, b"c", Some(8)),
+                (6, b"c", None), // deleted
+                (7, b"d", Some(0)),
+            ];
+            for (revision, key, lease) in changes {
+                let mut writer = Writer::new(&mut table, &mut index, revision);
+                match lease {
+                    Some(lease) => drop(writer.put(key, vec![b'v'; 100], lease).unwrap()),
+                    None => drop(writer.delete(KeySpan::Single(key)).unwrap()),
+                }
+            }
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        let (loaded, mut attached) = KeyIndex::load(&read.open_table(KV).unwrap()).unwrap();
+        attached.sort();
+        assert_eq!(attached, [(7, b"b".to_vec())]);
+        assert_eq!(loaded.positions(KeySpan::From(b""), 9), index.positions(KeySpan::From(b""), 9));
+        assert_eq!(loaded.positions(KeySpan::From(b""), 9), [(3, 0), (4, 0), (7, 0)]);
     }
 }

@@ -124,7 +124,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tokens = config.token_provider()?;
     let auth = Arc::new(std::sync::RwLock::new(cairn_apply::load_auth(&db, Arc::clone(&tokens))?));
     sweep_tokens(tokens);
-    let index = storage::mvcc::load_index(&db)?;
+    let (index, attached) = storage::mvcc::load_index(&db)?;
     // As etcd: only a member with data checks, before its raft starts.
     if config.experimental_initial_corrupt_check && had_data {
         let local = corrupt::local_hash(&db, &storage::mvcc::read_index(&index), member_id)?;
@@ -138,7 +138,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await?;
     }
     let lessor =
-        Arc::new(std::sync::Mutex::new(cairn_apply::load_lessor(&db, &storage::mvcc::read_index(&index))?));
+        Arc::new(std::sync::Mutex::new(cairn_apply::load_lessor(&db, attached)?));
     let hub = watch::Hub::new();
     let wait = Wait::new();
     let alarms: alarms::SharedAlarms = Arc::new(std::sync::Mutex::new(alarms::load(&db)?));

@@ -814,11 +814,14 @@ impl Runner {
         // Readers wait from the commit until the index matches the restored tables.
         let shared_index = Arc::clone(&self.applier.state().index);
         let mut key_index = crate::storage::mvcc::write_index(&shared_index);
+        let started = std::time::Instant::now();
         let txn = self.db.begin_write()?;
         snapshot::restore_from(&txn, file, index)?;
         raft_log::save_restored(&txn, index, term)?;
         raft_log::save_conf_state(&txn, snapshot.get_metadata().get_conf_state())?;
+        let written = started.elapsed();
         txn.commit()?;
+        let committed = started.elapsed();
         // Only after the state is durable: a crash between the two is recovered
         // from the restored state (see `raft_log::recover`).
         self.wal.restart_at(index, term)?;
@@ -830,6 +833,7 @@ impl Runner {
         // Everything kept in memory follows the restored tables.
         self.applier.reload(&self.db.get(), &mut key_index).map_err(apply_error)?;
         drop(key_index);
+        info!(index, ?written, ?committed, reloaded = ?started.elapsed(), "restored a snapshot");
         self.connect_peers();
         self.shared.set_voters(self.storage.initial_state().map_err(raft_error)?.conf_state.voters);
         self.applied = index;
