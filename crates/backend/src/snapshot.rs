@@ -65,10 +65,10 @@ struct LeaseEntry {
 /// one may be larger by a row.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Most bytes of one chunk read back: a chunk of rows plus the largest row a member
-/// takes (etcd's `--max-request-bytes` is at most a few MiB), with room to spare.
-/// Anything larger is not a chunk.
-pub const MAX_CHUNK_BYTES: usize = 64 * 1024 * 1024;
+/// Most bytes of one chunk read back: a chunk of rows plus the largest row, which
+/// is bounded by the largest message members exchange (512 MiB, far over any
+/// `--max-request-bytes` in use). Anything larger is not a chunk.
+pub const MAX_CHUNK_BYTES: usize = 512 * 1024 * 1024;
 
 /// The state machine as of a read transaction, as the chunks of a snapshot: the
 /// first holds the revisions, auth store, members and alarms, the rest the `kv` and
@@ -137,7 +137,9 @@ impl Chunks {
                 let table = self.txn.open_table(KV)?;
                 let rows = match after {
                     None => table.range::<(u64, u32)>(..)?,
-                    Some(after) => table.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+                    Some(after) => {
+                        table.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?
+                    }
                 };
                 self.next = Next::Leases(None);
                 for entry in rows {
@@ -155,7 +157,9 @@ impl Chunks {
                 let table = self.txn.open_table(LEASES)?;
                 let rows = match after {
                     None => table.range::<i64>(..)?,
-                    Some(after) => table.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+                    Some(after) => {
+                        table.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?
+                    }
                 };
                 self.next = Next::End;
                 for entry in rows {

@@ -92,7 +92,9 @@ async fn load(endpoint: &str, options: &CatchUpOptions) -> anyhow::Result<()> {
                     return anyhow::Ok(());
                 }
                 let key = format!("key/{n:010}").into_bytes();
-                kv.put(PutRequest { key, value: value.clone(), ..PutRequest::default() }).await.context("load")?;
+                kv.put(PutRequest { key, value: value.clone(), ..PutRequest::default() })
+                    .await
+                    .context("load")?;
             }
         });
     }

@@ -97,7 +97,8 @@ pub(crate) fn start(
     let peers: Vec<SocketAddr> = (0..members).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
     let initial: Vec<String> =
         peers.iter().enumerate().map(|(n, peer)| format!("m{n}=http://{peer}")).collect();
-    let mut server = Server { children: Vec::new(), _data: data, endpoints: Vec::new(), commands: Vec::new() };
+    let mut server =
+        Server { children: Vec::new(), _data: data, endpoints: Vec::new(), commands: Vec::new() };
     for n in 0..members {
         let mut args = vec![
             format!("--name=m{n}"),

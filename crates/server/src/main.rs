@@ -44,6 +44,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Errors end the process with one plain line, `Error: ` and the context chain
 /// (`cannot open the database: storage: …`), whatever `RUST_BACKTRACE` says: a
 /// configuration error names the flag and the reason, not a stack.
+/// Where snapshots from the leader are saved as they arrive, in `<data-dir>/member`:
+/// a directory of Cairn's own, cleared at every start (etcd keeps its database in
+/// `member/snap`, which Cairn never touches).
+const SNAPSHOTS_DIR: &str = "cairn-snap";
+
 fn main() -> std::process::ExitCode {
     match start() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -137,8 +142,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
         .await?;
     }
-    let lessor =
-        Arc::new(std::sync::Mutex::new(cairn_apply::load_lessor(&db, attached)?));
+    let lessor = Arc::new(std::sync::Mutex::new(cairn_apply::load_lessor(&db, attached)?));
     let hub = watch::Hub::new();
     let wait = Wait::new();
     let alarms: alarms::SharedAlarms = Arc::new(std::sync::Mutex::new(alarms::load(&db)?));
@@ -153,7 +157,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         election_ticks: config.election_ticks(),
         snapshot_count: config.snapshot_count,
         wal_dir: data_dir.join("member").join("wal"),
-        snap_dir: data_dir.join("member").join("snap"),
+        snap_dir: data_dir.join("member").join(SNAPSHOTS_DIR),
         voters,
         removed: Arc::clone(&removed),
         min_lease_ttl: lease::min_ttl(config.election_timeout()),
@@ -271,7 +275,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let max_message = 1024 * 1024 + config.max_request_bytes + grpc::GRPC_OVERHEAD_BYTES;
         cairn_transport::Receiver::new(cluster_id, max_message, move |message| proposer.deliver(message))
             .removed(move |id| is_removed.is_removed(id))
-            .snapshots_in(data_dir.join("member").join("snap"))
+            .snapshots_in(data_dir.join("member").join(SNAPSHOTS_DIR))
             .on_stream({
                 let transport = Arc::clone(&transport);
                 move |from| transport.wake(from)

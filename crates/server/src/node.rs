@@ -414,9 +414,17 @@ impl Runner {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            if std::time::Instant::now() >= next_tick {
+            let now = std::time::Instant::now();
+            if now >= next_tick {
                 self.node.tick();
+                // Ticks missed while the thread was busy (a large restore, a slow
+                // disk) are dropped, as Go's ticker drops them for etcd: fired in a
+                // burst they would pass an election timeout at once, and a follower
+                // would campaign, or a leader step down, without cause.
                 next_tick += self.config.heartbeat;
+                if next_tick <= now {
+                    next_tick = now + self.config.heartbeat;
+                }
             }
             self.flush_proposals();
             self.start_read_round();
@@ -466,19 +474,26 @@ impl Runner {
                 let _ = reply.send(progress);
             }
             Command::Step(message) => {
-                let snapshot = (message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot)
-                    .then(|| message.get_snapshot().get_metadata().index);
-                let path = snapshot.map(|_| cairn_transport::received_path(&message.get_snapshot().data));
+                let snapshot = message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+                let pending = |node: &RawNode<SnapshotStorage>| {
+                    node.raft.raft_log.unstable.snapshot.as_ref().map(|pending| pending.data.clone())
+                };
+                let (before, data) = (pending(&self.node), message.get_snapshot().data.clone());
                 if let Err(error) = self.node.step(message) {
                     tracing::debug!(%error, "raft refused a message");
                 }
-                // A snapshot raft did not take (this member was not behind it) is
-                // never restored: its file goes now.
-                let pending = self.node.raft.raft_log.unstable.snapshot.as_ref().map(|s| s.get_metadata().index);
-                if let Some(path) = path
-                    && pending != snapshot
-                {
-                    let _ = std::fs::remove_file(path);
+                // The file of a snapshot raft did not take (this member was not
+                // behind it), or of one a newer snapshot replaced before it was
+                // restored, is never read: it goes now.
+                if snapshot {
+                    let after = pending(&self.node);
+                    for file in [Some(data), before] {
+                        if let Some(file) = file
+                            && after.as_ref() != Some(&file)
+                        {
+                            let _ = std::fs::remove_file(cairn_transport::received_path(&file));
+                        }
+                    }
                 }
             }
             Command::Defragment(copy, reply) => match crate::storage::defrag::finish(&self.db, copy) {
@@ -491,7 +506,8 @@ impl Runner {
                 Err(crate::storage::defrag::Failed::After(error)) => return Err(error.into()),
             },
             Command::ReportSnapshot(to, delivered) => {
-                let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                let status =
+                    if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
                 self.node.report_snapshot(to, status);
             }
             Command::Stop => return Ok(true),
@@ -809,8 +825,10 @@ impl Runner {
         // The transport saved the data to a file, which the message names.
         let path = cairn_transport::received_path(&snapshot.data);
         info!(index, term, path = %path.display(), "restoring a snapshot from the leader");
-        let file = std::fs::File::open(&path)
-            .map_err(|error| StorageError::Io { context: format!("cannot open {}", path.display()), error })?;
+        let file = std::fs::File::open(&path).map_err(|error| StorageError::Io {
+            context: format!("cannot open {}", path.display()),
+            error,
+        })?;
         // Readers wait from the commit until the index matches the restored tables.
         let shared_index = Arc::clone(&self.applier.state().index);
         let mut key_index = crate::storage::mvcc::write_index(&shared_index);

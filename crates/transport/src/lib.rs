@@ -48,9 +48,10 @@
 //! ```
 //!
 //! **Invariant:** `send` never blocks the raft thread; messages to one peer are
-//! delivered in the order they were sent, or dropped (and counted), never reordered;
-//! only messages of this cluster from members not removed reach `deliver`, and a
-//! snapshot only once all its data is on the receiver's disk.
+//! delivered in the order they were sent, or dropped (and counted), never reordered,
+//! but for snapshots, which go on their own call and may arrive after later
+//! messages; only messages of this cluster from members not removed reach
+//! `deliver`, and a snapshot only once all its data is on the receiver's disk.
 
 mod leases;
 mod membership;

@@ -144,7 +144,9 @@ impl Receiver {
             )));
         }
         if (self.is_removed)(from) {
-            return Err(Status::permission_denied("the member has been permanently removed from the cluster"));
+            return Err(Status::permission_denied(
+                "the member has been permanently removed from the cluster",
+            ));
         }
         Ok(())
     }
@@ -172,7 +174,10 @@ impl Peer for Receiver {
                 };
                 if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
                     // A snapshot's data comes on a call of its own, chunk by chunk.
-                    warn!(from = format_args!("{:x}", batch.from), "refusing a snapshot sent as a raft message");
+                    warn!(
+                        from = format_args!("{:x}", batch.from),
+                        "refusing a snapshot sent as a raft message"
+                    );
                     self.refused(batch.from);
                     continue;
                 }
@@ -194,9 +199,13 @@ impl Peer for Receiver {
         Ok(Response::new(RaftAck {}))
     }
 
-    async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftAck>, Status> {
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftAck>, Status> {
         let mut chunks = request.into_inner();
-        let first = chunks.message().await?.ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        let first =
+            chunks.message().await?.ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
         self.check_sender(first.cluster_id, first.from)?;
         let Some(dir) = &self.snapshot_dir else {
             return Err(Status::unimplemented("this member takes no snapshots"));

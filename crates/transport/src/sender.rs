@@ -159,13 +159,26 @@ impl Transport {
     pub fn send(&self, messages: Vec<Message>) {
         let peers = self.lock();
         for message in messages {
-            match peers.get(&message.to) {
+            let (to, snapshot) = (message.to, message.get_msg_type() == MessageType::MsgSnapshot);
+            let sent = match peers.get(&to) {
                 Some(peer) => {
-                    if peer.queue.try_send(message).is_err() {
+                    let queued = peer.queue.try_send(message).is_ok();
+                    if !queued {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                     }
+                    queued
                 }
-                None => debug!(to = message.to, "no route to member"),
+                None => {
+                    debug!(to, "no route to member");
+                    false
+                }
+            };
+            // raft waits for the outcome of every snapshot it sends.
+            if !sent
+                && snapshot
+                && let Some(snapshots) = self.snapshots.0.get()
+            {
+                snapshots.report(to, false);
             }
         }
     }
@@ -284,11 +297,15 @@ async fn send_loop(
                 // the peer still needs once it answers, and a restarted member is not
                 // fed a backlog of stale appends. A snapshot fails on its own call,
                 // which reports it failed.
-                while let Ok(message) = messages.try_recv() {
-                    if is_snapshot(&message) {
-                        send_snapshot(message);
-                    } else {
-                        dropped.fetch_add(1, Ordering::Relaxed);
+                loop {
+                    match messages.try_recv() {
+                        Ok(message) if is_snapshot(&message) => send_snapshot(message),
+                        Ok(_) => {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        // The peer was removed, or its URLs changed: a new sender took over.
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
                     }
                 }
                 backoff = pause(backoff).await;

@@ -6,8 +6,8 @@
 //! describe, so a crash never leaves a conf state that disagrees with the members
 //! applied, nor a restored state machine without the mark that restarts the log.
 
-use std::path::Path;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use raft::Storage as _;
@@ -165,12 +165,21 @@ impl Outgoing {
 
 impl cairn_transport::Snapshots for Outgoing {
     fn data(&self, message: &raft::eraftpb::Message) -> Option<cairn_transport::SnapshotData> {
-        let (index, chunks) = self.lock().remove(&message.to)?;
-        (index == message.get_snapshot().get_metadata().index)
-            .then(|| Box::new(chunks.map(|chunk| chunk.map_err(std::io::Error::other))) as _)
+        let mut taken = self.lock();
+        let index = message.get_snapshot().get_metadata().index;
+        // A stale message leaves the current snapshot's data alone.
+        if taken.get(&message.to)?.0 != index {
+            return None;
+        }
+        let (_, chunks) = taken.remove(&message.to)?;
+        Some(Box::new(chunks.map(|chunk| chunk.map_err(std::io::Error::other))))
     }
 
     fn report(&self, to: u64, delivered: bool) {
+        // A snapshot dropped before it was read no longer holds its transaction open.
+        if !delivered {
+            self.lock().remove(&to);
+        }
         (self.report)(to, delivered);
     }
 }
@@ -337,7 +346,8 @@ mod tests {
         txn.commit().unwrap();
         // The transport reads the data once, for the member it was taken for.
         use cairn_transport::Snapshots as _;
-        let mut message = raft::eraftpb::Message { to: 3, snapshot: Some(snapshot).into(), ..Default::default() };
+        let mut message =
+            raft::eraftpb::Message { to: 3, snapshot: Some(snapshot).into(), ..Default::default() };
         assert!(storage.outgoing().data(&message).is_none(), "taken for member 2");
         message.to = 2;
         let data: Vec<u8> = storage.outgoing().data(&message).unwrap().flat_map(Result::unwrap).collect();

@@ -181,6 +181,10 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
     client.delete("missed/199", None).await.unwrap();
     let revision = client.put("last", "v", None).await.unwrap().header().unwrap().revision();
 
+    // etcd's own snapshot dir is not Cairn's to clear.
+    let etcd_snap = cluster.dir.path().join(format!("m{lagging}")).join("member").join("snap");
+    std::fs::create_dir_all(&etcd_snap).unwrap();
+    std::fs::write(etcd_snap.join("db"), b"etcd's").unwrap();
     cluster.restart(lagging);
     let behind = cluster.client(lagging).await;
     let all = until_ok("the lagging member to catch up", || {
@@ -203,9 +207,10 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
     let last = behind.get("last", Some(GetOptions::new().with_serializable())).await.unwrap();
     assert_eq!(last.kvs()[0].mod_revision(), revision, "the same revisions as the leader");
     // The snapshot came as a stream saved to a file, removed once restored.
-    let snap_dir = cluster.dir.path().join(format!("m{lagging}")).join("member").join("snap");
+    let snap_dir = cluster.dir.path().join(format!("m{lagging}")).join("member").join("cairn-snap");
     let left: Vec<_> = std::fs::read_dir(&snap_dir).expect("the snapshot dir").collect();
     assert!(left.is_empty(), "{left:?} left in {}", snap_dir.display());
+    assert_eq!(std::fs::read(etcd_snap.join("db")).unwrap(), b"etcd's");
     // Leases came with the snapshot, attached keys included.
     let ttl = behind
         .lease_time_to_live(lease, Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
