@@ -149,11 +149,7 @@ async fn measure(mut server: Server, options: &CatchUpOptions) -> anyhow::Result
 }
 
 pub(crate) async fn run(options: CatchUpOptions) -> anyhow::Result<()> {
-    let cairn = options.cairn.clone().unwrap_or_else(crate::compare::cairn_beside_this_binary);
-    let mut servers = vec![("cairn", cairn, false)];
-    if crate::compare::installed(&options.etcd) {
-        servers.push(("etcd", options.etcd.clone(), true));
-    }
+    let servers = crate::compare::servers(options.cairn.as_ref(), &options.etcd);
     println!(
         "3 members, --snapshot-count={}: one misses {} puts of {}-byte values (about {} MB), then starts again",
         options.snapshot_count,

@@ -169,6 +169,17 @@ pub(crate) fn cairn_beside_this_binary() -> PathBuf {
     std::env::current_exe().unwrap_or_default().with_file_name("cairn")
 }
 
+/// The servers to measure, named, each with whether it is etcd: Cairn (`cairn`, or
+/// the binary beside this one), then etcd when `etcd` runs.
+pub(crate) fn servers(cairn: Option<&PathBuf>, etcd: &PathBuf) -> Vec<(&'static str, PathBuf, bool)> {
+    let cairn = cairn.cloned().unwrap_or_else(cairn_beside_this_binary);
+    let mut servers = vec![("cairn", cairn, false)];
+    if installed(etcd) {
+        servers.push(("etcd", etcd.clone(), true));
+    }
+    servers
+}
+
 /// Whether `binary` runs.
 pub(crate) fn installed(binary: &PathBuf) -> bool {
     Command::new(binary).arg("--version").output().is_ok_and(|out| out.status.success())

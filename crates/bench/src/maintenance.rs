@@ -173,11 +173,7 @@ fn print(name: &str, figures: &Figures) {
 }
 
 pub(crate) async fn run(options: MaintenanceOptions) -> anyhow::Result<()> {
-    let cairn = options.cairn.clone().unwrap_or_else(crate::compare::cairn_beside_this_binary);
-    let mut servers = vec![("cairn", cairn, false)];
-    if crate::compare::installed(&options.etcd) {
-        servers.push(("etcd", options.etcd.clone(), true));
-    }
+    let servers = crate::compare::servers(options.cairn.as_ref(), &options.etcd);
     println!(
         "{} keys written twice, {}-byte values ({} revisions, about {} MB of values)",
         options.keys,
