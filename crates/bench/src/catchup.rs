@@ -40,6 +40,10 @@ pub(crate) struct CatchUpOptions {
 struct Figures {
     load: Duration,
     caught_up: Duration,
+    /// The longest linearizable read on the leader while the member caught up: each
+    /// needs the leader's raft thread and a quorum round, so a leader stalled by the
+    /// snapshot would show here.
+    leader_read_stall: Duration,
     applied: u64,
     peak_rss_bytes: u64,
 }
@@ -113,6 +117,12 @@ async fn measure(mut server: Server, options: &CatchUpOptions) -> anyhow::Result
     let load = started.elapsed();
     let target = status(&server.endpoints[leader]).await?.raft_applied_index;
 
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = tokio::spawn(crate::maintenance::probe(
+        channel(&server.endpoints[leader]).await?,
+        false,
+        Arc::clone(&stop),
+    ));
     server.restart(behind)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
@@ -128,6 +138,8 @@ async fn measure(mut server: Server, options: &CatchUpOptions) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let caught_up = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let leader_read_stall = reads.await??;
     let usage = crate::report::ProcessUsage::read(server.pid(behind)).context("the member's memory")?;
     // Everything is there, read from the member itself.
     let mut kv = KvClient::new(channel(&server.endpoints[behind]).await?);
@@ -145,7 +157,7 @@ async fn measure(mut server: Server, options: &CatchUpOptions) -> anyhow::Result
     if u64::try_from(count)? != options.writes {
         bail!("the member has {count} keys of {}", options.writes);
     }
-    Ok(Figures { load, caught_up, applied, peak_rss_bytes: usage.peak_rss_bytes })
+    Ok(Figures { load, caught_up, leader_read_stall, applied, peak_rss_bytes: usage.peak_rss_bytes })
 }
 
 pub(crate) async fn run(options: CatchUpOptions) -> anyhow::Result<()> {
@@ -164,10 +176,12 @@ pub(crate) async fn run(options: CatchUpOptions) -> anyhow::Result<()> {
         crate::compare::warm_up(&server.endpoints, &crate::load::LoadOptions::defaults()).await?;
         let figures = measure(server, &options).await?;
         println!(
-            "{name:>6}: load {:.1} s | caught up to applied index {} in {:.2} s | peak RSS of the member {:.0} MB",
+            "{name:>6}: load {:.1} s | caught up to applied index {} in {:.2} s, longest linearizable read on \
+             the leader meanwhile {:.0} ms | peak RSS of the member {:.0} MB",
             figures.load.as_secs_f64(),
             figures.applied,
             figures.caught_up.as_secs_f64(),
+            figures.leader_read_stall.as_secs_f64() * 1e3,
             figures.peak_rss_bytes as f64 / 1e6,
         );
         seconds.push(figures.caught_up.as_secs_f64());

@@ -87,7 +87,7 @@ async fn load(channel: &Channel, options: &MaintenanceOptions) -> anyhow::Result
 }
 
 /// Sends one request after another until `stop`, giving the longest any took.
-async fn probe(channel: Channel, write: bool, stop: Arc<AtomicBool>) -> anyhow::Result<Duration> {
+pub(crate) async fn probe(channel: Channel, write: bool, stop: Arc<AtomicBool>) -> anyhow::Result<Duration> {
     let mut kv = KvClient::new(channel);
     let mut longest = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
