@@ -172,7 +172,14 @@ pub(crate) async fn run(options: CatchUpOptions) -> anyhow::Result<()> {
     let snapshot_count = format!("--snapshot-count={}", options.snapshot_count);
     let mut seconds = Vec::new();
     for (name, binary, is_etcd) in servers {
-        let server = crate::compare::start(&binary, is_etcd, 3, &[&snapshot_count])?;
+        // A gigabyte of values passes Cairn's default quota of 2 GiB on disk (see the
+        // README): both get 8 GiB.
+        let server = crate::compare::start(
+            &binary,
+            is_etcd,
+            3,
+            &[&snapshot_count, "--quota-backend-bytes=8589934592"],
+        )?;
         crate::compare::warm_up(&server.endpoints, &crate::load::LoadOptions::defaults()).await?;
         let figures = measure(server, &options).await?;
         println!(
