@@ -5,10 +5,10 @@
 //! (from which the key index is rebuilt), leases, the auth store and the store
 //! revisions. It is a stream of chunks, each a length-delimited protobuf message of
 //! about [`CHUNK_BYTES`] of rows, read from one read transaction ([`Chunks`]) and
-//! ended by a chunk that says it is the last: neither the member that sends it nor
-//! the one that receives it holds more than a chunk in memory, and nothing bounds its
-//! size but the disk. Restoring one replaces all of it, with the applied index, in
-//! one transaction ([`restore_from`]); one cut short is refused.
+//! ended by a chunk that says it is the last: reading it, and restoring it, hold one
+//! chunk at a time, and nothing bounds its size but the disk. Restoring one replaces
+//! all of it, with the applied index, in one transaction ([`restore_from`]), whose
+//! dirty pages redb keeps in memory until it commits; one cut short is refused.
 
 use prost::Message;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
