@@ -417,14 +417,7 @@ impl Runner {
             let now = std::time::Instant::now();
             if now >= next_tick {
                 self.node.tick();
-                // Ticks missed while the thread was busy (a large restore, a slow
-                // disk) are dropped, as Go's ticker drops them for etcd: fired in a
-                // burst they would pass an election timeout at once, and a follower
-                // would campaign, or a leader step down, without cause.
-                next_tick += self.config.heartbeat;
-                if next_tick <= now {
-                    next_tick = now + self.config.heartbeat;
-                }
+                next_tick = tick_after(next_tick, now, self.config.heartbeat);
             }
             self.flush_proposals();
             self.start_read_round();
@@ -881,6 +874,16 @@ impl Runner {
     }
 }
 
+/// When the tick after the one due at `due` (fired at `now`) is due. Ticks missed
+/// while the raft thread was busy (a large restore, a slow disk) are dropped, as
+/// Go's ticker drops them for etcd: fired in a burst they would pass an election
+/// timeout at once, and a follower would campaign, or a leader step down, without
+/// cause.
+fn tick_after(due: std::time::Instant, now: std::time::Instant, interval: Duration) -> std::time::Instant {
+    let next = due + interval;
+    if next <= now { now + interval } else { next }
+}
+
 /// The membership change `change` makes, as the applier takes it.
 fn member_change(change: &ConfChange) -> MemberChange<'_> {
     use raft::eraftpb::ConfChangeType;
@@ -897,4 +900,23 @@ fn member_change(change: &ConfChange) -> MemberChange<'_> {
 
 fn apply_error(error: cairn_apply::Error) -> StorageError {
     StorageError::Backend(cairn_mvcc::Error::Redb(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn ticks_keep_their_pace_and_those_missed_in_a_stall_are_dropped() {
+        let interval = Duration::from_millis(100);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // On time, or a little late: the next tick keeps the pace.
+        assert_eq!(super::tick_after(at(100), at(100), interval), at(200));
+        assert_eq!(super::tick_after(at(100), at(130), interval), at(200));
+        // After a stall of 3 s, one tick fires, and the next is a whole interval
+        // later: not 29 more at once.
+        assert_eq!(super::tick_after(at(100), at(3100), interval), at(3200));
+        assert_eq!(super::tick_after(at(100), at(200), interval), at(300));
+    }
 }
