@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::{ALARMS, AUTH, Error, KV, LEASES, MEMBERS, META, RAFT_STATE, Store};
+use crate::{ALARMS, AUTH, Error, KV, LEASES, MEMBERS, META, RAFT_STATE, Store, SwapFailed};
 use cairn_mvcc::Revisions;
 
 /// Rows of `kv` per commit while copying (etcd's defrag commits every 10,000 keys).
@@ -58,7 +58,7 @@ fn restored_record(txn: &ReadTransaction) -> Result<Option<Vec<u8>>, Error> {
 }
 
 /// Replaces table `table` of `to` with `from`'s.
-fn copy_whole<K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(crate) fn copy_whole<K: redb::Key + 'static, V: redb::Value + 'static>(
     from: &ReadTransaction,
     to: &redb::WriteTransaction,
     table: TableDefinition<'_, K, V>,
@@ -125,7 +125,7 @@ fn copy_in_turn(store: &Store, turn: Turn) -> Result<Copy, Error> {
     let read = source.begin_read()?;
     let path = copy_path(store.path());
     let _ = std::fs::remove_file(&path);
-    let db = Database::create(&path)?;
+    let db = crate::create_building(&path)?;
     crate::create_tables(&db)?;
     copy_kv_from(&read, &db, (0, 0))?;
     // Durable here, off the raft thread: the last step then syncs only its own few
@@ -167,20 +167,10 @@ pub fn finish(store: &Store, copy: Copy) -> Result<Outcome, Failed> {
             return Err(Failed::Before(error));
         }
     };
-    let io = |error: std::io::Error| Error::Redb(format!("defragment: {error}"));
-    if let Err(error) = std::fs::rename(&path, store.path()) {
-        let _ = std::fs::remove_file(&path);
-        return Err(Failed::Before(io(error)));
-    }
-    // The copy has the database's name now: whatever fails from here, the member
-    // must not go on with the old, nameless file.
-    let old = store.replace(db);
-    if let Some(dir) = store.path().parent() {
-        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| Failed::After(io(error)))?;
-    }
-    // Closing a redb database writes its allocator state: a large file's takes a
-    // while, which the raft thread need not wait for.
-    let _ = std::thread::Builder::new().name("defrag-close".into()).spawn(move || drop(old));
+    store.swap_in(db, &path).map_err(|failed| match failed {
+        SwapFailed::Before(error) => Failed::Before(error),
+        SwapFailed::After(error) => Failed::After(error),
+    })?;
     Ok(Outcome {
         size_before,
         size_after: store.size(),

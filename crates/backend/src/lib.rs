@@ -11,15 +11,17 @@
 //!   back; `etcd`'s hashes of such a file; the SHA-256 trailer of a saved snapshot;
 //! - [`defrag`]: the database rewritten into a compact file in two steps, the second
 //!   short enough to run between two applies;
-//! - [`snapshot`]: the state as bytes for a raft snapshot, and its restore;
+//! - [`snapshot`]: the state as chunks for a raft snapshot, and its restore into a
+//!   new file that takes the database's place as a defragmentation's copy does;
 //! - [`members`]: the cluster's members as every member keeps them;
 //! - [`alarms`]: the raised alarms, what NOSPACE and CORRUPT refuse, and the quota.
 //!
 //! No raft, no gRPC: a server wires these to its consensus and its services.
 //!
 //! **Invariant:** a backup, a raft snapshot or a defragmentation copies the whole state
-//! as one read transaction saw it, and a restore replaces the whole state in the
-//! caller's one write transaction: no reader ever sees half of one.
+//! as one read transaction saw it, and a restore from a raft snapshot or the end of a
+//! defragmentation replaces the whole database file at once, after it is durable: no
+//! reader ever sees half of one, and a crash leaves the old file or the new one.
 
 pub mod alarms;
 pub mod backup;
@@ -76,6 +78,8 @@ impl Store {
         let path = data_dir.join("member").join(DB_FILE);
         // A defragmentation that stopped before its rename left a copy that was never used.
         let _ = std::fs::remove_file(defrag::copy_path(&path));
+        // So did a restore from a snapshot.
+        let _ = std::fs::remove_file(snapshot::restore_path(&path));
         let db = open(data_dir)?;
         let store = Self {
             current: RwLock::new(Arc::new(db)),
@@ -131,6 +135,35 @@ impl Store {
         Arc::clone(&self.defragmenting).try_lock_owned().ok().map(defrag::Turn)
     }
 
+    /// Puts the database file `db` was built in, at `from`, in the place of this
+    /// store's: closes `db`, renames its file over the database file, opens it again
+    /// with a store's cache, syncs the directory and makes it the current database.
+    /// The old one is closed on a thread of its own, as closing a large file takes a
+    /// while; a transaction begun on it finishes there. If the rename fails, `from`
+    /// is deleted and the store is as it was.
+    pub(crate) fn swap_in(&self, db: Database, from: &Path) -> Result<(), SwapFailed> {
+        let io =
+            |error: std::io::Error| Error::Redb(format!("cannot put {} in place: {error}", from.display()));
+        // Closing a file all of whose transactions committed durably takes
+        // milliseconds, and so does opening it again.
+        drop(db);
+        if let Err(error) = std::fs::rename(from, &self.path) {
+            let _ = std::fs::remove_file(from);
+            return Err(SwapFailed::Before(io(error)));
+        }
+        // The new file has the database's name now: whatever fails from here, the
+        // member must not go on with the old, nameless file.
+        let db = open_file(&self.path).map_err(|error| SwapFailed::After(error.into()))?;
+        let old = self.replace(db);
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|error| SwapFailed::After(io(error)))?;
+        }
+        let _ = std::thread::Builder::new().name("db-close".into()).spawn(move || drop(old));
+        Ok(())
+    }
+
     /// A read transaction on the current database.
     pub fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
         redb::ReadableDatabase::begin_read(&*self.get())
@@ -152,6 +185,45 @@ impl Store {
     }
 }
 
+/// How [`Store::swap_in`] failed: before the rename (the store is as it was) or after.
+#[derive(Debug)]
+pub(crate) enum SwapFailed {
+    Before(Error),
+    After(Error),
+}
+
+impl SwapFailed {
+    pub(crate) fn into_inner(self) -> Error {
+        match self {
+            Self::Before(error) | Self::After(error) => error,
+        }
+    }
+}
+
+/// Deletes a file when dropped, unless [`Removal::disarm`]ed: a new database file
+/// that never took its place is not left behind.
+#[derive(Debug)]
+pub(crate) struct Removal(Option<PathBuf>);
+
+impl Removal {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self(Some(path))
+    }
+
+    /// Keeps the file, giving back its path.
+    pub(crate) fn disarm(mut self) -> PathBuf {
+        self.0.take().expect("armed until disarmed")
+    }
+}
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// etcd's `etcd_disk_backend_commit_duration_seconds` (buckets from 1 ms doubling to
 /// about 8 s), on the global meter provider as it is at the first commit.
 fn commit_seconds() -> &'static opentelemetry::metrics::Histogram<f64> {
@@ -170,9 +242,30 @@ fn commit_seconds() -> &'static opentelemetry::metrics::Histogram<f64> {
 pub fn open(data_dir: &Path) -> Result<Database, Error> {
     let member = data_dir.join("member");
     std::fs::create_dir_all(&member).map_err(io_error("cannot create member/"))?;
-    let db = Database::create(member.join(DB_FILE))?;
+    let db = open_file(&member.join(DB_FILE))?;
     create_tables(&db)?;
     Ok(db)
+}
+
+/// Bytes of redb's cache of a store's database. Pages past it are read from the
+/// operating system's page cache: a member's memory does not grow with its store
+/// (redb's default, 1 GiB, held a whole store of that size after a restart read it
+/// through).
+pub const CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Opens (or creates) the database file at `path` with a store's cache.
+pub(crate) fn open_file(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new().set_cache_size(CACHE_BYTES).create(path)
+}
+
+/// Bytes of redb's cache of a database being built (a restore's, a
+/// defragmentation's copy), whose rows are written once and not read again there.
+const BUILDING_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// Creates a database file to build at `path`: with a cache of its own size, which
+/// [`Store::swap_in`] trades for a store's.
+pub(crate) fn create_building(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new().set_cache_size(BUILDING_CACHE_BYTES).create(path)
 }
 
 /// Creates every table that `db` lacks.

@@ -6,14 +6,17 @@
 //! revisions. It is a stream of chunks, each a length-delimited protobuf message of
 //! about [`CHUNK_BYTES`] of rows, read from one read transaction ([`Chunks`]) and
 //! ended by a chunk that says it is the last: reading it, and restoring it, hold one
-//! chunk at a time, and nothing bounds its size but the disk. Restoring one replaces
-//! all of it, with the applied index, in one transaction ([`restore_from`]), whose
-//! dirty pages redb keeps in memory until it commits; one cut short is refused.
+//! chunk at a time, and nothing bounds its size but the disk. Restoring one builds a
+//! new database file in batches ([`restore`]) that takes the old one's place only
+//! when whole and durable ([`Fresh::install`]), as a defragmentation's copy does: a
+//! restore holds one batch in memory, and one cut short is refused.
+
+use std::path::{Path, PathBuf};
 
 use prost::Message;
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use crate::{ALARMS, AUTH, Error, KV, LEASES, MEMBERS, META};
+use crate::{ALARMS, AUTH, Error, KV, LEASES, MEMBERS, META, RAFT_STATE, Removal, Store};
 use cairn_mvcc::Revisions;
 
 #[derive(Clone, PartialEq, Message)]
@@ -206,69 +209,158 @@ pub fn take(db: &Database) -> Result<(u64, Vec<u8>), Error> {
     Ok((applied_index, data))
 }
 
-/// Replaces the state machine in `txn` with the snapshot `data`, applied up to
-/// `index`.
-pub fn restore(txn: &WriteTransaction, data: &[u8], index: u64) -> Result<(), Error> {
-    restore_from(txn, data, index)
+/// Bytes of rows a restore writes per commit: what it holds in memory at most,
+/// whatever the snapshot's size.
+const RESTORE_BATCH_BYTES: usize = 16 * CHUNK_BYTES;
+
+/// Where a restore builds its new database, beside the database file.
+pub fn restore_path(path: &Path) -> PathBuf {
+    path.with_extension("redb.restore")
 }
 
-/// Replaces the state machine in `txn` with the snapshot read from `reader`, one
-/// chunk at a time, applied up to `index`. A chunk that is cut short or does not
-/// decode refuses the whole snapshot (the transaction must then be dropped).
-pub fn restore_from(txn: &WriteTransaction, reader: impl std::io::Read, index: u64) -> Result<(), Error> {
+/// A state machine restored from a snapshot into a new database file beside the
+/// store's, not yet in its place: [`Fresh::install`] puts it there, and one dropped
+/// instead is deleted.
+#[derive(Debug)]
+pub struct Fresh {
+    db: Database,
+    file: Removal,
+}
+
+impl Fresh {
+    /// Records what goes with the restored state in one last transaction (`last`, as
+    /// the raft state that restarts the log), makes the new file durable, renames it
+    /// over `store`'s database file and makes it `store`'s current database. No write
+    /// may happen to `store` meanwhile. An error before the rename leaves `store` as
+    /// it was; one after it (the directory's sync) leaves the member unable to trust
+    /// its files.
+    pub fn install<E: From<Error>>(
+        self,
+        store: &Store,
+        last: impl FnOnce(&WriteTransaction) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Self { db, file } = self;
+        let mut txn = db.begin_write().map_err(Error::from)?;
+        txn.set_durability(Durability::Immediate).map_err(Error::from)?;
+        last(&txn)?;
+        txn.commit().map_err(Error::from)?;
+        let path = file.disarm();
+        store.swap_in(db, &path).map_err(|failed| E::from(failed.into_inner()))
+    }
+}
+
+/// Restores the snapshot read from `reader`, applied up to `index`, into a new
+/// database file beside `store`'s, one chunk at a time, committing every
+/// [`RESTORE_BATCH_BYTES`] of rows without waiting for the disk: memory holds a batch
+/// at most, whatever the snapshot's size, and `store` serves reads meanwhile. What a
+/// snapshot does not hold (this member's IDs, its raft state) is carried over from
+/// `store`. A chunk that is cut short or does not decode refuses the whole snapshot,
+/// and the new file is deleted.
+pub fn restore(store: &Store, reader: impl std::io::Read, index: u64) -> Result<Fresh, Error> {
+    let path = restore_path(store.path());
+    let _ = std::fs::remove_file(&path);
+    let fresh = Fresh { db: crate::create_building(&path)?, file: Removal::new(path) };
+    crate::create_tables(&fresh.db)?;
+    let non_durable = || -> Result<WriteTransaction, Error> {
+        let mut txn = fresh.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        Ok(txn)
+    };
+    let txn = non_durable()?;
+    {
+        let read = store.begin_read()?;
+        crate::defrag::copy_whole(&read, &txn, META)?;
+        crate::defrag::copy_whole(&read, &txn, RAFT_STATE)?;
+    }
+    let mut batch = Some(txn);
+    let mut bytes = 0;
+    let mut revisions = None;
+    read_chunks(reader, |chunk| {
+        let txn = match &mut batch {
+            Some(txn) => txn,
+            None => batch.insert(non_durable()?),
+        };
+        bytes += put_chunk(txn, &chunk, &mut revisions)?;
+        if bytes >= RESTORE_BATCH_BYTES {
+            batch.take().expect("a batch is open").commit()?;
+            bytes = 0;
+        }
+        Ok(())
+    })?;
+    let txn = match batch {
+        Some(txn) => txn,
+        None => non_durable()?,
+    };
+    {
+        let mut meta = txn.open_table(META)?;
+        revisions.ok_or(Error::Corrupt("state snapshot"))?.save(&mut meta)?;
+        meta.insert("applied_index", index)?;
+    }
+    txn.commit()?;
+    Ok(fresh)
+}
+
+/// Writes the rows of `chunk` in `txn`, and from the first chunk (the header) the
+/// revisions into `revisions`; gives back about how many bytes it wrote.
+fn put_chunk(
+    txn: &WriteTransaction,
+    chunk: &StateSnapshot,
+    revisions: &mut Option<Revisions>,
+) -> Result<usize, Error> {
+    if revisions.is_none() {
+        *revisions = Some(Revisions { current: chunk.revision, compacted: chunk.compact_revision });
+        let mut members = txn.open_table(MEMBERS)?;
+        for member in &chunk.members {
+            members.insert(member.id, member.encode_to_vec().as_slice())?;
+        }
+        if !chunk.auth.is_empty() {
+            txn.open_table(AUTH)?.insert("store", chunk.auth.as_slice())?;
+        }
+        let mut alarms = txn.open_table(ALARMS)?;
+        for alarm in &chunk.alarms {
+            alarms.insert((alarm.member_id, alarm.alarm), ())?;
+        }
+    }
+    let mut bytes = 0;
+    if !chunk.changes.is_empty() {
+        let mut kv = txn.open_table(KV)?;
+        for change in &chunk.changes {
+            kv.insert((change.revision, change.sub), change.value.as_slice())?;
+            bytes += change.value.len() + 16;
+        }
+    }
+    if !chunk.leases.is_empty() {
+        let mut leases = txn.open_table(LEASES)?;
+        for entry in &chunk.leases {
+            leases.insert(entry.id, (entry.ttl, entry.remaining))?;
+            bytes += 24;
+        }
+    }
+    Ok(bytes)
+}
+
+/// Reads the chunks of a snapshot from `reader` and hands each to `each`, refusing a
+/// stream cut short, one with anything after its last chunk, and a chunk that does
+/// not decode.
+fn read_chunks(
+    reader: impl std::io::Read,
+    mut each: impl FnMut(StateSnapshot) -> Result<(), Error>,
+) -> Result<(), Error> {
     let corrupt = || Error::Corrupt("state snapshot");
     let mut reader = std::io::BufReader::new(reader);
-    let mut kv = txn.open_table(KV)?;
-    let mut leases = txn.open_table(LEASES)?;
-    let mut auth = txn.open_table(AUTH)?;
-    let mut meta = txn.open_table(META)?;
-    let mut members = txn.open_table(MEMBERS)?;
-    let mut alarms = txn.open_table(ALARMS)?;
-    members.retain(|_, _| false)?;
-    kv.retain(|_, _| false)?;
-    leases.retain(|_, _| false)?;
-    auth.retain(|_, _| false)?;
-    alarms.retain(|_, _| false)?;
-    let mut revisions = None;
     let mut buf = Vec::new();
     let mut ended = false;
     while let Some(length) = read_length(&mut reader).map_err(|_| corrupt())? {
-        if ended {
-            return Err(corrupt());
-        }
-        if length > MAX_CHUNK_BYTES {
+        if ended || length > MAX_CHUNK_BYTES {
             return Err(corrupt());
         }
         buf.resize(length, 0);
         std::io::Read::read_exact(&mut reader, &mut buf).map_err(|_| corrupt())?;
         let chunk = StateSnapshot::decode(buf.as_slice()).map_err(|_| corrupt())?;
-        if revisions.is_none() {
-            // The first chunk is the header.
-            revisions = Some(Revisions { current: chunk.revision, compacted: chunk.compact_revision });
-            for member in &chunk.members {
-                members.insert(member.id, member.encode_to_vec().as_slice())?;
-            }
-            if !chunk.auth.is_empty() {
-                auth.insert("store", chunk.auth.as_slice())?;
-            }
-            for alarm in &chunk.alarms {
-                alarms.insert((alarm.member_id, alarm.alarm), ())?;
-            }
-        }
-        for change in &chunk.changes {
-            kv.insert((change.revision, change.sub), change.value.as_slice())?;
-        }
-        for entry in &chunk.leases {
-            leases.insert(entry.id, (entry.ttl, entry.remaining))?;
-        }
         ended = chunk.last;
+        each(chunk)?;
     }
-    if !ended {
-        return Err(corrupt());
-    }
-    revisions.ok_or_else(corrupt)?.save(&mut meta)?;
-    meta.insert("applied_index", index)?;
-    Ok(())
+    if ended { Ok(()) } else { Err(corrupt()) }
 }
 
 /// Reads a chunk's varint length; `None` at the end of the stream, before a chunk.

@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use cairn_backend::{ALARMS, AUTH, KV, LEASES, META, backup, members, snapshot};
+use cairn_backend::{ALARMS, AUTH, KV, LEASES, META, RAFT_STATE, Store, backup, members, snapshot};
 use cairn_mvcc::bbolt::BoltReader;
 use cairn_mvcc::{KeyIndex, KeySpan, Revisions, Writer};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -82,14 +82,33 @@ fn a_raft_snapshot_replaces_the_whole_state_with_the_applied_index() {
     let (applied, data) = snapshot::take(&source).unwrap();
     assert_eq!(applied, 40);
 
-    let target = cairn_backend::open(&dir.path().join("b")).unwrap();
-    let txn = target.begin_write().unwrap();
+    let store = Store::open(&dir.path().join("b")).unwrap();
+    let txn = store.begin_write().unwrap();
     txn.open_table(LEASES).unwrap().insert(99, (5, 5)).unwrap();
+    members::store_ids(&txn, (3, 77)).unwrap();
+    txn.open_table(RAFT_STATE).unwrap().insert("conf_state", b"old".as_slice()).unwrap();
     txn.commit().unwrap();
-    let txn = target.begin_write().unwrap();
-    snapshot::restore(&txn, &data, 41).unwrap();
-    txn.commit().unwrap();
+    let fresh = snapshot::restore(&store, data.as_slice(), 41).unwrap();
+    let building = snapshot::restore_path(store.path());
+    assert!(building.exists(), "built in a file of its own");
+    // Until it is installed, the store is as it was.
+    let before = store.begin_read().unwrap();
+    assert!(before.open_table(LEASES).unwrap().get(99).unwrap().is_some());
+    fresh
+        .install(&store, |txn| -> Result<(), cairn_backend::Error> {
+            txn.open_table(RAFT_STATE)?.insert("restored", b"at 41".as_slice())?;
+            Ok(())
+        })
+        .unwrap();
+    assert!(!building.exists(), "the new file took the database's place");
+    // A read begun before still reads the old state.
+    assert!(before.open_table(LEASES).unwrap().get(99).unwrap().is_some());
+    drop(before);
 
+    // Everything holds after a reopen: the file in place is the restored one.
+    drop(store);
+    let store = Store::open(&dir.path().join("b")).unwrap();
+    let target = store.get();
     assert_eq!(kv_rows(&target), kv_rows(&source));
     let read = target.begin_read().unwrap();
     let leases: Vec<i64> =
@@ -97,8 +116,25 @@ fn a_raft_snapshot_replaces_the_whole_state_with_the_applied_index() {
     assert_eq!(leases, [7], "what the snapshot lacks is gone");
     assert_eq!(read.open_table(META).unwrap().get("applied_index").unwrap().unwrap().value(), 41);
     assert_eq!(members::load(&target).unwrap().keys().copied().collect::<Vec<_>>(), [9]);
-    let txn = target.begin_write().unwrap();
-    assert!(snapshot::restore(&txn, b"\xff\xff not a snapshot", 1).is_err());
+    assert_eq!(members::stored_ids(&target).unwrap(), Some((3, 77)), "the member's IDs stay");
+    let raft_state = read.open_table(RAFT_STATE).unwrap();
+    assert_eq!(raft_state.get("conf_state").unwrap().unwrap().value(), b"old", "carried over");
+    assert_eq!(raft_state.get("restored").unwrap().unwrap().value(), b"at 41", "the last transaction's");
+    drop((read, raft_state));
+
+    // One that is not a snapshot is refused, leaving no file and the store as it was.
+    assert!(snapshot::restore(&store, b"\xff\xff not a snapshot".as_slice(), 1).is_err());
+    assert!(!snapshot::restore_path(store.path()).exists());
+    assert_eq!(kv_rows(&store.get()), kv_rows(&source));
+
+    // A restore that stopped half way (the process killed) leaves a file that the
+    // next start deletes, and the store as it was.
+    std::fs::write(snapshot::restore_path(store.path()), b"half a database").unwrap();
+    drop((store, target));
+    let store = Store::open(&dir.path().join("b")).unwrap();
+    assert!(!snapshot::restore_path(store.path()).exists());
+    let applied = store.begin_read().unwrap().open_table(META).unwrap().get("applied_index").unwrap();
+    assert_eq!(applied.unwrap().value(), 41);
 }
 
 #[test]
@@ -128,10 +164,10 @@ fn a_snapshot_streams_in_chunks_of_bounded_size_read_from_one_transaction() {
     assert!(chunks.len() > 10, "{} chunks", chunks.len());
     assert!(chunks.iter().all(|chunk| chunk.len() < 4096 + 200), "a chunk is one row past the size at most");
 
-    let target = cairn_backend::open(&dir.path().join("b")).unwrap();
-    let txn = target.begin_write().unwrap();
-    snapshot::restore_from(&txn, chunks.concat().as_slice(), 41).unwrap();
-    txn.commit().unwrap();
+    let store = Store::open(&dir.path().join("b")).unwrap();
+    let no_more = |_: &redb::WriteTransaction| -> Result<(), cairn_backend::Error> { Ok(()) };
+    snapshot::restore(&store, chunks.concat().as_slice(), 41).unwrap().install(&store, no_more).unwrap();
+    let target = store.get();
     let mut expected = kv_rows(&source);
     expected.retain(|(at, _)| *at != (500, 0));
     assert_eq!(kv_rows(&target), expected);
@@ -144,9 +180,14 @@ fn a_snapshot_streams_in_chunks_of_bounded_size_read_from_one_transaction() {
     let boundary = chunks[0].len() + chunks[1].len();
     let last = whole.len() - chunks.last().unwrap().len();
     for cut in [1, boundary, whole.len() / 2, last, whole.len() - 1] {
-        let txn = target.begin_write().unwrap();
-        assert!(snapshot::restore_from(&txn, &whole[..cut], 42).is_err(), "cut at {cut}");
+        assert!(snapshot::restore(&store, &whole[..cut], 42).is_err(), "cut at {cut}");
+        assert!(!snapshot::restore_path(store.path()).exists(), "cut at {cut}");
     }
+    // So is anything after the last chunk.
+    let mut longer = whole.clone();
+    longer.extend_from_slice(&chunks[1]);
+    assert!(snapshot::restore(&store, longer.as_slice(), 42).is_err());
+    assert_eq!(kv_rows(&store.get()), expected, "the store is as the whole snapshot left it");
 }
 
 #[test]

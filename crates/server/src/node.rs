@@ -822,16 +822,17 @@ impl Runner {
             context: format!("cannot open {}", path.display()),
             error,
         })?;
-        // Readers wait from the commit until the index matches the restored tables.
+        let started = std::time::Instant::now();
+        // Built in a file of its own while readers go on with the old state.
+        let fresh = snapshot::restore(&self.db, file, index)?;
+        let written = started.elapsed();
+        // Readers wait from the swap until the index matches the restored tables.
         let shared_index = Arc::clone(&self.applier.state().index);
         let mut key_index = crate::storage::mvcc::write_index(&shared_index);
-        let started = std::time::Instant::now();
-        let txn = self.db.begin_write()?;
-        snapshot::restore_from(&txn, file, index)?;
-        raft_log::save_restored(&txn, index, term)?;
-        raft_log::save_conf_state(&txn, snapshot.get_metadata().get_conf_state())?;
-        let written = started.elapsed();
-        txn.commit()?;
+        fresh.install(&self.db, |txn| {
+            raft_log::save_restored(txn, index, term)?;
+            raft_log::save_conf_state(txn, snapshot.get_metadata().get_conf_state())
+        })?;
         let committed = started.elapsed();
         // Only after the state is durable: a crash between the two is recovered
         // from the restored state (see `raft_log::recover`).

@@ -355,10 +355,10 @@ mod tests {
         storage.outgoing().report(2, true);
         assert_eq!(*reports.lock().unwrap(), [(2, true)]);
         // The data restores the same state elsewhere.
-        let other = cairn_backend::open(&dir.path().join("other")).unwrap();
-        let txn = other.begin_write().unwrap();
-        snapshot::restore(&txn, &data, meta.index).unwrap();
-        txn.commit().unwrap();
+        let other = Store::open(&dir.path().join("other")).unwrap();
+        let fresh = snapshot::restore(&other, data.as_slice(), meta.index).unwrap();
+        fresh.install(&other, |txn| save_restored(txn, meta.index, meta.term)).unwrap();
+        let other = other.get();
         let applied =
             other.begin_read().unwrap().open_table(cairn_backend::META).unwrap().get("applied_index");
         assert_eq!(applied.unwrap().map(|v| v.value()), Some(3));
