@@ -17,6 +17,7 @@ mod error;
 mod flags;
 mod grpc;
 mod lease;
+mod log_budget;
 use cairn_backend::members;
 mod metrics;
 mod node;

@@ -36,9 +36,17 @@ use cairn_transport::Transport;
 use cairn_utl::raft_state::SnapshotStorage;
 use cairn_wal::Wal;
 
+use crate::log_budget::{LogBudget, entry_bytes};
+
 /// Entries kept after a log compaction, for followers that lag a little (etcd's
 /// `snapshotCatchUpEntries`).
 const CATCH_UP_ENTRIES: u64 = 5000;
+/// Most bytes of entries raft-rs's in-memory log holds before it is compacted,
+/// whatever `--snapshot-count` allows (see [`LogBudget`]).
+const MAX_LOG_BYTES: u64 = 128 * 1024 * 1024;
+/// Entries read from the in-memory log at a time to measure them (each read clones
+/// them).
+const SIZE_WINDOW: u64 = 16;
 /// Most commands taken from the channel before handling a `Ready`, so that a burst
 /// of proposals shares one fsync without starving ticks.
 const MAX_BATCH: usize = 4096;
@@ -315,6 +323,10 @@ pub(crate) fn start(
         members: Arc::clone(&shared.members),
     };
     let limits = Limits { min_lease_ttl: config.min_lease_ttl, quota: config.quota };
+    let mut log_budget = LogBudget::new(config.snapshot_count, CATCH_UP_ENTRIES, MAX_LOG_BYTES);
+    let (first, last) =
+        (storage.first_index().map_err(raft_error)?, storage.last_index().map_err(raft_error)?);
+    log_budget.appended(entries_back(&storage, first, last).map(|(_, bytes)| bytes).sum());
     let mut runner = Runner {
         node,
         storage,
@@ -332,6 +344,7 @@ pub(crate) fn start(
         applied,
         reads: cairn_wait::ReadRounds::new(config.member_id),
         config,
+        log_budget,
         pending_proposals: Vec::new(),
     };
     let thread = std::thread::Builder::new()
@@ -374,6 +387,8 @@ struct Runner {
     hub: Hub,
     applied: u64,
     config: NodeConfig,
+    /// When the in-memory log is compacted.
+    log_budget: LogBudget,
     /// Proposals waiting for a leader.
     pending_proposals: Vec<(Vec<u8>, oneshot::Sender<cairn_proposal::Result<()>>)>,
     /// Linearizable reads waiting for read-index rounds.
@@ -607,6 +622,7 @@ impl Runner {
         must_sync: bool,
     ) -> Result<(), StorageError> {
         self.wal.append(&entries, hard_state.as_ref(), must_sync)?;
+        self.log_budget.appended(entries.iter().map(entry_bytes).sum());
         let mut core = self.storage.wl();
         core.append(&entries).map_err(raft_error)?;
         if let Some(hard_state) = hard_state {
@@ -855,14 +871,15 @@ impl Runner {
     }
 
     /// Drops log entries once more than `--snapshot-count` have been applied since
-    /// the first one kept, keeping the last few thousand.
+    /// the first one kept, or once they hold more than [`MAX_LOG_BYTES`], keeping the
+    /// last few thousand (fewer if they are large).
     fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
         let first = self.storage.first_index().map_err(raft_error)?;
-        if self.applied < first + self.config.snapshot_count {
+        if !self.log_budget.due(first, self.applied) {
             return Ok(());
         }
         let keep_from =
-            self.applied.saturating_sub(CATCH_UP_ENTRIES.min(self.config.snapshot_count)).max(first + 1);
+            self.log_budget.keep_from(first, self.applied, entries_back(&self.storage, first, self.applied));
         let term = self.storage.term(keep_from - 1).map_err(raft_error)?;
         // The dropped entries are no longer there to replay: the state they made
         // must be durable first.
@@ -870,9 +887,40 @@ impl Runner {
         self.last_durable = std::time::Instant::now();
         self.wal.compact(keep_from - 1, term)?;
         self.storage.wl().compact(keep_from).map_err(raft_error)?;
-        info!(first_kept = keep_from, applied = self.applied, "compacted the raft log");
+        let last = self.storage.last_index().map_err(raft_error)?;
+        self.log_budget.compacted(entries_back(&self.storage, keep_from, last).map(|(_, bytes)| bytes).sum());
+        info!(
+            first_kept = keep_from,
+            applied = self.applied,
+            bytes_kept = self.log_budget.bytes(),
+            "compacted the raft log"
+        );
         Ok(())
     }
+}
+
+/// The index and [`entry_bytes`] of each entry of `storage` from `last` back to
+/// `first`, read [`SIZE_WINDOW`] entries at a time. A read that fails ends it early
+/// (a compaction then keeps more than it might).
+fn entries_back(storage: &MemStorage, first: u64, last: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let mut end = last + 1;
+    let mut window = Vec::new().into_iter();
+    std::iter::from_fn(move || {
+        loop {
+            if let Some(entry) = window.next() {
+                return Some(entry);
+            }
+            if end <= first {
+                return None;
+            }
+            let start = end.saturating_sub(SIZE_WINDOW).max(first);
+            let entries = storage.entries(start, end, None, raft::GetEntriesContext::empty(false)).ok()?;
+            let sizes: Vec<(u64, u64)> =
+                entries.iter().rev().map(|entry| (entry.index, entry_bytes(entry))).collect();
+            window = sizes.into_iter();
+            end = start;
+        }
+    })
 }
 
 /// When the tick after the one due at `due` (fired at `now`) is due. Ticks missed
