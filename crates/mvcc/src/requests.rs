@@ -33,8 +33,6 @@ pub fn range_request(
 ) -> Result<RangeResponse, Error> {
     let revision = range_revision(request, revisions)?;
     let span = KeySpan::new(&request.key, &request.range_end);
-    let positions = index.positions(span, revision);
-    let count = positions.len() as i64;
     // Without revision filters, the index alone answers a count, and a limit in key
     // order reads only the values returned (a paginated list of a big prefix).
     let filtered = [
@@ -44,8 +42,11 @@ pub fn range_request(
         request.max_create_revision,
     ] != [0; 4];
     if request.count_only && !filtered {
+        let count = index.count(span, revision) as i64;
         return Ok(RangeResponse { header: header(revisions.current), kvs: Vec::new(), more: false, count });
     }
+    let positions = index.positions(span, revision);
+    let count = positions.len() as i64;
     let limit = usize::try_from(request.limit).unwrap_or(0);
     if !filtered && limit > 0 && limits_before_sorting(request) {
         // As etcd: the first `limit + 1` keys in key order, sorted, then truncated.

@@ -189,19 +189,25 @@ impl KeyIndex {
     /// Where the values of the live keys in `span` at `revision` are, in key order:
     /// counting them reads nothing from disk.
     pub fn positions(&self, span: KeySpan<'_>, revision: u64) -> Vec<Position> {
-        let live = |changes: &Vec<Change>| Self::live(changes, revision);
-        match span {
-            _ if span.is_empty() => Vec::new(),
-            KeySpan::Single(key) => self.keys.get(key).and_then(live).into_iter().collect(),
-            KeySpan::From(key) => {
-                let keys = self.keys.range::<[u8], _>((Bound::Included(key), Bound::Unbounded));
-                keys.filter_map(|(_, changes)| live(changes)).collect()
-            }
-            KeySpan::Range(key, end) => {
-                let keys = self.keys.range::<[u8], _>((Bound::Included(key), Bound::Excluded(end)));
-                keys.filter_map(|(_, changes)| live(changes)).collect()
-            }
-        }
+        self.live_in(span, revision).collect()
+    }
+
+    /// How many keys in `span` are live at `revision`, without collecting where.
+    pub fn count(&self, span: KeySpan<'_>, revision: u64) -> usize {
+        self.live_in(span, revision).count()
+    }
+
+    fn live_in<'a>(&'a self, span: KeySpan<'a>, revision: u64) -> impl Iterator<Item = Position> + 'a {
+        let bounds = match span {
+            _ if span.is_empty() => None,
+            KeySpan::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
+            KeySpan::From(key) => Some((Bound::Included(key), Bound::Unbounded)),
+            KeySpan::Range(key, end) => Some((Bound::Included(key), Bound::Excluded(end))),
+        };
+        bounds
+            .into_iter()
+            .flat_map(|bounds| self.keys.range::<[u8], _>(bounds))
+            .filter_map(move |(_, changes)| Self::live(changes, revision))
     }
 
     /// The value `key` had just before its change at `at`, if it had one.
@@ -560,6 +566,10 @@ mod tests {
         assert_eq!(index.positions(KeySpan::From(b""), 4), [(3, 0)]);
         assert_eq!(index.positions(KeySpan::Single(b"a"), 9), [(5, 0)]);
         assert_eq!(index.positions(KeySpan::Range(b"a", b"b"), 1), []);
+        // A count finds as many as there are positions, without collecting them.
+        assert_eq!(index.count(KeySpan::From(b""), 3), 2);
+        assert_eq!(index.count(KeySpan::Single(b"a"), 9), 1);
+        assert_eq!(index.count(KeySpan::Range(b"b", b"a"), 9), 0, "an empty range");
         assert_eq!(index.before(b"a", (5, 0)), None, "the change before is a deletion");
         assert_eq!(index.before(b"a", (4, 0)), Some((2, 0)));
     }
