@@ -65,6 +65,11 @@ impl Server {
         Ok(())
     }
 
+    /// Member `n`'s data dir.
+    pub(crate) fn data_dir(&self, n: usize) -> PathBuf {
+        self._data.path().join(format!("m{n}"))
+    }
+
     /// Member `n`'s process ID.
     pub(crate) fn pid(&self, n: usize) -> u32 {
         self.children[n].id()
@@ -102,7 +107,7 @@ pub(crate) fn start(
     for n in 0..members {
         let mut args = vec![
             format!("--name=m{n}"),
-            format!("--data-dir={}", server._data.path().join(format!("m{n}")).display()),
+            format!("--data-dir={}", server.data_dir(n).display()),
             format!("--listen-client-urls=http://{}", clients[n]),
             format!("--advertise-client-urls=http://{}", clients[n]),
             format!("--listen-peer-urls=http://{}", peers[n]),
@@ -141,6 +146,7 @@ async fn one_run(
     let usage = (usages.len() == server.children.len()).then(|| ProcessUsage {
         cpu_seconds: usages.iter().map(|u| u.cpu_seconds).sum(),
         peak_rss_bytes: usages.iter().map(|u| u.peak_rss_bytes).sum(),
+        rss_bytes: usages.iter().map(|u| u.rss_bytes).sum(),
     });
     Ok((report::summarize(&result), usage, result.latencies))
 }

@@ -12,6 +12,7 @@ mod load;
 mod maintenance;
 mod plot;
 mod report;
+mod scale;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +53,9 @@ enum Command {
     /// Kills a member of a fresh 3-member Cairn cluster and, if installed, a fresh
     /// etcd cluster, writes what it misses, starts it again and times its catch-up.
     CatchUp(catchup::CatchUpOptions),
+    /// Loads millions of keys into a fresh Cairn and, if installed, a fresh etcd, and
+    /// reports the load rate, memory, disk, restart time and a count of every key.
+    Scale(scale::ScaleOptions),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(options) => runtime.block_on(compare::run(options))?,
         Command::Maintenance(options) => runtime.block_on(maintenance::run(options))?,
         Command::CatchUp(options) => runtime.block_on(catchup::run(options))?,
+        Command::Scale(options) => runtime.block_on(scale::run(options))?,
     }
     Ok(())
 }

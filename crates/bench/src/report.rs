@@ -9,6 +9,8 @@ use crate::load::{LoadOptions, LoadResult};
 pub(crate) struct ProcessUsage {
     pub(crate) cpu_seconds: f64,
     pub(crate) peak_rss_bytes: u64,
+    /// Resident memory now.
+    pub(crate) rss_bytes: u64,
 }
 
 impl ProcessUsage {
@@ -18,16 +20,22 @@ impl ProcessUsage {
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let peak_kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse()
-            .ok()?;
+        let kib = |field: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))?
+                .trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse()
+                .ok()
+        };
         // Linux reports CPU time in clock ticks of 1/100 s on every common configuration.
-        Some(Self { cpu_seconds: ticks / 100.0, peak_rss_bytes: peak_kib * 1024 })
+        Some(Self {
+            cpu_seconds: ticks / 100.0,
+            peak_rss_bytes: kib("VmHWM:")? * 1024,
+            rss_bytes: kib("VmRSS:")? * 1024,
+        })
     }
 }
 
