@@ -4,8 +4,8 @@
 //! goes with the state machine.
 //!
 //! Around that database:
-//! - [`Store`], the handle a defragmentation swaps: every user takes the current
-//!   database for each transaction;
+//! - [`Store`], the handle a defragmentation or a restore swaps: every user takes the
+//!   current database for each transaction, and a [`Read`] holds its database open;
 //! - [`backup`]: the state as an etcd backend file (bbolt, etcd's buckets), which
 //!   `etcdctl snapshot status/restore` and `etcdutl` read, and an etcd backend read
 //!   back; `etcd`'s hashes of such a file; the SHA-256 trailer of a saved snapshot;
@@ -59,9 +59,10 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |error| Error::Redb(format!("{what}: {error}"))
 }
 
-/// The state machine's database, which a defragmentation replaces as a whole: every
-/// user takes the current one for each transaction, and a transaction begun on the old
-/// one finishes there.
+/// The state machine's database, which a defragmentation or a restore from a raft
+/// snapshot replaces as a whole: every user takes the current one for each
+/// transaction, and a read begun on the old one ([`Read`] holds it open) finishes
+/// there.
 #[derive(Debug)]
 pub struct Store {
     current: RwLock<Arc<Database>>,
@@ -146,27 +147,33 @@ impl Store {
             |error: std::io::Error| Error::Redb(format!("cannot put {} in place: {error}", from.display()));
         // Closing a file all of whose transactions committed durably takes
         // milliseconds, and so does opening it again.
-        drop(db);
+        if let Err(error) = db.close() {
+            let _ = std::fs::remove_file(from);
+            return Err(SwapFailed::Before(error.into()));
+        }
         if let Err(error) = std::fs::rename(from, &self.path) {
             let _ = std::fs::remove_file(from);
             return Err(SwapFailed::Before(io(error)));
         }
         // The new file has the database's name now: whatever fails from here, the
-        // member must not go on with the old, nameless file.
+        // member must not go on with the old, nameless file. Readers see the new state
+        // only once the rename is durable: after a crash the member never starts on a
+        // state older than one it served.
         let db = open_file(&self.path).map_err(|error| SwapFailed::After(error.into()))?;
-        let old = self.replace(db);
         if let Some(dir) = self.path.parent() {
             std::fs::File::open(dir)
                 .and_then(|dir| dir.sync_all())
                 .map_err(|error| SwapFailed::After(io(error)))?;
         }
+        let old = self.replace(db);
+        // The last handle closes it, once the reads begun on it end.
         let _ = std::thread::Builder::new().name("db-close".into()).spawn(move || drop(old));
         Ok(())
     }
 
-    /// A read transaction on the current database.
-    pub fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
-        redb::ReadableDatabase::begin_read(&*self.get())
+    /// A read transaction on the current database, which it holds open.
+    pub fn begin_read(&self) -> Result<Read, redb::TransactionError> {
+        Read::new(self.get())
     }
 
     /// A write transaction on the current database.
@@ -182,6 +189,49 @@ impl Store {
         commit_seconds().record(started.elapsed().as_secs_f64(), &[]);
         self.refresh_size();
         committed
+    }
+}
+
+/// A read transaction on a store's database, holding that database open: a read
+/// begun before a defragmentation or a restore swapped the database reads on to its
+/// end (redb fails the reads of a database whose last handle is dropped).
+pub struct Read {
+    // Dropped first: the transaction ends before the handle goes.
+    txn: ReadTransaction,
+    _db: Option<Arc<Database>>,
+}
+
+impl Read {
+    /// A read transaction on `db`, holding it open.
+    pub fn new(db: Arc<Database>) -> Result<Self, redb::TransactionError> {
+        Ok(Self { txn: redb::ReadableDatabase::begin_read(&*db)?, _db: Some(db) })
+    }
+}
+
+/// A transaction whose database the caller keeps open.
+impl From<ReadTransaction> for Read {
+    fn from(txn: ReadTransaction) -> Self {
+        Self { txn, _db: None }
+    }
+}
+
+impl std::ops::Deref for Read {
+    type Target = ReadTransaction;
+
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+impl std::borrow::Borrow<ReadTransaction> for Read {
+    fn borrow(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+impl std::fmt::Debug for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Read").finish_non_exhaustive()
     }
 }
 

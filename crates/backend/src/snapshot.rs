@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::{ALARMS, AUTH, Error, KV, LEASES, MEMBERS, META, RAFT_STATE, Removal, Store};
 use cairn_mvcc::Revisions;
@@ -78,7 +78,7 @@ pub const MAX_CHUNK_BYTES: usize = 512 * 1024 * 1024;
 /// `leases` rows in key order. Each chunk resumes after the last key of the one
 /// before, so no table is held open between chunks.
 pub struct Chunks {
-    txn: ReadTransaction,
+    txn: crate::Read,
     next: Next,
     chunk_bytes: usize,
 }
@@ -100,12 +100,13 @@ enum Next {
 
 impl Chunks {
     /// The chunks of the state `txn` reads, and the applied index that state is at.
-    pub fn new(txn: ReadTransaction) -> Result<(u64, Self), Error> {
+    pub fn new(txn: impl Into<crate::Read>) -> Result<(u64, Self), Error> {
         Self::with_chunk_bytes(txn, CHUNK_BYTES)
     }
 
     /// As [`Chunks::new`], closing chunks after `chunk_bytes` of rows.
-    pub fn with_chunk_bytes(txn: ReadTransaction, chunk_bytes: usize) -> Result<(u64, Self), Error> {
+    pub fn with_chunk_bytes(txn: impl Into<crate::Read>, chunk_bytes: usize) -> Result<(u64, Self), Error> {
+        let txn = txn.into();
         let applied_index = txn.open_table(META)?.get("applied_index")?.map_or(0, |v| v.value());
         Ok((applied_index, Self { txn, next: Next::Header, chunk_bytes }))
     }

@@ -109,14 +109,15 @@ pub fn write_index(index: &SharedIndex) -> RwLockWriteGuard<'_, KeyIndex> {
 /// `read`'s, redb's, and [`Error::Corrupt`] for an index ahead of every snapshot (a
 /// broken store: the index only moves past a snapshot after a commit that takes the
 /// store past it too, so the second snapshot is enough).
-pub fn view<T, E: From<Error>>(
-    begin_read: impl Fn() -> Result<redb::ReadTransaction, redb::TransactionError>,
+pub fn view<T, E: From<Error>, R: std::borrow::Borrow<redb::ReadTransaction>>(
+    begin_read: impl Fn() -> Result<R, redb::TransactionError>,
     index: &SharedIndex,
     read: impl FnOnce(&redb::ReadOnlyTable<Position, &'static [u8]>, &KeyIndex, Revisions) -> Result<T, E>,
 ) -> Result<T, E> {
     let storage = |error: redb::Error| E::from(Error::from(error));
     for _ in 0..100 {
-        let txn = begin_read().map_err(|e| storage(e.into()))?;
+        let held = begin_read().map_err(|e| storage(e.into()))?;
+        let txn: &redb::ReadTransaction = held.borrow();
         let revisions = Revisions::load(&txn.open_table(crate::META).map_err(|e| storage(e.into()))?)?;
         let index = read_index(index);
         if index.serves(revisions) {

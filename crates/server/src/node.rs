@@ -858,6 +858,8 @@ impl Runner {
             warn!(path = %path.display(), %error, "cannot remove a restored snapshot");
         }
         self.storage.wl().apply_snapshot(snapshot).map_err(raft_error)?;
+        // The in-memory log starts again, empty, after the snapshot.
+        self.log_budget.compacted(0);
         // Everything kept in memory follows the restored tables.
         self.applier.reload(&self.db.get(), &mut key_index).map_err(apply_error)?;
         drop(key_index);

@@ -2,8 +2,10 @@
 //! the log restarted at after a snapshot from the leader), and the recovery of
 //! raft-rs's in-memory log from it and the write-ahead log at start.
 //!
-//! Both records are written in the transaction that changes the state machine they
-//! describe, so a crash never leaves a conf state that disagrees with the members
+//! Both records are written with the state machine they describe, in the
+//! transaction that applies a membership change, or in the last transaction of a
+//! database file restored from a snapshot, which takes the old file's place whole
+//! (by a rename): a crash never leaves a conf state that disagrees with the members
 //! applied, nor a restored state machine without the mark that restarts the log.
 
 use std::collections::HashMap;
@@ -213,7 +215,7 @@ impl raft::Storage for SnapshotStorage {
 
     fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
         let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
-        let opened = self.db.get().begin_read().map_err(cairn_backend::Error::from);
+        let opened = self.db.begin_read().map_err(cairn_backend::Error::from);
         let (index, chunks) = opened.and_then(snapshot::Chunks::new).map_err(|error| {
             tracing::error!(%error, "cannot take a snapshot");
             unavailable()
