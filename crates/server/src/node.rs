@@ -874,14 +874,25 @@ impl Runner {
 
     /// Drops log entries once more than `--snapshot-count` have been applied since
     /// the first one kept, or once they hold more than [`MAX_LOG_BYTES`], keeping the
-    /// last few thousand (fewer if they are large).
+    /// last few thousand (fewer if they are large, more if a follower needs them).
     fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
         let first = self.storage.first_index().map_err(raft_error)?;
-        if !self.log_budget.due(first, self.applied) {
+        let Some(due) = self.log_budget.due(first, self.applied) else {
             return Ok(());
-        }
-        let keep_from =
-            self.log_budget.keep_from(first, self.applied, entries_back(&self.storage, first, self.applied));
+        };
+        // What the slowest follower still in touch lacks, when this member leads.
+        let raft = &self.node.raft;
+        let slowest = (raft.state == raft::StateRole::Leader)
+            .then(|| {
+                let followers = raft.prs().iter().filter(|(id, _)| **id != raft.id);
+                followers
+                    .filter(|(_, progress)| progress.recent_active)
+                    .map(|(_, progress)| progress.matched)
+                    .min()
+            })
+            .flatten();
+        let sizes = entries_back(&self.storage, first, self.applied);
+        let keep_from = self.log_budget.keep_from((first, self.applied), due, sizes, slowest);
         let term = self.storage.term(keep_from - 1).map_err(raft_error)?;
         // The dropped entries are no longer there to replay: the state they made
         // must be durable first.
