@@ -252,7 +252,7 @@ impl Fresh {
 
 /// Restores the snapshot read from `reader`, applied up to `index`, into a new
 /// database file beside `store`'s, one chunk at a time, committing every
-/// [`RESTORE_BATCH_BYTES`] of rows without waiting for the disk: memory holds a batch
+/// 16 MiB of rows without waiting for the disk: memory holds a batch
 /// at most, whatever the snapshot's size, and `store` serves reads meanwhile. What a
 /// snapshot does not hold (this member's IDs, its raft state) is carried over from
 /// `store`. A chunk that is cut short or does not decode refuses the whole snapshot,

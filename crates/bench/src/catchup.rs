@@ -48,10 +48,12 @@ struct Figures {
     peak_rss_bytes: u64,
 }
 
-async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
+/// A channel to `endpoint` that gives up connecting after 1 s and waits up to 10 min
+/// for an answer (a count of millions of keys, a restore).
+pub(crate) async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
     Ok(tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?
         .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(600))
         .connect()
         .await?)
 }

@@ -54,23 +54,35 @@ struct Figures {
 const BATCH: u64 = 100;
 
 async fn load(channel: &Channel, options: &MaintenanceOptions) -> anyhow::Result<()> {
-    let value = vec![b'v'; options.val_size];
+    let keys = options.keys;
+    let key = move |n: u64| format!("key/{:010}", n % keys).into_bytes();
+    put_all(channel, keys * 2, BATCH, &vec![b'v'; options.val_size], key).await
+}
+
+/// Puts `key(n)` for every `n` below `total`, `batch` puts to a transaction, 32
+/// transactions at a time.
+pub(crate) async fn put_all(
+    channel: &Channel,
+    total: u64,
+    batch: u64,
+    value: &[u8],
+    key: impl Fn(u64) -> Vec<u8> + Clone + Send + 'static,
+) -> anyhow::Result<()> {
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let total = options.keys * 2;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..32 {
-        let (mut kv, next, value, keys) =
-            (KvClient::new(channel.clone()), Arc::clone(&next), value.clone(), options.keys);
+        let (mut kv, next, value, key) =
+            (KvClient::new(channel.clone()), Arc::clone(&next), value.to_vec(), key.clone());
         tasks.spawn(async move {
             loop {
-                let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                let first = next.fetch_add(batch, Ordering::Relaxed);
                 if first >= total {
                     return anyhow::Ok(());
                 }
-                let success = (first..(first + BATCH).min(total))
+                let success = (first..(first + batch).min(total))
                     .map(|n| RequestOp {
                         request: Some(Op::RequestPut(PutRequest {
-                            key: format!("key/{:010}", n % keys).into_bytes(),
+                            key: key(n),
                             value: value.clone(),
                             ..PutRequest::default()
                         })),

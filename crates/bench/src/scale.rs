@@ -5,15 +5,12 @@
 //! lost none of the keys acknowledged before the kill.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cairn_api::etcdserverpb::kv_client::KvClient;
 use cairn_api::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_api::etcdserverpb::request_op::Request as Op;
-use cairn_api::etcdserverpb::{PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest};
+use cairn_api::etcdserverpb::{RangeRequest, StatusRequest};
 use tonic::transport::Channel;
 
 use crate::report::ProcessUsage;
@@ -63,45 +60,11 @@ fn key(n: u64, size: usize) -> Vec<u8> {
     format!("key/{n:0width$}", width = size.saturating_sub(4)).into_bytes()
 }
 
-async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(600))
-        .connect()
-        .await?)
-}
-
 /// Puts every key once, `batch` to a transaction, 32 transactions at a time.
 async fn load(channel: &Channel, options: &ScaleOptions) -> anyhow::Result<()> {
+    let key_size = options.key_size;
     let value = vec![b'v'; options.val_size];
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..32 {
-        let (mut kv, next, value, options) =
-            (KvClient::new(channel.clone()), Arc::clone(&next), value.clone(), options.clone());
-        tasks.spawn(async move {
-            loop {
-                let first = next.fetch_add(options.batch, Ordering::Relaxed);
-                if first >= options.keys {
-                    return anyhow::Ok(());
-                }
-                let success = (first..(first + options.batch).min(options.keys))
-                    .map(|n| RequestOp {
-                        request: Some(Op::RequestPut(PutRequest {
-                            key: key(n, options.key_size),
-                            value: value.clone(),
-                            ..PutRequest::default()
-                        })),
-                    })
-                    .collect();
-                kv.txn(TxnRequest { success, ..TxnRequest::default() }).await.context("load")?;
-            }
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
-    Ok(())
+    crate::maintenance::put_all(channel, options.keys, options.batch, &value, move |n| key(n, key_size)).await
 }
 
 /// Counts every loaded key (the warm-up's are elsewhere) with one linearizable
@@ -141,7 +104,7 @@ fn rss(server: &crate::compare::Server) -> anyhow::Result<u64> {
 
 async fn measure(mut server: crate::compare::Server, options: &ScaleOptions) -> anyhow::Result<Figures> {
     let endpoint = server.endpoints[0].clone();
-    let client = channel(&endpoint).await?;
+    let client = crate::catchup::channel(&endpoint).await?;
     let started = Instant::now();
     load(&client, options).await?;
     let load = started.elapsed();
@@ -156,7 +119,7 @@ async fn measure(mut server: crate::compare::Server, options: &ScaleOptions) -> 
     let deadline = started + Duration::from_secs(600);
     let client = loop {
         let ready = async {
-            let client = channel(&endpoint).await?;
+            let client = crate::catchup::channel(&endpoint).await?;
             KvClient::new(client.clone())
                 .range(RangeRequest { key: key(0, options.key_size), ..RangeRequest::default() })
                 .await?;
