@@ -280,9 +280,8 @@ pub(crate) fn start(
         _ => {}
     }
     let (commands, receiver) = std::sync::mpsc::channel();
-    let reports = Mutex::new(commands.clone());
+    let reports = commands.clone();
     let snapshots = SnapshotStorage::new(storage.clone(), Arc::clone(&db), move |to, delivered| {
-        let reports = reports.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = reports.send(Command::ReportSnapshot(to, delivered));
     });
     if let Some(transport) = &transport {
@@ -486,14 +485,15 @@ impl Runner {
                 let pending = |node: &RawNode<SnapshotStorage>| {
                     node.raft.raft_log.unstable.snapshot.as_ref().map(|pending| pending.data.clone())
                 };
-                let (before, data) = (pending(&self.node), message.get_snapshot().data.clone());
+                // Only a snapshot names a file (the data is shared, not copied).
+                let files = snapshot.then(|| (pending(&self.node), message.get_snapshot().data.clone()));
                 if let Err(error) = self.node.step(message) {
                     tracing::debug!(%error, "raft refused a message");
                 }
                 // The file of a snapshot raft did not take (this member was not
                 // behind it), or of one a newer snapshot replaced before it was
                 // restored, is never read: it goes now.
-                if snapshot {
+                if let Some((before, data)) = files {
                     let after = pending(&self.node);
                     for file in [Some(data), before] {
                         if let Some(file) = file
